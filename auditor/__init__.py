@@ -1,0 +1,1 @@
+"""cc-auditor: who can still read the data on a confidential VM."""
