@@ -1,0 +1,122 @@
+"""The public Python API: `scan`, `load_run`. The CLI is a thin layer over these.
+
+`scan(replay=DIR)` serves a replay directory (or a stored run's raw/) with fakecloud on
+127.0.0.1 and audits it through the same real SDK code path as a live scan.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+
+from auditor.collect import ProgressListener
+from auditor.engine import Engine
+from auditor.model import AuditRun, Scope
+from auditor.providers.aws import AwsProvider, AwsTarget
+from auditor.providers.base import Provider
+from auditor.rules.loader import load_packs
+from auditor.run import RAW_DIR, load_run, run_audit
+
+__all__ = ["ScanError", "load_run", "replay_root", "scan"]
+
+SUPPORTED_PROVIDERS = ("aws",)
+
+
+class ScanError(Exception):
+    """A scan that cannot start: bad options or an unusable replay directory."""
+
+
+def replay_root(path: str | Path) -> Path:
+    """The replay directory to serve: DIR itself, or DIR/raw for a stored run."""
+    p = Path(path)
+    if not p.is_dir():
+        raise ScanError(f"replay directory not found: {p}")
+    if (p / RAW_DIR).is_dir() and not any((p / c).is_dir() for c in ("aws", "gcp", "azure")):
+        p = p / RAW_DIR
+    if not any((p / c).is_dir() for c in ("aws", "gcp", "azure")):
+        raise ScanError(f"{p} is not a replay directory: it has no aws/, gcp/ or azure/ folder")
+    return p
+
+
+@contextlib.contextmanager
+def _endpoint(replay: Path | None, endpoint_url: str | None) -> Iterator[str | None]:
+    if replay is None:
+        yield endpoint_url
+        return
+    from auditor.fakecloud import FakeCloud
+
+    with FakeCloud(replay) as cloud:
+        yield cloud.endpoint
+
+
+def _aws_provider(
+    replay: Path | None,
+    endpoint: str | None,
+    profiles: Sequence[str],
+    regions: Sequence[str] | None,
+    concurrency: int,
+) -> AwsProvider:
+    if replay is not None:
+        from auditor.fakecloud.replay import aws_accounts
+
+        accounts = aws_accounts(replay)
+        if profiles:
+            raise ScanError("--profile cannot be combined with --replay (accounts come from DIR)")
+        # fakecloud maps an access key equal to an account id to that account
+        targets = [AwsTarget(access_key_id=a, secret_access_key="replay") for a in accounts]
+    else:
+        targets = [AwsTarget(profile=p) for p in profiles] or [AwsTarget()]
+    return AwsProvider(
+        targets, regions=regions, endpoint_url=endpoint, max_pool_connections=concurrency
+    )
+
+
+def scan(
+    provider: str = "aws",
+    *,
+    replay: str | Path | None = None,
+    profiles: Sequence[str] = (),
+    regions: Sequence[str] | None = None,
+    endpoint_url: str | None = None,
+    rules: Sequence[str | Path] = (),
+    run_dir: str | Path | None = None,
+    concurrency: int = 8,
+    progress: ProgressListener | None = None,
+    run_id: str | None = None,
+) -> AuditRun:
+    """Audit one cloud (live, at `endpoint_url`, or a `replay` directory) and return the run.
+
+    Raises `ScanError` for unusable options and `auditor.rules.RulePackError` for a bad pack,
+    both before any cloud call is made.
+    """
+    if provider not in SUPPORTED_PROVIDERS:
+        raise ScanError(
+            f"provider {provider!r} is not supported yet (supported: {', '.join(SUPPORTED_PROVIDERS)})"
+        )
+    if replay is not None and endpoint_url is not None:
+        raise ScanError("--replay and --endpoint-url are exclusive: replay starts its own endpoint")
+    engine = Engine(load_packs(list(rules)))
+    root = replay_root(replay) if replay is not None else None
+    if root is not None and not (root / provider).is_dir():
+        raise ScanError(f"replay directory {root} holds no {provider}/ data")
+    scope = Scope(
+        providers=[provider],
+        regions=list(regions or []),
+        replay=str(root) if root else None,
+        endpoint_url=endpoint_url,
+    )
+    with _endpoint(root, endpoint_url) as endpoint:
+        providers: list[Provider] = [
+            _aws_provider(root, endpoint, profiles, regions, concurrency)
+        ]
+        run = run_audit(
+            providers,
+            engine,
+            scope,
+            run_dir=Path(run_dir) if run_dir else None,
+            concurrency=concurrency,
+            progress=progress,
+            run_id=run_id,
+        )
+    return run

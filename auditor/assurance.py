@@ -1,0 +1,141 @@
+"""From party statuses to an assurance level and a GDPR reading, explained in words.
+
+Levels (DESIGN.md §2) are the highest whose requirements all hold; an UNDETERMINED party never
+meets a requirement, so missing evidence can only lower a level, never raise it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from auditor.jurisdiction import PROVIDER_PARENT, describe, place_of
+from auditor.model import (
+    PROVIDER_PARTIES,
+    Answer,
+    Finding,
+    GdprReading,
+    Level,
+    Party,
+    PartyStatus,
+    Status,
+)
+
+_CLAIMED_OR_BETTER = (Status.CLAIMED_EXCLUDED, Status.EXCLUDED)
+
+#: What each level needs on top of the one below: (party, statuses that satisfy it).
+LEVEL_REQUIREMENTS: dict[Level, tuple[tuple[Party, tuple[Status, ...]], ...]] = {
+    Level.L1: ((Party.HYPERVISOR, _CLAIMED_OR_BETTER),),
+    Level.L2: ((Party.ATTESTATION_SERVICE, _CLAIMED_OR_BETTER),),
+    Level.L3: (
+        (Party.HYPERVISOR, (Status.EXCLUDED,)),
+        (Party.ATTESTATION_SERVICE, (Status.EXCLUDED,)),
+    ),
+    Level.L4: (
+        (Party.FIRMWARE, (Status.EXCLUDED,)),
+        (Party.KEY_CUSTODIAN, (Status.EXCLUDED,)),
+    ),
+}
+
+LEVEL_MEANING: dict[Level, str] = {
+    Level.L0: "no confidential computing shown: the provider can read memory",
+    Level.L1: "confidential computing claimed by the control plane only",
+    Level.L2: "hardware attestation exists but is verified by the provider's service or log",
+    Level.L3: "the owner verified the raw hardware evidence: hypervisor and attestation "
+    "service excluded; firmware or key custody still the provider's",
+    Level.L4: "owner-verified hardware evidence, endorsed firmware, debug and provider "
+    "migration off, current TCB, data keys outside the provider",
+}
+
+
+def level_for(statuses: Mapping[Party, Status]) -> tuple[Level, str]:
+    """The highest level reached and why the next one is not."""
+    reached = Level.L0
+    for level in (Level.L1, Level.L2, Level.L3, Level.L4):
+        unmet = [(p, ok) for p, ok in LEVEL_REQUIREMENTS[level] if statuses[p] not in ok]
+        if unmet:
+            party, ok = unmet[0]
+            have = statuses[party]
+            need = " or ".join(s.value for s in ok)
+            hint = " (evidence missing: could be higher)" if have is Status.UNDETERMINED else ""
+            return reached, (
+                f"{reached.value}: {LEVEL_MEANING[reached]}. {level.value} needs "
+                f"{party.value} {need}; it is {have.value}{hint}."
+            )
+        reached = level
+    return reached, f"{reached.value}: {LEVEL_MEANING[reached]}."
+
+
+_PARTY_WORDS: dict[Party, str] = {
+    Party.CONTROL_PLANE: "the control plane (could launch another image)",
+    Party.HYPERVISOR: "the hypervisor and host admins (could read guest memory)",
+    Party.FIRMWARE: "the provider's firmware (runs inside the guest)",
+    Party.ATTESTATION_SERVICE: "the provider's attestation service or logs",
+    Party.VTPM: "the vTPM (provider-implemented)",
+    Party.KEY_CUSTODIAN: "the disk-key custodian",
+    Party.GUEST_AGENTS: "provider agents and host-provided input in the guest",
+}
+
+
+def gdpr_reading(
+    vm: Any, statuses: Mapping[Party, PartyStatus], findings: Sequence[Finding]
+) -> GdprReading:
+    """Can the provider reach the plaintext of this VM: yes / no / undetermined, and why."""
+    by_status = {p: statuses[p].status for p in PROVIDER_PARTIES}
+    blocking = [p for p in PROVIDER_PARTIES if by_status[p] is not Status.EXCLUDED]
+    can = [p for p in PROVIDER_PARTIES if by_status[p] is Status.CAN_ACCESS]
+    if can:
+        answer = Answer.YES
+        parts = ", ".join(_PARTY_WORDS[p] for p in can)
+        summary = f"Yes: {parts} can reach the plaintext."
+    elif not blocking:
+        answer = Answer.NO
+        summary = (
+            "No: owner-verified hardware evidence shuts every provider-controlled party out."
+        )
+    else:
+        answer = Answer.UNDETERMINED
+        parts = ", ".join(f"{p.value} ({by_status[p].value})" for p in blocking)
+        summary = f"Undetermined: not shown excluded by owner-verified evidence: {parts}."
+    place = place_of(vm.provider, vm.region)
+    non_eu_parent = "United States" in PROVIDER_PARENT.get(vm.provider, "")
+    refs = [
+        "GDPR Art. 5(1)(f)",
+        "GDPR Art. 25(1)",
+        "GDPR Art. 28(1)",
+        "GDPR Art. 32(1)(a), (b) and 32(2)",
+    ]
+    if place.status != "EEA" or non_eu_parent:
+        refs.append("GDPR Art. 44-46 (transfers; remote access counts as making available)")
+    if non_eu_parent:
+        refs.append("GDPR Art. 48 (third-country orders)")
+    refs.append(
+        "EDPB Recommendations 01/2020 Use Case 6 (provider needs data in the clear: "
+        "no effective supplementary measure)"
+        if answer is not Answer.NO
+        else "EDPB Recommendations 01/2020 Use Case 1 (keys and plaintext out of the "
+        "importer's reach)"
+    )
+    if answer is Answer.YES and non_eu_parent:
+        summary += (
+            " The provider's parent is subject to third-country law, so Use Case 6 applies:"
+            " encryption whose keys or plaintext the provider can reach is no supplementary"
+            " measure."
+        )
+    would_change: list[str] = []
+    for p in blocking:
+        fixes = [
+            f.remediation
+            for f in findings
+            if f.party is p and f.remediation and f.status is not Status.EXCLUDED
+        ]
+        if fixes:
+            would_change.append(f"{p.value}: {fixes[0]}")
+    return GdprReading(
+        provider_can_access=answer,
+        blocking_parties=blocking,
+        summary=summary,
+        region_jurisdiction=describe(vm.provider, vm.region),
+        references=refs,
+        would_change=would_change,
+    )

@@ -1,0 +1,425 @@
+"""`ccaudit`: the command line. A thin layer over `auditor.api`, with progress and exit codes.
+
+Exit codes: 0 done and nothing below the threshold; 1 a VM below `--fail-below`; 2 usage or
+configuration error; 3 collection incomplete (gaps listed). When 1 and 3 both apply: 1.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from enum import Enum
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from auditor._version import __version__
+from auditor.api import ScanError, scan
+from auditor.collect import ProgressListener
+from auditor.document import SECTIONS
+from auditor.engine import Engine
+from auditor.model import AuditRun, Level
+from auditor.providers.base import ScopeResult
+from auditor.reports.json_report import render_json
+from auditor.reports.table import print_table
+from auditor.rules.loader import RulePackError, load_packs
+from auditor.run import new_run_id
+
+EXIT_OK = 0
+EXIT_BELOW_THRESHOLD = 1
+EXIT_USAGE = 2
+EXIT_INCOMPLETE = 3
+
+HELP = """Audit confidential VMs: who can still read the data.
+
+For every VM and every party that could reach the plaintext (control plane, hypervisor,
+firmware, attestation service, vTPM, disk-key custodian, guest agents, image publisher,
+CPU vendor) cc-auditor decides CAN_ACCESS, CLAIMED_EXCLUDED (the provider says so),
+EXCLUDED (owner-verified hardware evidence) or UNDETERMINED (evidence missing), and an
+assurance level L0..L4.
+
+Exit codes: 0 ok; 1 a VM below --fail-below; 2 usage/configuration error;
+3 collection incomplete (the gaps are listed). 1 wins over 3.
+"""
+
+app = typer.Typer(help=HELP, no_args_is_help=True, add_completion=False, rich_markup_mode=None)
+rules_app = typer.Typer(help="Inspect and validate rule packs.", no_args_is_help=True)
+fake_app = typer.Typer(help="The loopback replay server (fakecloud).", no_args_is_help=True)
+app.add_typer(rules_app, name="rules")
+app.add_typer(fake_app, name="fakecloud")
+
+err_console = Console(stderr=True)
+
+
+class Provider(str, Enum):
+    aws = "aws"
+
+
+class OutputFormat(str, Enum):
+    table = "table"
+    json = "json"
+
+
+class LevelOpt(str, Enum):
+    L0 = "L0"
+    L1 = "L1"
+    L2 = "L2"
+    L3 = "L3"
+    L4 = "L4"
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"ccaudit {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: Annotated[
+        bool,
+        typer.Option("--version", callback=_version, is_eager=True, help="Show the version."),
+    ] = False,
+) -> None:
+    """cc-auditor."""
+
+
+class _CliProgress(ProgressListener):
+    """Collection progress on stderr: scopes done, VMs seen, failures."""
+
+    def __init__(self, console: Console) -> None:
+        self.progress = Progress(
+            TextColumn("{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn("{task.fields[vms]} VMs, {task.fields[failed]} scope errors"),
+            TimeElapsedColumn(),
+            console=console,
+            transient=True,
+        )
+        self.task = self.progress.add_task("planning", total=None, vms=0, failed=0)
+        self.vms = 0
+        self.failed = 0
+
+    def __enter__(self) -> _CliProgress:
+        self.progress.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.progress.stop()
+
+    def planning(self, provider: str) -> None:
+        self.progress.update(self.task, description=f"{provider}: finding accounts and regions")
+
+    def planned(self, scopes: int) -> None:
+        self.progress.update(self.task, total=scopes, description="collecting scopes")
+
+    def scope_done(self, result: ScopeResult) -> None:
+        self.vms += len(result.vms)
+        self.failed += 1 if result.errors else 0
+        self.progress.update(self.task, advance=1, vms=self.vms, failed=self.failed)
+
+
+def _split(values: list[str] | None) -> list[str]:
+    out: list[str] = []
+    for v in values or []:
+        out.extend(x.strip() for x in v.split(",") if x.strip())
+    return out
+
+
+def exit_code(run: AuditRun, fail_below: Level | None) -> int:
+    """0 ok, 1 a VM below the gate (wins), 3 collection incomplete."""
+    if fail_below is not None and any(vm.level.rank < fail_below.rank for vm in run.vms):
+        return EXIT_BELOW_THRESHOLD
+    if not run.coverage.complete:
+        return EXIT_INCOMPLETE
+    return EXIT_OK
+
+
+def _fail(message: str) -> typer.Exit:
+    err_console.print(f"[bold red]error:[/] {message}", highlight=False)
+    return typer.Exit(EXIT_USAGE)
+
+
+def _emit(run: AuditRun, fmt: OutputFormat, output: Path | None) -> None:
+    if fmt is OutputFormat.json:
+        text = render_json(run)
+        if output:
+            output.parent.mkdir(parents=True, exist_ok=True)
+            output.write_text(text, encoding="utf-8")
+        else:
+            sys.stdout.write(text)
+        return
+    if output:
+        output.parent.mkdir(parents=True, exist_ok=True)
+        with output.open("w", encoding="utf-8") as fh:
+            print_table(run, Console(file=fh, width=200, color_system=None))
+    else:
+        print_table(run, Console())
+
+
+def _run_scan(
+    *,
+    provider: str,
+    replay: Path | None,
+    profiles: list[str],
+    regions: list[str] | None,
+    endpoint_url: str | None,
+    rules: list[Path],
+    run_dir: Path | None,
+    concurrency: int,
+) -> AuditRun:
+    try:
+        with _CliProgress(err_console) as progress:
+            return scan(
+                provider,
+                replay=replay,
+                profiles=profiles,
+                regions=regions,
+                endpoint_url=endpoint_url,
+                rules=list(rules),
+                run_dir=run_dir,
+                concurrency=concurrency,
+                progress=progress,
+            )
+    except (ScanError, RulePackError) as err:
+        raise _fail(str(err)) from err
+
+
+@app.command("scan")
+def scan_cmd(
+    provider: Annotated[Provider, typer.Option(help="Cloud to audit.")] = Provider.aws,
+    replay: Annotated[
+        Path | None,
+        typer.Option(
+            help="Audit a replay directory (or a stored run directory) instead of the live "
+            "cloud: it is served on 127.0.0.1 and read with the real SDK.",
+        ),
+    ] = None,
+    profile: Annotated[
+        list[str] | None,
+        typer.Option(help="AWS profile (repeat for several accounts). Default: boto3's chain."),
+    ] = None,
+    regions: Annotated[
+        list[str] | None,
+        typer.Option(help="Regions, comma-separated or repeated. Default: DescribeRegions."),
+    ] = None,
+    endpoint_url: Annotated[
+        str | None, typer.Option(help="Send API calls to this endpoint (e.g. a fakecloud).")
+    ] = None,
+    rules: Annotated[
+        list[Path] | None,
+        typer.Option(help="Extra rule pack (YAML); repeatable; overrides rules with the same id."),
+    ] = None,
+    fmt: Annotated[
+        OutputFormat, typer.Option("--format", help="Output format.")
+    ] = OutputFormat.table,
+    output: Annotated[
+        Path | None, typer.Option(help="Write the output to this file instead of stdout.")
+    ] = None,
+    fail_below: Annotated[
+        LevelOpt | None,
+        typer.Option(help="Exit 1 if any VM is below this level (L0..L4)."),
+    ] = None,
+    run_dir: Annotated[
+        Path | None,
+        typer.Option(
+            help="Where to keep the run (raw/ responses, result.json). "
+            "Default: ./ccaudit-runs/<run-id>."
+        ),
+    ] = None,
+    no_save: Annotated[
+        bool, typer.Option("--no-save", help="Do not write a run directory.")
+    ] = False,
+    concurrency: Annotated[
+        int, typer.Option(min=1, max=256, help="Scopes (account x region) read in parallel.")
+    ] = 8,
+) -> None:
+    """Collect, evaluate and report on one cloud (live or from a replay directory)."""
+    target = None if no_save else (run_dir or Path("ccaudit-runs") / new_run_id())
+    run = _run_scan(
+        provider=provider.value,
+        replay=replay,
+        profiles=profile or [],
+        regions=_split(regions) or None,
+        endpoint_url=endpoint_url,
+        rules=rules or [],
+        run_dir=target,
+        concurrency=concurrency,
+    )
+    _emit(run, fmt, output)
+    if target is not None:
+        err_console.print(f"run saved in {target}", highlight=False)
+    code = exit_code(run, Level(fail_below.value) if fail_below else None)
+    if code == EXIT_INCOMPLETE or (code and not run.coverage.complete):
+        err_console.print(
+            f"[yellow]collection incomplete:[/] {len(run.coverage.gaps)} gap(s), listed above",
+            highlight=False,
+        )
+    raise typer.Exit(code)
+
+
+def demo_fleet_dir() -> Path:
+    """The embedded demo replay: inside the wheel, or examples/ in a source checkout."""
+    here = Path(__file__).resolve().parent
+    for candidate in (here / "_demo" / "demo-fleet", here.parent / "examples" / "demo-fleet"):
+        if (candidate / "aws").is_dir():
+            return candidate
+    raise FileNotFoundError("the embedded demo fleet is missing from this installation")
+
+
+@app.command("demo")
+def demo_cmd(
+    out: Annotated[
+        Path, typer.Option(help="Directory for the demo run (raw/ and result.json).")
+    ] = Path("ccaudit-demo"),
+) -> None:
+    """Audit the embedded demo fleet: fakecloud + the real boto3 code path, end to end."""
+    try:
+        fleet = demo_fleet_dir()
+    except FileNotFoundError as err:
+        raise _fail(str(err)) from err
+    err_console.print(
+        f"Serving the demo fleet ({fleet}) on 127.0.0.1 and scanning it with boto3…",
+        highlight=False,
+    )
+    run = _run_scan(
+        provider="aws",
+        replay=fleet,
+        profiles=[],
+        regions=None,
+        endpoint_url=None,
+        rules=[],
+        run_dir=out,
+        concurrency=8,
+    )
+    print_table(run, Console())
+    code = exit_code(run, None)
+    err_console.print(
+        f"\nWrote {out / 'result.json'} and the raw responses in {out / 'raw'}.\n"
+        f"A real scan of this fleet would exit {code}"
+        + (" (collection incomplete: one region is not readable)." if code == 3 else "."),
+        highlight=False,
+    )
+
+
+@rules_app.command("list")
+def rules_list(
+    rules: Annotated[
+        list[Path] | None, typer.Option(help="Extra rule pack(s) to include.")
+    ] = None,
+    fmt: Annotated[OutputFormat, typer.Option("--format")] = OutputFormat.table,
+) -> None:
+    """List the rules in effect: built-in packs plus any --rules."""
+    try:
+        engine = Engine(load_packs(list(rules or [])))
+    except RulePackError as err:
+        raise _fail(str(err)) from err
+    if fmt is OutputFormat.json:
+        data = [
+            {**c.rule.model_dump(mode="json"), "pack": c.pack, "sections": list(c.sections)}
+            for c in engine.rules
+        ]
+        sys.stdout.write(json.dumps(data, indent=2) + "\n")
+        return
+    table = Table(title="Rules in effect", title_justify="left")
+    for col in ("id", "party", "effect", "clouds", "severity", "title"):
+        table.add_column(col, overflow="fold", no_wrap=col in ("id", "party", "effect"))
+    for c in engine.rules:
+        r = c.rule
+        table.add_row(
+            r.id,
+            r.party.value,
+            r.effect.value,
+            ",".join(r.providers or ["all"]),
+            r.severity.value,
+            r.title,
+        )
+    console = Console()
+    console.print(table)
+    for pack in engine.packs:
+        console.print(
+            f"pack {pack.ref.name} {pack.ref.version} ({pack.ref.path}) sha256 {pack.ref.sha256}",
+            highlight=False,
+        )
+
+
+@rules_app.command("validate")
+def rules_validate(
+    packs: Annotated[list[Path], typer.Argument(help="Rule pack files to check.")],
+) -> None:
+    """Check rule packs (structure, parties, CEL) without scanning; exit 2 on the first error."""
+    try:
+        loaded = load_packs(list(packs))
+        Engine(loaded)
+    except RulePackError as err:
+        raise _fail(str(err)) from err
+    for pack in loaded[-len(packs) :]:
+        typer.echo(f"ok: {pack.ref.path}: {pack.ref.rules} rules, sha256 {pack.ref.sha256}")
+
+
+@rules_app.command("fields")
+def rules_fields() -> None:
+    """The VM document fields rules can read as `vm.<field>`."""
+    table = Table(title="vm.<field>", title_justify="left")
+    table.add_column("field")
+    table.add_column("meaning", overflow="fold")
+    for name, meaning in SECTIONS.items():
+        table.add_row(name, meaning)
+    Console().print(table)
+
+
+@fake_app.command("serve")
+def fakecloud_serve(
+    directory: Annotated[Path, typer.Argument(help="Replay directory (aws/<account>/...).")],
+    host: Annotated[str, typer.Option(help="Loopback address to bind.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port (0 = any free port).")] = 0,
+    latency_ms: Annotated[float, typer.Option(help="Added latency per call.")] = 0.0,
+    throttle_rate: Annotated[float, typer.Option(help="Fraction of calls throttled.")] = 0.0,
+    error_rate: Annotated[float, typer.Option(help="Fraction of calls failing with 5xx.")] = 0.0,
+    seed: Annotated[int, typer.Option(help="Seed for throttling and faults.")] = 0,
+    page_size: Annotated[int, typer.Option(help="Items per page of list calls.")] = 50,
+) -> None:
+    """Serve a replay directory on 127.0.0.1 in the clouds' wire protocols until Ctrl-C."""
+    from auditor.api import replay_root
+    from auditor.fakecloud import FakeCloud, FaultConfig
+
+    try:
+        root = replay_root(directory)
+        faults = FaultConfig(
+            latency_ms=latency_ms,
+            throttle_rate=throttle_rate,
+            error_rate=error_rate,
+            seed=seed,
+            page_size=page_size,
+        )
+        cloud = FakeCloud(root, faults=faults, host=host, port=port)
+        endpoint = cloud.start()
+    except (ScanError, ValueError, OSError) as err:
+        raise _fail(str(err)) from err
+    typer.echo(f"fakecloud serving {root} at {endpoint}")
+    typer.echo(
+        f"  ccaudit scan --endpoint-url {endpoint} --regions eu-west-1   "
+        "(AWS access key id = account id)"
+    )
+    typer.echo("Ctrl-C to stop.")
+    try:
+        while True:
+            time.sleep(3600)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        cloud.stop()
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()

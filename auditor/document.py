@@ -1,0 +1,54 @@
+"""The VM document: the one normalised shape every rule reads as `vm`, for every cloud.
+
+Providers fill it; rules read it; nothing else. A fact the evidence does not give is *absent*,
+never defaulted, so a rule that needs it yields UNDETERMINED instead of silently not matching.
+The sections below are the vocabulary of rule packs; a pack that names another section fails
+to load (typos are caught before a scan, not after).
+"""
+
+from __future__ import annotations
+
+import re
+
+#: Top-level sections of the document, with what they hold. Shown by `ccaudit rules fields`.
+SECTIONS: dict[str, str] = {
+    "provider": "cloud: aws | gcp | azure",
+    "account": "AWS account id, GCP project, Azure subscription",
+    "region": "region of the VM",
+    "zone": "availability zone, where the cloud has one",
+    "id": "the cloud's id of the VM",
+    "name": "display name (AWS: tag Name)",
+    "instance_type": "instance type / machine type / VM size",
+    "state": "lifecycle state as the cloud reports it",
+    "tags": "map of tags or labels",
+    "technology": "NONE | SEV | SEV_ES | SEV_SNP | TDX | UNKNOWN, as the control plane states it",
+    "cc": "confidential-computing claim: {technology, claimed_by, raw_flag}",
+    "platform": "what the instance type supports: {snp_supported, tdx_supported, "
+    "tpm_supported, boot_modes, hypervisor}",
+    "boot": "{mode (legacy-bios | uefi | uefi-preferred), current_mode, secure_boot}",
+    "tpm": "{present, version, implemented_by, ek: {present, source, key_type, certificate}}",
+    "image": "{id, name, owner_id, owner_alias, owned_by_account, boot_mode, tpm_support}",
+    "disks": "list of {id, device, boot, encrypted, custody, kms_key}",
+    "metadata_service": "{enabled, tokens_required, hop_limit}",
+    "migration": "{live_migration, provider_controlled}",
+    "hardware": "owner-verified hardware evidence (SNP report, TDX quote): set by guest evidence",
+    "guest": "guest-side facts collected inside the VM (disk encryption, agents)",
+    "attestation": "provider attestation results (provider logs, provider tokens)",
+    "gaps": "list of {call, code, message}: evidence the scan could not collect for this VM",
+    "aws": "AWS-specific raw facts",
+    "gcp": "GCP-specific raw facts",
+    "azure": "Azure-specific raw facts",
+}
+
+_SECTION_REF = re.compile(r"\bvm\s*\.\s*([A-Za-z_][A-Za-z0-9_]*)")
+_STRING_LITERAL = re.compile(r"'(?:[^'\\]|\\.)*'|\"(?:[^\"\\]|\\.)*\"")
+
+
+def referenced_sections(expression: str) -> list[str]:
+    """Top-level sections a CEL expression reads (`vm.disks.exists(...)` -> ["disks"])."""
+    code = _STRING_LITERAL.sub('""', expression)
+    seen: list[str] = []
+    for name in _SECTION_REF.findall(code):
+        if name not in seen:
+            seen.append(name)
+    return seen

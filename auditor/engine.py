@@ -1,0 +1,185 @@
+"""The engine: rule packs + a VM document -> party statuses, findings, level, GDPR reading.
+
+Semantics (DESIGN.md §5). Each party starts CAN_ACCESS. A matching rule can raise it to
+CLAIMED_EXCLUDED or EXCLUDED; a matching veto (effect CAN_ACCESS) forces CAN_ACCESS and wins.
+A rule whose inputs are missing is *undetermined*; it makes the party UNDETERMINED whenever its
+outcome could change the status: an undetermined veto when nothing vetoed, or an undetermined
+exclusion stronger than any that matched. No SDK, no network, no I/O here.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+import cel
+
+from auditor.assurance import gdpr_reading, level_for
+from auditor.model import Finding, Gap, Party, PartyStatus, Status, VMResult
+from auditor.rules.loader import CompiledRule, RulePack, RulePackError
+
+_STRENGTH = {Status.CLAIMED_EXCLUDED: 1, Status.EXCLUDED: 2}
+_DEFAULT_REASON = "Nothing in the evidence shuts this party out."
+
+
+@dataclass
+class _Outcome:
+    rule: CompiledRule
+    matched: bool
+    undetermined_reason: str | None = None
+
+
+@dataclass
+class _PartyAcc:
+    matched: list[_Outcome] = field(default_factory=list)
+    undetermined: list[_Outcome] = field(default_factory=list)
+
+
+class Engine:
+    """Compiled rules of several packs, merged: a later pack's rule replaces one with its id."""
+
+    def __init__(self, packs: Iterable[RulePack]) -> None:
+        self.packs = list(packs)
+        rules: dict[str, CompiledRule] = {}
+        self.party_defaults: dict[Party, str] = {}
+        for pack in self.packs:
+            for rid in pack.spec.disable:
+                if rid not in rules:
+                    raise RulePackError(pack.ref.path, "disables a rule no earlier pack has", rid)
+                del rules[rid]
+            for compiled in pack.rules:
+                rules[compiled.rule.id] = compiled
+            for party, default in pack.spec.parties.items():
+                self.party_defaults[party] = default.reason
+        self.rules: tuple[CompiledRule, ...] = tuple(rules.values())
+
+    def _run(self, compiled: CompiledRule, ctx: Any, vm: Any) -> _Outcome:
+        try:
+            value = compiled.program.execute(ctx)
+        except KeyError as err:
+            missing = err.args[0] if err.args else "?"
+            return _Outcome(compiled, False, self._missing(compiled, vm, f"'{missing}'"))
+        except Exception as err:  # CEL raises TypeError/ValueError/RuntimeError on bad data
+            detail = str(err).split(". ")[0]
+            return _Outcome(compiled, False, self._missing(compiled, vm, None, detail))
+        if not isinstance(value, bool):
+            return _Outcome(
+                compiled,
+                False,
+                f"rule condition returned {type(value).__name__}, not true/false",
+            )
+        return _Outcome(compiled, value)
+
+    @staticmethod
+    def _missing(compiled: CompiledRule, vm: Any, key: str | None, detail: str = "") -> str:
+        sections = set(compiled.sections)
+        gaps: list[Gap] = [g for g in vm.gaps if not sections or _gap_touches(g, sections)]
+        what = f"field {key} is not in the evidence" if key else f"evidence unusable ({detail})"
+        if gaps:
+            causes = "; ".join(
+                f"{g.call} failed in {g.account}/{g.region}: {g.code}" for g in gaps[:3]
+            )
+            return f"Could not evaluate: {what}; {causes}."
+        return f"Could not evaluate: {what}."
+
+    def evaluate(self, vm: Any) -> VMResult:
+        """Decide every party for one collected VM (an `auditor.model.VM`)."""
+        ctx = cel.Context({"vm": vm.document})
+        acc: dict[Party, _PartyAcc] = {p: _PartyAcc() for p in Party}
+        findings: list[Finding] = []
+        for compiled in self.rules:
+            rule = compiled.rule
+            if not rule.applies_to(vm.provider):
+                continue
+            outcome = self._run(compiled, ctx, vm)
+            if outcome.matched:
+                acc[rule.party].matched.append(outcome)
+            elif outcome.undetermined_reason is not None:
+                acc[rule.party].undetermined.append(outcome)
+            else:
+                continue
+            findings.append(self._finding(outcome, vm))
+        statuses = {p: self._decide(p, acc[p], vm) for p in Party}
+        level, level_reason = level_for({p: s.status for p, s in statuses.items()})
+        gdpr = gdpr_reading(vm, statuses, findings)
+        return VMResult(
+            **vm.model_dump(),
+            level=level,
+            level_reason=level_reason,
+            parties={p: s.status for p, s in statuses.items()},
+            party_status=statuses,
+            findings=findings,
+            gdpr=gdpr,
+        )
+
+    def _finding(self, outcome: _Outcome, vm: Any) -> Finding:
+        rule = outcome.rule.rule
+        status = rule.effect if outcome.matched else Status.UNDETERMINED
+        reason = rule.title if outcome.matched else str(outcome.undetermined_reason)
+        return Finding(
+            rule_id=rule.id,
+            party=rule.party,
+            status=status,
+            title=rule.title,
+            reason=reason,
+            severity=rule.severity,
+            evidence=_evidence_for(outcome.rule, vm),
+            remediation=rule.remediation_for(vm.provider),
+            references=rule.references.flat(),
+        )
+
+    def _decide(self, party: Party, acc: _PartyAcc, vm: Any) -> PartyStatus:
+        vetoes = [o for o in acc.matched if o.rule.rule.is_veto]
+        if vetoes:
+            return self._status(party, Status.CAN_ACCESS, vetoes, vm)
+        exclusions = [o for o in acc.matched if not o.rule.rule.is_veto]
+        best = max((_STRENGTH[o.rule.rule.effect] for o in exclusions), default=0)
+        blocking = [
+            o
+            for o in acc.undetermined
+            if o.rule.rule.is_veto or _STRENGTH[o.rule.rule.effect] > best
+        ]
+        if blocking:
+            ps = self._status(party, Status.UNDETERMINED, blocking, vm)
+            ps.reason = " ".join(dict.fromkeys(str(o.undetermined_reason) for o in blocking))
+            return ps
+        if exclusions:
+            top = [o for o in exclusions if _STRENGTH[o.rule.rule.effect] == best]
+            return self._status(party, top[0].rule.rule.effect, top, vm)
+        return PartyStatus(
+            party=party,
+            status=Status.CAN_ACCESS,
+            reason=self.party_defaults.get(party, _DEFAULT_REASON),
+        )
+
+    @staticmethod
+    def _status(party: Party, status: Status, outcomes: list[_Outcome], vm: Any) -> PartyStatus:
+        reasons = list(dict.fromkeys(o.rule.rule.title for o in outcomes))
+        evidence: list[str] = []
+        for o in outcomes:
+            for sha in _evidence_for(o.rule, vm):
+                if sha not in evidence:
+                    evidence.append(sha)
+        return PartyStatus(
+            party=party,
+            status=status,
+            reason="; ".join(reasons) + ".",
+            rules=[o.rule.rule.id for o in outcomes],
+            evidence=evidence,
+        )
+
+
+def _gap_touches(gap: Gap, sections: set[str]) -> bool:
+    return not gap.sections or bool(set(gap.sections) & sections)
+
+
+def _evidence_for(compiled: CompiledRule, vm: Any) -> list[str]:
+    """The evidence behind the document sections a rule reads, by sha256."""
+    out: list[str] = []
+    sections = compiled.sections or tuple(vm.evidence)
+    for section in sections:
+        for sha in vm.evidence.get(section, []):
+            if sha not in out:
+                out.append(sha)
+    return out

@@ -1,0 +1,119 @@
+"""Fault injection for fakecloud: latency, throttling, 5xx errors and page size.
+
+The decision of *whether* a call is faulted is cloud-agnostic and lives here; each cloud
+handler renders the fault in its own wire protocol (EC2 ``RequestLimitExceeded``, STS
+``Throttling``, ...). A seeded RNG behind a lock makes a single-threaded run reproducible.
+"""
+
+from __future__ import annotations
+
+import enum
+import random
+import threading
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+CONFIG_FILE_NAME = "fakecloud.yaml"
+_MAX_CONFIG_BYTES = 1024 * 1024
+
+
+class FakeCloudConfigError(ValueError):
+    """``fakecloud.yaml`` (or a FaultConfig) is invalid; the message names the file and field."""
+
+
+class FaultConfig(BaseModel):
+    """What to inject. Fields set explicitly (constructor/CLI) override ``fakecloud.yaml``."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid", strict=True)
+
+    latency_ms: float = Field(default=0.0, ge=0.0, le=600_000.0)
+    throttle_rate: float = Field(default=0.0, ge=0.0, le=1.0)
+    error_rate: float = Field(default=0.0, ge=0.0, le=1.0)
+    throttle_first: int = Field(default=0, ge=0)
+    seed: int = 0
+    page_size: int = Field(default=50, ge=1, le=100_000)
+
+    @model_validator(mode="after")
+    def _rates_fit(self) -> FaultConfig:
+        if self.throttle_rate + self.error_rate > 1.0:
+            raise ValueError("throttle_rate + error_rate must not exceed 1")
+        return self
+
+    def overridden_by(self, other: FaultConfig | None) -> FaultConfig:
+        """This config with the fields *explicitly set* on ``other`` taking precedence."""
+        if other is None:
+            return self
+        merged = self.model_dump()
+        merged.update({name: getattr(other, name) for name in other.model_fields_set})
+        return FaultConfig(**merged)
+
+
+def load_fault_config(replay_dir: Path) -> FaultConfig:
+    """Read ``<replay_dir>/fakecloud.yaml`` if present; a missing file means defaults."""
+    path = replay_dir / CONFIG_FILE_NAME
+    if not path.is_file():
+        return FaultConfig()
+    try:
+        if path.stat().st_size > _MAX_CONFIG_BYTES:
+            raise FakeCloudConfigError(f"{path}: larger than {_MAX_CONFIG_BYTES} bytes")
+        raw: Any = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, yaml.YAMLError) as err:
+        raise FakeCloudConfigError(f"{path}: cannot read: {err}") from err
+    if raw is None:
+        return FaultConfig()
+    if not isinstance(raw, dict):
+        raise FakeCloudConfigError(f"{path}: expected a mapping of fault settings at the top")
+    try:
+        return FaultConfig(**{str(k): v for k, v in raw.items()})
+    except ValidationError as err:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in e['loc']) or '(file)'}: {e['msg']}" for e in err.errors()
+        )
+        raise FakeCloudConfigError(f"{path}: {problems}") from err
+
+
+class Fault(enum.Enum):
+    """The kinds of injected failure a handler must be able to render."""
+
+    THROTTLE = "throttle"
+    INTERNAL_ERROR = "internal_error"  # HTTP 500
+    UNAVAILABLE = "unavailable"  # HTTP 503
+
+
+FaultKey = tuple[str, str | None, str | None, str | None, str | None]
+"""(cloud, account, region, operation, resource): the unit ``throttle_first`` counts per."""
+
+
+class FaultInjector:
+    """Decides per call whether to inject a fault; thread-safe and seeded."""
+
+    def __init__(self, config: FaultConfig) -> None:
+        self.config = config
+        self._lock = threading.Lock()
+        self._rng = random.Random(config.seed)
+        self._calls: Counter[FaultKey] = Counter()
+
+    @property
+    def latency_seconds(self) -> float:
+        return self.config.latency_ms / 1000.0
+
+    def decide(self, key: FaultKey) -> Fault | None:
+        """Count the call and return the fault to inject, if any."""
+        cfg = self.config
+        with self._lock:
+            seen = self._calls[key]
+            self._calls[key] = seen + 1
+            if seen < cfg.throttle_first:
+                return Fault.THROTTLE
+            if cfg.throttle_rate == 0.0 and cfg.error_rate == 0.0:
+                return None
+            draw = self._rng.random()
+            if draw < cfg.throttle_rate:
+                return Fault.THROTTLE
+            if draw < cfg.throttle_rate + cfg.error_rate:
+                return Fault.INTERNAL_ERROR if self._rng.random() < 0.5 else Fault.UNAVAILABLE
+            return None

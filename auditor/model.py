@@ -1,0 +1,358 @@
+"""The data model: the contract between collect, verify, evaluate and report.
+
+Everything a report shows comes from these classes, and every fact carries who says so
+(`Evidence.source`). The model is versioned (`SCHEMA_VERSION`) and round-trips through JSON, so a
+stored run can be re-rendered or compared without the clouds that produced it.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+from datetime import UTC, datetime
+from enum import StrEnum
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+SCHEMA_VERSION = "1"
+
+
+class Party(StrEnum):
+    """Who could reach the plaintext. Ids are used verbatim in JSON, reports and rules."""
+
+    CONTROL_PLANE = "control_plane"
+    HYPERVISOR = "hypervisor"
+    FIRMWARE = "firmware"
+    ATTESTATION_SERVICE = "attestation_service"
+    VTPM = "vtpm"
+    KEY_CUSTODIAN = "key_custodian"
+    GUEST_AGENTS = "guest_agents"
+    IMAGE_PUBLISHER = "image_publisher"
+    CPU_VENDOR = "cpu_vendor"
+
+
+#: Parties the cloud provider controls: the GDPR reading asks whether all of them are shut out.
+PROVIDER_PARTIES: tuple[Party, ...] = (
+    Party.CONTROL_PLANE,
+    Party.HYPERVISOR,
+    Party.FIRMWARE,
+    Party.ATTESTATION_SERVICE,
+    Party.VTPM,
+    Party.KEY_CUSTODIAN,
+    Party.GUEST_AGENTS,
+)
+
+
+class Status(StrEnum):
+    """How far a party is shut out of a VM, and on whose word."""
+
+    CAN_ACCESS = "CAN_ACCESS"
+    CLAIMED_EXCLUDED = "CLAIMED_EXCLUDED"
+    EXCLUDED = "EXCLUDED"
+    UNDETERMINED = "UNDETERMINED"
+
+
+class Level(StrEnum):
+    """Assurance level of a VM (DESIGN.md §2); ordered L0 < L4."""
+
+    L0 = "L0"
+    L1 = "L1"
+    L2 = "L2"
+    L3 = "L3"
+    L4 = "L4"
+
+    @property
+    def rank(self) -> int:
+        return int(self.value[1])
+
+
+class Technology(StrEnum):
+    """Memory-encryption technology of a VM. UNKNOWN: the evidence did not say (never NONE)."""
+
+    NONE = "NONE"
+    SEV = "SEV"
+    SEV_ES = "SEV_ES"
+    SEV_SNP = "SEV_SNP"
+    TDX = "TDX"
+    UNKNOWN = "UNKNOWN"
+
+
+class Source(StrEnum):
+    """Who vouches for a piece of evidence."""
+
+    CONTROL_PLANE = "control_plane"
+    PROVIDER_LOG = "provider_log"
+    PROVIDER_ATTESTATION_SERVICE = "provider_attestation_service"
+    HARDWARE = "hardware"
+    GUEST = "guest"
+
+
+class Severity(StrEnum):
+    INFO = "info"
+    LOW = "low"
+    MEDIUM = "medium"
+    HIGH = "high"
+    CRITICAL = "critical"
+
+
+class Answer(StrEnum):
+    """The GDPR question: can the provider reach the plaintext?"""
+
+    YES = "yes"
+    NO = "no"
+    UNDETERMINED = "undetermined"
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=False, use_enum_values=False)
+
+
+def canonical_json(value: Any) -> bytes:
+    """The byte form hashed for JSON evidence: sorted keys, no whitespace, UTF-8."""
+    return json.dumps(
+        value, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=_json_default
+    ).encode("utf-8")
+
+
+def _json_default(value: Any) -> Any:
+    if isinstance(value, datetime):
+        return value.isoformat()
+    if isinstance(value, bytes | bytearray):
+        return base64.b64encode(bytes(value)).decode("ascii")
+    raise TypeError(f"not JSON serialisable: {type(value).__name__}")
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+class Verification(_Model):
+    """Outcome of verifying one evidence item (filled by auditor.verify, see the evidence issue)."""
+
+    verifier: str
+    ok: bool
+    checks: list[dict[str, Any]] = Field(default_factory=list)
+    reason: str = ""
+
+
+class Evidence(_Model):
+    """One raw fact exactly as received, with who says so and how it was collected.
+
+    `raw` holds JSON as received, or base64 text for binary evidence (`encoding="base64"`).
+    `sha256` is over `canonical_json(raw)` for JSON and over the decoded bytes for binary, so a
+    third party can recompute it from the bundle.
+    """
+
+    kind: str
+    source: Source
+    sha256: str
+    encoding: str = "json"
+    raw: Any = None
+    collected_at: datetime
+    call: str | None = None
+    provider: str | None = None
+    account: str | None = None
+    region: str | None = None
+    resource: str | None = None
+    ref: str | None = Field(default=None, description="path of the raw response in the run's raw/")
+    verification: Verification | None = None
+
+    @classmethod
+    def from_json(cls, raw: Any, **kw: Any) -> Evidence:
+        kw.setdefault("collected_at", utcnow())
+        clean = json.loads(canonical_json(raw))
+        return cls(raw=clean, sha256=hashlib.sha256(canonical_json(clean)).hexdigest(), **kw)
+
+    @classmethod
+    def from_bytes(cls, data: bytes, **kw: Any) -> Evidence:
+        kw.setdefault("collected_at", utcnow())
+        return cls(
+            raw=base64.b64encode(data).decode("ascii"),
+            encoding="base64",
+            sha256=hashlib.sha256(data).hexdigest(),
+            **kw,
+        )
+
+
+class Disk(_Model):
+    """A disk attached to a VM and who holds its key.
+
+    `custody` vocabulary (shared by all clouds): `none` (unencrypted), `provider_key` (platform
+    key), `provider_kms` (a key in the provider's KMS/HSM whose manager is not known),
+    `customer_kms` (customer-managed key, still in the provider's KMS/HSM), `customer_supplied`
+    (key sent with each request), `guest` (encrypted inside the guest), `unknown`.
+    """
+
+    id: str
+    device: str | None = None
+    boot: bool = False
+    size_gb: int | None = None
+    encrypted: bool | None = None
+    custody: str = "unknown"
+    kms_key: str | None = None
+
+
+class Gap(_Model):
+    """Something the scan could not see, and why. Listed, never dropped."""
+
+    provider: str
+    account: str | None = None
+    region: str | None = None
+    call: str
+    code: str
+    message: str
+    resource: str | None = None
+    sections: list[str] = Field(
+        default_factory=list, description="VM document sections this gap leaves empty"
+    )
+    affects: str = Field(
+        default="vms",
+        description="`scope`: no VM of the scope was seen; `vms`: some facts of its VMs missing",
+    )
+
+
+class VM(_Model):
+    """A VM as collected: identity, the normalised document rules read, and its evidence.
+
+    `document` is what CEL rules see as `vm`; a fact the provider could not collect is absent
+    from it (rules then yield UNDETERMINED), never filled with a default.
+    `evidence` maps each top-level document section to the sha256 of the evidence behind it.
+    """
+
+    provider: str
+    account: str
+    region: str
+    zone: str | None = None
+    id: str
+    name: str | None = None
+    instance_type: str | None = None
+    technology: Technology = Technology.UNKNOWN
+    state: str | None = None
+    disks: list[Disk] = Field(default_factory=list)
+    document: dict[str, Any] = Field(default_factory=dict)
+    evidence: dict[str, list[str]] = Field(default_factory=dict)
+    gaps: list[Gap] = Field(default_factory=list)
+
+    @property
+    def key(self) -> str:
+        """Stable identity across runs: provider/account/region/id."""
+        return f"{self.provider}/{self.account}/{self.region}/{self.id}"
+
+
+class PartyStatus(_Model):
+    """The status of one party on one VM, with the reason in words and what decided it."""
+
+    party: Party
+    status: Status
+    reason: str
+    rules: list[str] = Field(default_factory=list)
+    evidence: list[str] = Field(default_factory=list)
+
+
+class Finding(_Model):
+    """One rule's outcome on one VM: matched (status = its effect) or undetermined."""
+
+    rule_id: str
+    party: Party
+    status: Status
+    title: str
+    reason: str
+    severity: Severity
+    evidence: list[str] = Field(default_factory=list)
+    remediation: str | None = None
+    references: list[str] = Field(default_factory=list)
+
+
+class GdprReading(_Model):
+    """Can the provider reach the plaintext? Evidence relevant to GDPR, never a verdict."""
+
+    provider_can_access: Answer
+    blocking_parties: list[Party] = Field(default_factory=list)
+    summary: str
+    region_jurisdiction: str
+    references: list[str] = Field(default_factory=list)
+    would_change: list[str] = Field(default_factory=list)
+
+
+class VMResult(VM):
+    """A VM with its verdict: party statuses, level, findings and GDPR reading."""
+
+    level: Level
+    level_reason: str
+    parties: dict[Party, Status]
+    party_status: dict[Party, PartyStatus]
+    findings: list[Finding] = Field(default_factory=list)
+    gdpr: GdprReading
+
+
+class RulePackRef(_Model):
+    """A rule pack used by a run, identified by its SHA-256 so the run is reproducible."""
+
+    name: str
+    version: str
+    sha256: str
+    path: str
+    rules: int
+
+
+class ScopeCoverage(_Model):
+    """One collection scope (AWS: account x region) and whether it was read completely."""
+
+    provider: str
+    account: str
+    region: str | None = None
+    status: str = Field(description="`complete`, `partial` (some calls failed) or `failed`")
+    vms: int = 0
+    calls: int = 0
+    errors: list[Gap] = Field(default_factory=list)
+
+
+class Coverage(_Model):
+    """What was scanned, what failed and why."""
+
+    complete: bool
+    scopes: list[ScopeCoverage] = Field(default_factory=list)
+    gaps: list[Gap] = Field(default_factory=list)
+
+
+class ToolInfo(_Model):
+    name: str = "cc-auditor"
+    version: str
+    python: str
+    dependencies: dict[str, str] = Field(default_factory=dict)
+
+
+class Scope(_Model):
+    """What the user asked to scan."""
+
+    providers: list[str]
+    accounts: list[str] = Field(default_factory=list)
+    regions: list[str] = Field(default_factory=list)
+    replay: str | None = None
+    endpoint_url: str | None = None
+
+
+class AuditRun(_Model):
+    """One immutable audit: serialisable, with tool and rule-pack versions and coverage."""
+
+    schema_version: str = SCHEMA_VERSION
+    tool: ToolInfo
+    run_id: str
+    started_at: datetime
+    finished_at: datetime
+    scope: Scope
+    rule_packs: list[RulePackRef]
+    coverage: Coverage
+    vms: list[VMResult]
+    evidence: dict[str, Evidence] = Field(default_factory=dict)
+
+    def level_counts(self) -> dict[Level, int]:
+        counts = dict.fromkeys(Level, 0)
+        for vm in self.vms:
+            counts[vm.level] += 1
+        return counts
+
+    def lowest_level(self) -> Level | None:
+        return min((vm.level for vm in self.vms), key=lambda lv: lv.rank, default=None)

@@ -1,0 +1,66 @@
+"""What every provider implements, and the helpers they share.
+
+Providers only collect (DESIGN.md §3): they turn API responses into `VM` records with a
+normalised document and keep each raw response as Evidence. No verdicts here. A failed call
+becomes a `Gap` naming the call, the scope and the cloud's error, never an empty answer.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from auditor.model import VM, Gap
+from auditor.recording import EvidenceSink
+
+
+@dataclass(frozen=True)
+class ScopeKey:
+    """A unit of collection that can run on its own (AWS: account x region)."""
+
+    provider: str
+    account: str
+    region: str | None = None
+
+    @property
+    def label(self) -> str:
+        return "/".join(x for x in (self.provider, self.account, self.region) if x)
+
+
+@dataclass
+class Plan:
+    """Scopes to collect, and the gaps met while finding them (e.g. an account not reachable)."""
+
+    scopes: list[ScopeKey] = field(default_factory=list)
+    gaps: list[Gap] = field(default_factory=list)
+    calls: int = 0
+
+
+@dataclass
+class ScopeResult:
+    """What one scope gave: its VMs, what failed, and whether anything at all was seen."""
+
+    scope: ScopeKey
+    vms: list[VM] = field(default_factory=list)
+    errors: list[Gap] = field(default_factory=list)
+    calls: int = 0
+    failed: bool = False
+    skipped: int = 0
+
+
+class Provider(Protocol):
+    """A cloud collector. `plan` finds scopes; `collect` reads one scope (called concurrently)."""
+
+    name: str
+
+    def plan(self, sink: EvidenceSink) -> Plan: ...
+
+    def collect(self, scope: ScopeKey, sink: EvidenceSink) -> ScopeResult: ...
+
+
+class CallFailed(Exception):
+    """A cloud call that failed; carries the Gap that reports it."""
+
+    def __init__(self, gap: Gap) -> None:
+        self.gap = gap
+        super().__init__(f"{gap.call}: {gap.code}: {gap.message}")

@@ -1,0 +1,76 @@
+"""Keeps every raw API response, in the replay layout, and the Evidence items made from them.
+
+What a scan read is written under the run's `raw/` exactly as fakecloud serves it, so
+`ccaudit scan --replay RUN_DIR` re-runs the audit on the same bytes. Thread-safe: providers
+collect scopes concurrently.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import re
+import threading
+from datetime import date, datetime
+from pathlib import Path
+from typing import Any
+
+from auditor.model import Evidence
+
+_SAFE_PART = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:@+=,-]{0,254}$")
+
+
+def jsonable(value: Any) -> Any:
+    """A JSON-ready copy of an SDK response: datetimes as ISO-8601, bytes as base64."""
+    if isinstance(value, dict):
+        return {str(k): jsonable(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [jsonable(v) for v in value]
+    if isinstance(value, datetime | date):
+        return value.isoformat()
+    if isinstance(value, bytes | bytearray):
+        return base64.b64encode(bytes(value)).decode("ascii")
+    return value
+
+
+def raw_path(*parts: str) -> str:
+    """A relative path in the replay layout; refuses components that could escape it."""
+    for part in parts:
+        if not _SAFE_PART.match(part) or part in (".", ".."):
+            raise ValueError(f"unsafe path component in evidence path: {part!r}")
+    return "/".join(parts)
+
+
+class EvidenceSink:
+    """Collects Evidence (deduplicated by sha256) and writes raw responses under `raw_dir`."""
+
+    def __init__(self, raw_dir: Path | None = None) -> None:
+        self.raw_dir = raw_dir
+        self.evidence: dict[str, Evidence] = {}
+        self._lock = threading.Lock()
+
+    def save_raw(self, relpath: str, data: Any) -> str:
+        """Write one response (`<relpath>.json`); returns the path relative to raw/."""
+        ref = f"{relpath}.json"
+        self._write(ref, jsonable(data))
+        return ref
+
+    def save_error(self, relpath: str, status: int, code: str, message: str) -> str:
+        """Write a failed call as `<relpath>.error.json`, which fakecloud replays as that error."""
+        ref = f"{relpath}.error.json"
+        self._write(ref, {"status": status, "code": code, "message": message})
+        return ref
+
+    def _write(self, ref: str, data: Any) -> None:
+        if self.raw_dir is None:
+            return
+        target = self.raw_dir / ref
+        target.parent.mkdir(parents=True, exist_ok=True)
+        tmp = target.with_suffix(target.suffix + ".tmp")
+        tmp.write_text(json.dumps(data, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+        tmp.replace(target)
+
+    def add(self, evidence: Evidence) -> str:
+        with self._lock:
+            self.evidence.setdefault(evidence.sha256, evidence)
+        return evidence.sha256

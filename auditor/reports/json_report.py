@@ -1,0 +1,15 @@
+"""JSON result: the AuditRun as a document, the contract CI pipelines and other tools read.
+
+Top-level keys: `schema_version`, `tool`, `run_id`, `started_at`, `finished_at`, `scope`,
+`rule_packs`, `coverage`, `vms`, `evidence`. Each VM carries `provider`, `account`, `region`,
+`id`, `name`, `instance_type`, `technology`, `level`, `parties` (party id -> status),
+`findings` and `gdpr.provider_can_access` with `blocking_parties`.
+"""
+
+from __future__ import annotations
+
+from auditor.model import AuditRun
+
+
+def render_json(run: AuditRun) -> str:
+    return run.model_dump_json(indent=2) + "\n"

@@ -1,0 +1,251 @@
+"""Rule packs: YAML files of rules with CEL conditions, validated before anything runs.
+
+A pack is data a compliance officer can read. Loading checks its structure with pydantic,
+compiles every condition, and checks that conditions only read known document sections, so a
+bad pack fails with file, rule id and position instead of giving a wrong audit.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import cel
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from auditor.document import SECTIONS, referenced_sections
+from auditor.model import Party, RulePackRef, Severity, Status
+
+BUILTIN_DIR = Path(__file__).parent
+MAX_PACK_BYTES = 2 * 1024 * 1024
+_RULE_ID = re.compile(r"^[a-z0-9][a-z0-9_.-]{1,127}$")
+
+
+class RulePackError(Exception):
+    """A rule pack that cannot be used; the message names file, rule and position."""
+
+    def __init__(self, path: str, message: str, rule_id: str | None = None) -> None:
+        self.path = path
+        self.rule_id = rule_id
+        self.detail = message
+        where = f"{path}: rule '{rule_id}'" if rule_id else path
+        super().__init__(f"{where}: {message}")
+
+
+class References(BaseModel):
+    """Where a rule comes from: legal hooks and the sources that explain it."""
+
+    model_config = ConfigDict(extra="forbid")
+    gdpr: list[str] = Field(default_factory=list)
+    edpb: list[str] = Field(default_factory=list)
+    c5: list[str] = Field(default_factory=list)
+    seeds: list[str] = Field(default_factory=list)
+    docs: list[str] = Field(default_factory=list)
+
+    def flat(self) -> list[str]:
+        return (
+            [f"GDPR {g}" for g in self.gdpr]
+            + [f"EDPB Recommendations 01/2020 {e}" for e in self.edpb]
+            + [f"C5:2026 {c}" for c in self.c5]
+            + list(self.docs)
+        )
+
+
+class Rule(BaseModel):
+    """One rule: when `when` holds for a VM, `party` gets `effect` (CAN_ACCESS is a veto)."""
+
+    model_config = ConfigDict(extra="forbid")
+    id: str
+    title: str = Field(min_length=3)
+    party: Party
+    effect: Status
+    when: str = Field(min_length=1)
+    providers: list[str] | None = None
+    severity: Severity = Severity.MEDIUM
+    rationale: str = Field(min_length=3)
+    remediation: dict[str, str] = Field(default_factory=dict)
+    references: References = Field(default_factory=References)
+
+    @field_validator("title", "rationale", mode="after")
+    @classmethod
+    def _strip(cls, v: str) -> str:
+        return " ".join(v.split())
+
+    @field_validator("remediation", mode="after")
+    @classmethod
+    def _strip_remediation(cls, v: dict[str, str]) -> dict[str, str]:
+        return {k: " ".join(text.split()) for k, text in v.items()}
+
+    @field_validator("id")
+    @classmethod
+    def _id_format(cls, v: str) -> str:
+        if not _RULE_ID.match(v):
+            raise ValueError("rule id must be lower-case letters, digits, '.', '-', '_'")
+        return v
+
+    @field_validator("effect")
+    @classmethod
+    def _effect(cls, v: Status) -> Status:
+        if v is Status.UNDETERMINED:
+            raise ValueError("effect UNDETERMINED is not a rule effect: missing input gives it")
+        return v
+
+    @field_validator("providers")
+    @classmethod
+    def _providers(cls, v: list[str] | None) -> list[str] | None:
+        for p in v or []:
+            if p not in ("aws", "gcp", "azure"):
+                raise ValueError(f"unknown provider {p!r} (aws, gcp, azure)")
+        return v
+
+    @property
+    def is_veto(self) -> bool:
+        return self.effect is Status.CAN_ACCESS
+
+    def applies_to(self, provider: str) -> bool:
+        return self.providers is None or provider in self.providers
+
+    def remediation_for(self, provider: str) -> str | None:
+        return self.remediation.get(provider) or self.remediation.get("default")
+
+
+class PartyDefault(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    reason: str
+
+    @field_validator("reason", mode="after")
+    @classmethod
+    def _strip(cls, v: str) -> str:
+        return " ".join(v.split())
+
+
+class PackFile(BaseModel):
+    """The YAML file as written."""
+
+    model_config = ConfigDict(extra="forbid")
+    pack: str = Field(min_length=1)
+    version: str = "1"
+    description: str = ""
+    parties: dict[Party, PartyDefault] = Field(default_factory=dict)
+    disable: list[str] = Field(default_factory=list)
+    rules: list[Rule] = Field(default_factory=list)
+
+    @field_validator("version", mode="before")
+    @classmethod
+    def _version_str(cls, v: Any) -> str:
+        return str(v)
+
+
+@dataclass(frozen=True)
+class CompiledRule:
+    rule: Rule
+    program: Any
+    sections: tuple[str, ...]
+    pack: str
+
+
+@dataclass(frozen=True)
+class RulePack:
+    """A loaded, compiled pack and the reference recorded in the run."""
+
+    ref: RulePackRef
+    spec: PackFile
+    rules: tuple[CompiledRule, ...]
+
+
+def _format_cel_error(err: Exception) -> str:
+    text = str(err).replace("<input>", "when")
+    m = re.search(r"when:(\d+):(\d+): (.*)", text)
+    if m:
+        return f"CEL error at line {m.group(1)}, column {m.group(2)}: {m.group(3).strip()}"
+    return f"CEL error: {text}"
+
+
+def compile_rule(rule: Rule, path: str, pack: str) -> CompiledRule:
+    """Compile one rule's condition and check the sections it reads."""
+    try:
+        program = cel.compile(rule.when)
+    except Exception as err:  # the CEL binding raises ValueError with the position
+        raise RulePackError(path, _format_cel_error(err), rule.id) from err
+    sections = referenced_sections(rule.when)
+    unknown = [s for s in sections if s not in SECTIONS]
+    if unknown:
+        raise RulePackError(
+            path,
+            f"condition reads unknown field vm.{unknown[0]} "
+            f"(known: {', '.join(sorted(SECTIONS))})",
+            rule.id,
+        )
+    return CompiledRule(rule=rule, program=program, sections=tuple(sections), pack=pack)
+
+
+def _pydantic_message(err: ValidationError, data: Any) -> tuple[str, str | None]:
+    first = err.errors()[0]
+    loc = first["loc"]
+    rule_id: str | None = None
+    if len(loc) >= 2 and loc[0] == "rules" and isinstance(loc[1], int):
+        rules = data.get("rules") if isinstance(data, dict) else None
+        if isinstance(rules, list) and loc[1] < len(rules) and isinstance(rules[loc[1]], dict):
+            rule_id = str(rules[loc[1]].get("id", f"#{loc[1] + 1}"))
+        else:
+            rule_id = f"#{loc[1] + 1}"
+        field = ".".join(str(x) for x in loc[2:]) or "rule"
+    else:
+        field = ".".join(str(x) for x in loc) or "pack"
+    return f"{field}: {first['msg']}", rule_id
+
+
+def load_pack(path: str | Path) -> RulePack:
+    """Load, validate and compile one pack file."""
+    p = Path(path)
+    shown = str(p)
+    try:
+        data_bytes = p.read_bytes()
+    except OSError as err:
+        raise RulePackError(shown, f"cannot read: {err.strerror or err}") from err
+    if len(data_bytes) > MAX_PACK_BYTES:
+        raise RulePackError(shown, f"file larger than {MAX_PACK_BYTES} bytes")
+    try:
+        data = yaml.safe_load(data_bytes)
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = getattr(err, "problem", None) or str(err)
+        raise RulePackError(shown, f"YAML syntax error{where}: {problem}") from err
+    if not isinstance(data, dict):
+        raise RulePackError(shown, "a rule pack is a mapping with 'pack' and 'rules'")
+    try:
+        spec = PackFile.model_validate(data)
+    except ValidationError as err:
+        msg, rule_id = _pydantic_message(err, data)
+        raise RulePackError(shown, msg, rule_id) from err
+    seen: set[str] = set()
+    compiled: list[CompiledRule] = []
+    for rule in spec.rules:
+        if rule.id in seen:
+            raise RulePackError(shown, "duplicate rule id in this pack", rule.id)
+        seen.add(rule.id)
+        compiled.append(compile_rule(rule, shown, spec.pack))
+    ref = RulePackRef(
+        name=spec.pack,
+        version=spec.version,
+        sha256=hashlib.sha256(data_bytes).hexdigest(),
+        path=shown if p.parent != BUILTIN_DIR else f"builtin:{p.name}",
+        rules=len(compiled),
+    )
+    return RulePack(ref=ref, spec=spec, rules=tuple(compiled))
+
+
+def builtin_pack_paths() -> list[Path]:
+    return sorted(BUILTIN_DIR.glob("*.yaml"))
+
+
+def load_packs(extra: list[str | Path] | None = None, builtin: bool = True) -> list[RulePack]:
+    """The built-in packs, then the user's packs in order (later ones override earlier ones)."""
+    paths: list[str | Path] = [*builtin_pack_paths()] if builtin else []
+    paths.extend(extra or [])
+    return [load_pack(p) for p in paths]

@@ -1,0 +1,97 @@
+"""One audit, end to end: collect -> evaluate -> AuditRun, and the run directory on disk.
+
+A run directory holds `raw/` (every API response, in the replay layout) and `result.json` (the
+AuditRun). `load_run` reads it back, so any report can be re-rendered from a stored run.
+"""
+
+from __future__ import annotations
+
+import importlib.metadata
+import platform
+import secrets
+from collections.abc import Sequence
+from pathlib import Path
+
+from auditor._version import __version__
+from auditor.collect import ProgressListener, collect
+from auditor.engine import Engine
+from auditor.model import AuditRun, Scope, ToolInfo, utcnow
+from auditor.providers.base import Provider
+from auditor.recording import EvidenceSink
+
+RESULT_FILE = "result.json"
+RAW_DIR = "raw"
+_DEPENDENCIES = (
+    "boto3",
+    "botocore",
+    "pydantic",
+    "common-expression-language",
+    "cryptography",
+)
+
+
+def new_run_id() -> str:
+    """Sortable and unique: UTC time plus randomness."""
+    return utcnow().strftime("%Y%m%dT%H%M%SZ") + "-" + secrets.token_hex(3)
+
+
+def tool_info() -> ToolInfo:
+    deps: dict[str, str] = {}
+    for name in _DEPENDENCIES:
+        try:
+            deps[name] = importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            continue
+    return ToolInfo(version=__version__, python=platform.python_version(), dependencies=deps)
+
+
+def run_audit(
+    providers: Sequence[Provider],
+    engine: Engine,
+    scope: Scope,
+    run_dir: Path | None = None,
+    concurrency: int = 8,
+    progress: ProgressListener | None = None,
+    run_id: str | None = None,
+) -> AuditRun:
+    """Collect every scope, evaluate every VM, and (with `run_dir`) write the run to disk."""
+    started = utcnow()
+    rid = run_id or new_run_id()
+    sink = EvidenceSink(run_dir / RAW_DIR if run_dir else None)
+    collection = collect(providers, sink, concurrency=concurrency, progress=progress)
+    results = [engine.evaluate(vm) for vm in collection.vms]
+    if not scope.accounts:
+        accounts = {s.account for s in collection.coverage.scopes}
+        scope = scope.model_copy(update={"accounts": sorted(accounts)})
+    run = AuditRun(
+        tool=tool_info(),
+        run_id=rid,
+        started_at=started,
+        finished_at=utcnow(),
+        scope=scope,
+        rule_packs=[p.ref for p in engine.packs],
+        coverage=collection.coverage,
+        vms=results,
+        evidence=dict(sorted(sink.evidence.items())),
+    )
+    if run_dir is not None:
+        write_run(run, run_dir)
+    return run
+
+
+def write_run(run: AuditRun, run_dir: Path) -> Path:
+    """Write result.json atomically; returns its path."""
+    run_dir.mkdir(parents=True, exist_ok=True)
+    target = run_dir / RESULT_FILE
+    tmp = target.with_suffix(".json.tmp")
+    tmp.write_text(run.model_dump_json(indent=2) + "\n", encoding="utf-8")
+    tmp.replace(target)
+    return target
+
+
+def load_run(path: str | Path) -> AuditRun:
+    """Read a stored run: a run directory or its result.json."""
+    p = Path(path)
+    if p.is_dir():
+        p = p / RESULT_FILE
+    return AuditRun.model_validate_json(p.read_bytes())

@@ -1,0 +1,1 @@
+"""Benchmarks: run on demand, not in CI (see issue on fleet scale)."""
