@@ -1,0 +1,63 @@
+"""Fixtures for fakecloud tests: a clean AWS environment and real boto3 clients."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+
+from tests.fakecloud.helpers import ACCOUNT, REGION
+
+boto3 = pytest.importorskip("boto3")
+from botocore.config import Config  # noqa: E402
+
+
+@pytest.fixture(autouse=True)
+def _aws_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    """No IMDS, no user config or credentials, no proxy for loopback."""
+    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
+    monkeypatch.setenv("AWS_CONFIG_FILE", "/dev/null")
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", "/dev/null")
+    monkeypatch.setenv("NO_PROXY", "127.0.0.1,localhost,::1")
+    for var in ("AWS_PROFILE", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN"):
+        monkeypatch.delenv(var, raising=False)
+
+
+ClientFactory = Callable[..., Any]
+
+
+@pytest.fixture
+def client() -> Iterator[ClientFactory]:
+    """``client(fc, "ec2", region=..., key=..., retries=...)`` -> a real boto3 client.
+
+    ``retries=False`` makes exactly one attempt (botocore's ``max_attempts`` counts retries
+    in the ``retries`` dict, so that is ``total_max_attempts=1``), for tests of 5xx answers.
+    """
+    made: list[Any] = []
+
+    def make(
+        fc: Any,
+        service: str = "ec2",
+        region: str = REGION,
+        key: str = ACCOUNT,
+        retries: bool = True,
+    ) -> Any:
+        c = boto3.client(
+            service,
+            endpoint_url=fc.endpoint,
+            region_name=region,
+            aws_access_key_id=key,
+            aws_secret_access_key="x",
+            config=Config(
+                retries={"mode": "standard", "max_attempts": 10}
+                if retries
+                else {"mode": "standard", "total_max_attempts": 1}
+            ),
+        )
+        made.append(c)
+        return c
+
+    yield make
+    for c in made:
+        c.close()
