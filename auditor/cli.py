@@ -142,7 +142,7 @@ def exit_code(run: AuditRun, fail_below: Level | None) -> int:
 
 
 def _fail(message: str) -> typer.Exit:
-    err_console.print(f"[bold red]error:[/] {message}", highlight=False)
+    err_console.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
     return typer.Exit(EXIT_USAGE)
 
 
@@ -254,7 +254,7 @@ def scan_cmd(
     )
     _emit(run, fmt, output)
     if target is not None:
-        err_console.print(f"run saved in {target}", highlight=False)
+        err_console.print(f"run saved in {target}", highlight=False, soft_wrap=True)
     code = exit_code(run, Level(fail_below.value) if fail_below else None)
     if code == EXIT_INCOMPLETE or (code and not run.coverage.complete):
         err_console.print(

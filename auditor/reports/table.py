@@ -67,17 +67,50 @@ def _vm_table(run: AuditRun) -> Table:
     return table
 
 
-def _gaps(run: AuditRun) -> Table | Text:
+def _vm_table_compact(run: AuditRun) -> Table:
+    """Narrow terminals and CI logs: parties not shut out listed by status, not as a matrix."""
+    table = Table(title=f"cc-auditor run {run.run_id}", title_justify="left")
+    table.add_column("vm", no_wrap=True)
+    table.add_column("tech")
+    table.add_column("level", no_wrap=True)
+    table.add_column("parties not excluded", overflow="fold")
+    table.add_column("provider\ncan read", no_wrap=True)
+    for vm in run.vms:
+        lines = [vm.name or vm.id, vm.id if vm.name else "", f"{vm.provider} {vm.account}", vm.region]
+        label = "\n".join(x for x in lines if x)
+        by_status: dict[Status, list[str]] = {}
+        for party in Party:
+            by_status.setdefault(vm.parties[party], []).append(PARTY_HEADER[party])
+        parts = Text()
+        for status in (Status.CAN_ACCESS, Status.UNDETERMINED, Status.CLAIMED_EXCLUDED):
+            if by_status.get(status):
+                code, style = STATUS_CODE[status]
+                parts.append(f"{code}: ", style=style)
+                parts.append(" ".join(by_status[status]) + "\n")
+        parts.rstrip()
+        answer = vm.gdpr.provider_can_access.value
+        style = {"yes": "bold red", "no": "bold green"}.get(answer, "magenta")
+        table.add_row(
+            label,
+            f"{vm.technology.value}\n{vm.instance_type or '?'}",
+            Text(vm.level.value, style=LEVEL_STYLE[vm.level]),
+            parts,
+            Text(answer, style=style),
+        )
+    return table
+
+
+def _gaps(run: AuditRun) -> Text:
+    """One entry per gap, plain enough to grep in a CI log."""
     if not run.coverage.gaps:
         return Text("Coverage: complete — every scope was read.", style="green")
-    table = Table(title="Coverage gaps (not seen, not assumed)", title_justify="left")
-    for col in ("scope", "call", "error", "affects", "message"):
-        table.add_column(col, overflow="fold")
+    text = Text("Coverage gaps (not seen, not assumed):\n", style="bold yellow")
     for gap in run.coverage.gaps:
         scope = "/".join(x for x in (gap.provider, gap.account, gap.region) if x)
-        what = "whole scope" if gap.affects == "scope" else (gap.resource or "VM facts")
-        table.add_row(scope, gap.call, gap.code, what, gap.message)
-    return table
+        what = "whole scope" if gap.affects == "scope" else (gap.resource or "some VM facts")
+        text.append(f"  - {scope}: {gap.call} {gap.code} ({what})\n", style="yellow")
+        text.append(f"      {gap.message}\n", style="dim")
+    return text
 
 
 def _summary(run: AuditRun) -> Text:
@@ -99,10 +132,15 @@ def _summary(run: AuditRun) -> Text:
     return text
 
 
-def render_table(run: AuditRun) -> Group:
+#: Below this terminal width the party matrix does not fit; use the compact layout.
+WIDE_MIN_COLUMNS = 150
+
+
+def render_table(run: AuditRun, width: int = 200) -> Group:
     """The renderable shown by `ccaudit scan --format table`."""
-    return Group(_vm_table(run), Text(""), _gaps(run), Text(""), _summary(run))
+    vms = _vm_table(run) if width >= WIDE_MIN_COLUMNS else _vm_table_compact(run)
+    return Group(vms, Text(""), _gaps(run), Text(""), _summary(run))
 
 
 def print_table(run: AuditRun, console: Console) -> None:
-    console.print(render_table(run))
+    console.print(render_table(run, console.width))

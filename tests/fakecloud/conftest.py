@@ -13,17 +13,6 @@ boto3 = pytest.importorskip("boto3")
 from botocore.config import Config  # noqa: E402
 
 
-@pytest.fixture(autouse=True)
-def _aws_env(monkeypatch: pytest.MonkeyPatch) -> None:
-    """No IMDS, no user config or credentials, no proxy for loopback."""
-    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
-    monkeypatch.setenv("AWS_CONFIG_FILE", "/dev/null")
-    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", "/dev/null")
-    monkeypatch.setenv("NO_PROXY", "127.0.0.1,localhost,::1")
-    for var in ("AWS_PROFILE", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN"):
-        monkeypatch.delenv(var, raising=False)
-
-
 ClientFactory = Callable[..., Any]
 
 
