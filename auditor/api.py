@@ -92,7 +92,8 @@ def scan(
     """
     if provider not in SUPPORTED_PROVIDERS:
         raise ScanError(
-            f"provider {provider!r} is not supported yet (supported: {', '.join(SUPPORTED_PROVIDERS)})"
+            f"provider {provider!r} is not supported yet "
+            f"(supported: {', '.join(SUPPORTED_PROVIDERS)})"
         )
     if replay is not None and endpoint_url is not None:
         raise ScanError("--replay and --endpoint-url are exclusive: replay starts its own endpoint")
@@ -107,9 +108,7 @@ def scan(
         endpoint_url=endpoint_url,
     )
     with _endpoint(root, endpoint_url) as endpoint:
-        providers: list[Provider] = [
-            _aws_provider(root, endpoint, profiles, regions, concurrency)
-        ]
+        providers: list[Provider] = [_aws_provider(root, endpoint, profiles, regions, concurrency)]
         run = run_audit(
             providers,
             engine,

@@ -90,9 +90,7 @@ def gdpr_reading(
         summary = f"Yes: {parts} can reach the plaintext."
     elif not blocking:
         answer = Answer.NO
-        summary = (
-            "No: owner-verified hardware evidence shuts every provider-controlled party out."
-        )
+        summary = "No: owner-verified hardware evidence shuts every provider-controlled party out."
     else:
         answer = Answer.UNDETERMINED
         parts = ", ".join(f"{p.value} ({by_status[p].value})" for p in blocking)

@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import sys
 import time
-from enum import Enum
+from enum import StrEnum
 from pathlib import Path
 from typing import Annotated
 
@@ -56,16 +56,16 @@ app.add_typer(fake_app, name="fakecloud")
 err_console = Console(stderr=True)
 
 
-class Provider(str, Enum):
+class Provider(StrEnum):
     aws = "aws"
 
 
-class OutputFormat(str, Enum):
+class OutputFormat(StrEnum):
     table = "table"
     json = "json"
 
 
-class LevelOpt(str, Enum):
+class LevelOpt(StrEnum):
     L0 = "L0"
     L1 = "L1"
     L2 = "L2"
@@ -310,9 +310,7 @@ def demo_cmd(
 
 @rules_app.command("list")
 def rules_list(
-    rules: Annotated[
-        list[Path] | None, typer.Option(help="Extra rule pack(s) to include.")
-    ] = None,
+    rules: Annotated[list[Path] | None, typer.Option(help="Extra rule pack(s) to include.")] = None,
     fmt: Annotated[OutputFormat, typer.Option("--format")] = OutputFormat.table,
 ) -> None:
     """List the rules in effect: built-in packs plus any --rules."""

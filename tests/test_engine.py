@@ -266,7 +266,7 @@ def test_bad_packs_fail_with_file_rule_and_position(
 
 def test_disabling_unknown_rule_fails(tmp_path: Path) -> None:
     path = _pack(tmp_path, "pack: t\ndisable: [no.such.rule]\n")
-    with pytest.raises(RulePackError, match="no.such.rule"):
+    with pytest.raises(RulePackError, match=r"no\.such\.rule"):
         Engine(load_packs([path]))
 
 

@@ -8,8 +8,6 @@ import json
 from pathlib import Path
 from typing import Any
 
-import pytest
-
 from auditor.engine import Engine
 from auditor.fakecloud import FakeCloud, FaultConfig
 from auditor.model import AuditRun, Level, Party, Scope, Source, Status, Technology, canonical_json
@@ -28,7 +26,9 @@ def _replay(root: Path, instances: dict[str, Any] | None = None) -> Path:
         instances or fixture("aws_describe_instances_snp.json"),
     )
     write_json(
-        root, f"{BASE}/DescribeInstanceTypes.json", fixture("aws_describe_instance_types_m6a_m5.json")
+        root,
+        f"{BASE}/DescribeInstanceTypes.json",
+        fixture("aws_describe_instance_types_m6a_m5.json"),
     )
     write_json(root, f"{BASE}/DescribeImages.json", fixture("aws_describe_images_uefi_tpm.json"))
     write_json(root, f"{BASE}/DescribeVolumes.json", fixture("aws_describe_volumes_encrypted.json"))
@@ -52,9 +52,7 @@ def _audit(
             regions=regions or [REGION],
             endpoint_url=cloud.endpoint,
         )
-        run = run_audit(
-            [provider], Engine(load_packs()), Scope(providers=["aws"]), run_dir=run_dir
-        )
+        run = run_audit([provider], Engine(load_packs()), Scope(providers=["aws"]), run_dir=run_dir)
     return run, cloud
 
 
@@ -97,7 +95,11 @@ def test_evidence_is_raw_control_plane_data_with_recomputable_hash(tmp_path: Pat
     ek_shas = vm.evidence["tpm"]
     assert any(run.evidence[s].kind == "ek_public_key" for s in ek_shas)
     by_rule = {f.rule_id: f for f in vm.findings}
-    for rule_id in ("hypervisor.snp-or-tdx-claimed", "keys.provider-held", "vtpm.ek-control-plane-only"):
+    for rule_id in (
+        "hypervisor.snp-or-tdx-claimed",
+        "keys.provider-held",
+        "vtpm.ek-control-plane-only",
+    ):
         assert by_rule[rule_id].evidence, rule_id
     # findings that rest on the absence of hardware evidence cite nothing
     assert by_rule["attestation.none"].evidence == []
@@ -158,7 +160,11 @@ def test_error_file_gives_gap_and_undetermined_party(tmp_path: Path) -> None:
     run, _ = _audit(root)
     assert not run.coverage.complete
     (gap,) = run.coverage.gaps
-    assert (gap.call, gap.code, gap.region) == ("ec2:DescribeVolumes", "UnauthorizedOperation", REGION)
+    assert (gap.call, gap.code, gap.region) == (
+        "ec2:DescribeVolumes",
+        "UnauthorizedOperation",
+        REGION,
+    )
     (vm,) = run.vms
     assert "disks" not in vm.document
     keys = vm.party_status[Party.KEY_CUSTODIAN]

@@ -97,7 +97,7 @@ def register_handler(factory: HandlerFactory) -> None:
 
 def default_handler_factories() -> list[HandlerFactory]:
     """Built-in handlers in routing order: AWS first, then any registered ones."""
-    from auditor.fakecloud.aws_query import AwsQueryHandler  # imports this module's types
+    from auditor.fakecloud.aws_handler import AwsQueryHandler  # imports this module's types
 
     return [AwsQueryHandler, *_extra_factories]
 

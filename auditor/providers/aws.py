@@ -297,7 +297,9 @@ class AwsProvider:
             }
             evidence["platform"] = [type_info.shas[itype]]
         elif type_info.ok:
-            gaps.append(_missing_gap(account, region, "ec2:DescribeInstanceTypes", itype, "platform"))
+            gaps.append(
+                _missing_gap(account, region, "ec2:DescribeInstanceTypes", itype, "platform")
+            )
 
         # TPM: attached per the instance; EK from the control plane
         tpm: dict[str, Any] = {"present": inst.get("TpmSupport") == "v2.0"}

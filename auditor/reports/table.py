@@ -76,7 +76,12 @@ def _vm_table_compact(run: AuditRun) -> Table:
     table.add_column("parties not excluded", overflow="fold")
     table.add_column("provider\ncan read", no_wrap=True)
     for vm in run.vms:
-        lines = [vm.name or vm.id, vm.id if vm.name else "", f"{vm.provider} {vm.account}", vm.region]
+        lines = [
+            vm.name or vm.id,
+            vm.id if vm.name else "",
+            f"{vm.provider} {vm.account}",
+            vm.region,
+        ]
         label = "\n".join(x for x in lines if x)
         by_status: dict[Status, list[str]] = {}
         for party in Party:

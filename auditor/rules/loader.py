@@ -176,8 +176,7 @@ def compile_rule(rule: Rule, path: str, pack: str) -> CompiledRule:
     if unknown:
         raise RulePackError(
             path,
-            f"condition reads unknown field vm.{unknown[0]} "
-            f"(known: {', '.join(sorted(SECTIONS))})",
+            f"condition reads unknown field vm.{unknown[0]} (known: {', '.join(sorted(SECTIONS))})",
             rule.id,
         )
     return CompiledRule(rule=rule, program=program, sections=tuple(sections), pack=pack)
