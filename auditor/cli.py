@@ -415,6 +415,14 @@ def fakecloud_serve(
         cloud.stop()
 
 
+@app.command("schema")
+def schema_cmd() -> None:
+    """Print the JSON Schema of the result document (result.json, --format json)."""
+    from auditor.schema import result_schema_text
+
+    sys.stdout.write(result_schema_text())
+
+
 def main() -> None:
     app()
 

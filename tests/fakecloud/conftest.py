@@ -12,7 +12,6 @@ from tests.fakecloud.helpers import ACCOUNT, REGION
 boto3 = pytest.importorskip("boto3")
 from botocore.config import Config  # noqa: E402
 
-
 ClientFactory = Callable[..., Any]
 
 

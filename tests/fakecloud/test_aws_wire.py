@@ -11,7 +11,7 @@ import pytest
 from botocore.exceptions import ClientError
 
 from auditor.fakecloud import FakeCloud, FaultConfig
-from auditor.fakecloud.aws_query import render_response
+from auditor.fakecloud.aws_wire import render_response
 from tests.fakecloud.conftest import ClientFactory
 from tests.fakecloud.helpers import (
     ACCOUNT,

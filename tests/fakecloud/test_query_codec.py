@@ -13,7 +13,7 @@ from botocore.serialize import create_serializer
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from auditor.fakecloud.aws_query import (
+from auditor.fakecloud.aws_wire import (
     QueryRequestError,
     decode_page_token,
     decode_params,
