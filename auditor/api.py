@@ -44,10 +44,17 @@ def _endpoint(replay: Path | None, endpoint_url: str | None) -> Iterator[str | N
     if replay is None:
         yield endpoint_url
         return
-    from auditor.fakecloud import FakeCloud
+    from auditor.fakecloud import FakeCloud, FakeCloudConfigError
 
-    with FakeCloud(replay) as cloud:
+    try:
+        cloud = FakeCloud(replay)
+        cloud.start()
+    except (FakeCloudConfigError, ValueError, OSError) as err:
+        raise ScanError(f"cannot serve replay directory {replay}: {err}") from err
+    try:
         yield cloud.endpoint
+    finally:
+        cloud.stop()
 
 
 def _aws_provider(

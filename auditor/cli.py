@@ -197,24 +197,34 @@ def scan_cmd(
     replay: Annotated[
         Path | None,
         typer.Option(
+            metavar="DIR",
             help="Audit a replay directory (or a stored run directory) instead of the live "
             "cloud: it is served on 127.0.0.1 and read with the real SDK.",
         ),
     ] = None,
     profile: Annotated[
         list[str] | None,
-        typer.Option(help="AWS profile (repeat for several accounts). Default: boto3's chain."),
+        typer.Option(
+            metavar="NAME",
+            help="AWS profile (repeat for several accounts). Default: boto3's chain.",
+        ),
     ] = None,
     regions: Annotated[
         list[str] | None,
-        typer.Option(help="Regions, comma-separated or repeated. Default: DescribeRegions."),
+        typer.Option(
+            metavar="R1,R2", help="Regions, comma-separated or repeated. Default: DescribeRegions."
+        ),
     ] = None,
     endpoint_url: Annotated[
-        str | None, typer.Option(help="Send API calls to this endpoint (e.g. a fakecloud).")
+        str | None,
+        typer.Option(metavar="URL", help="Send API calls to this endpoint (e.g. a fakecloud)."),
     ] = None,
     rules: Annotated[
         list[Path] | None,
-        typer.Option(help="Extra rule pack (YAML); repeatable; overrides rules with the same id."),
+        typer.Option(
+            metavar="FILE",
+            help="Extra rule pack (YAML); repeatable; overrides rules with the same id.",
+        ),
     ] = None,
     fmt: Annotated[
         OutputFormat, typer.Option("--format", help="Output format.")
@@ -237,7 +247,10 @@ def scan_cmd(
         bool, typer.Option("--no-save", help="Do not write a run directory.")
     ] = False,
     concurrency: Annotated[
-        int, typer.Option(min=1, max=256, help="Scopes (account x region) read in parallel.")
+        int,
+        typer.Option(
+            min=1, max=256, metavar="N", help="Scopes (account x region) read in parallel."
+        ),
     ] = 8,
 ) -> None:
     """Collect, evaluate and report on one cloud (live or from a replay directory)."""
@@ -377,28 +390,34 @@ def fakecloud_serve(
     directory: Annotated[Path, typer.Argument(help="Replay directory (aws/<account>/...).")],
     host: Annotated[str, typer.Option(help="Loopback address to bind.")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="Port (0 = any free port).")] = 0,
-    latency_ms: Annotated[float, typer.Option(help="Added latency per call.")] = 0.0,
-    throttle_rate: Annotated[float, typer.Option(help="Fraction of calls throttled.")] = 0.0,
-    error_rate: Annotated[float, typer.Option(help="Fraction of calls failing with 5xx.")] = 0.0,
-    seed: Annotated[int, typer.Option(help="Seed for throttling and faults.")] = 0,
-    page_size: Annotated[int, typer.Option(help="Items per page of list calls.")] = 50,
+    latency_ms: Annotated[float | None, typer.Option(help="Added latency per call.")] = None,
+    throttle_rate: Annotated[
+        float | None, typer.Option(help="Fraction of calls throttled (0..1).")
+    ] = None,
+    error_rate: Annotated[
+        float | None, typer.Option(help="Fraction of calls failing with 5xx (0..1).")
+    ] = None,
+    seed: Annotated[int | None, typer.Option(help="Seed for throttling and faults.")] = None,
+    page_size: Annotated[int | None, typer.Option(help="Items per page of list calls.")] = None,
 ) -> None:
     """Serve a replay directory on 127.0.0.1 in the clouds' wire protocols until Ctrl-C."""
     from auditor.api import replay_root
-    from auditor.fakecloud import FakeCloud, FaultConfig
+    from auditor.fakecloud import FakeCloud, FakeCloudConfigError, FaultConfig
 
     try:
         root = replay_root(directory)
-        faults = FaultConfig(
-            latency_ms=latency_ms,
-            throttle_rate=throttle_rate,
-            error_rate=error_rate,
-            seed=seed,
-            page_size=page_size,
-        )
+        given = {
+            "latency_ms": latency_ms,
+            "throttle_rate": throttle_rate,
+            "error_rate": error_rate,
+            "seed": seed,
+            "page_size": page_size,
+        }
+        # only flags actually given override the replay's fakecloud.yaml
+        faults = FaultConfig.model_validate({k: v for k, v in given.items() if v is not None})
         cloud = FakeCloud(root, faults=faults, host=host, port=port)
         endpoint = cloud.start()
-    except (ScanError, ValueError, OSError) as err:
+    except (ScanError, ValueError, OSError, FakeCloudConfigError) as err:
         raise _fail(str(err)) from err
     typer.echo(f"fakecloud serving {root} at {endpoint}")
     typer.echo(

@@ -215,3 +215,12 @@ def test_fakecloud_serve_and_scan_with_endpoint_url(tmp_path: Path) -> None:
     finally:
         proc.terminate()
         proc.wait(timeout=10)
+
+
+def test_bad_fakecloud_config_in_replay_exits_2(tmp_path: Path) -> None:
+    replay = tmp_path / "replay"
+    shutil.copytree(DEMO_FLEET / "aws", replay / "aws")
+    (replay / "fakecloud.yaml").write_text("page_size: 0\n")
+    code, _, err = _scan("--replay", str(replay), "--no-save")
+    assert code == 2
+    assert "fakecloud.yaml" in err and "page_size" in err

@@ -14,29 +14,16 @@ from auditor.model import AuditRun, Level, Party, Scope, Source, Status, Technol
 from auditor.providers.aws import AwsProvider, AwsTarget
 from auditor.rules.loader import load_packs
 from auditor.run import load_run, run_audit
-from tests.fakecloud.helpers import ACCOUNT, INSTANCE, REGION, fixture, write_json
+from tests.fakecloud.helpers import ACCOUNT, INSTANCE, REGION, fixture, standard_replay, write_json
 
 BASE = f"aws/{ACCOUNT}/{REGION}"
 
 
 def _replay(root: Path, instances: dict[str, Any] | None = None) -> Path:
-    write_json(
-        root,
-        f"{BASE}/DescribeInstances.json",
-        instances or fixture("aws_describe_instances_snp.json"),
-    )
-    write_json(
-        root,
-        f"{BASE}/DescribeInstanceTypes.json",
-        fixture("aws_describe_instance_types_m6a_m5.json"),
-    )
-    write_json(root, f"{BASE}/DescribeImages.json", fixture("aws_describe_images_uefi_tpm.json"))
-    write_json(root, f"{BASE}/DescribeVolumes.json", fixture("aws_describe_volumes_encrypted.json"))
-    write_json(
-        root,
-        f"{BASE}/GetInstanceTpmEkPub/{INSTANCE}.json",
-        fixture("aws_get_instance_tpm_ek_pub.json"),
-    )
+    """Every AWS fixture in its replay place; optionally other DescribeInstances data."""
+    standard_replay(root)
+    if instances is not None:
+        write_json(root, f"{BASE}/DescribeInstances.json", instances)
     return root
 
 
