@@ -173,6 +173,7 @@ def _run_scan(
     rules: list[Path],
     run_dir: Path | None,
     concurrency: int,
+    run_id: str | None = None,
 ) -> AuditRun:
     try:
         with _CliProgress(err_console) as progress:
@@ -186,6 +187,7 @@ def _run_scan(
                 run_dir=run_dir,
                 concurrency=concurrency,
                 progress=progress,
+                run_id=run_id,
             )
     except (ScanError, RulePackError) as err:
         raise _fail(str(err)) from err
@@ -254,8 +256,10 @@ def scan_cmd(
     ] = 8,
 ) -> None:
     """Collect, evaluate and report on one cloud (live or from a replay directory)."""
-    target = None if no_save else (run_dir or Path("ccaudit-runs") / new_run_id())
+    run_id = new_run_id()
+    target = None if no_save else (run_dir or Path("ccaudit-runs") / run_id)
     run = _run_scan(
+        run_id=run_id,
         provider=provider.value,
         replay=replay,
         profiles=profile or [],

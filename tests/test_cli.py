@@ -115,6 +115,17 @@ def test_complete_scan_exits_0(tmp_path: Path) -> None:
     assert code == 1
 
 
+def test_default_run_dir_is_named_by_run_id(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    code, _, _ = _scan("--replay", str(DEMO_FLEET))
+    assert code == 3
+    (run_dir,) = (tmp_path / "ccaudit-runs").iterdir()
+    data = json.loads((run_dir / "result.json").read_text())
+    assert data["run_id"] == run_dir.name
+
+
 def test_bad_rule_pack_exits_2_with_file_and_rule(tmp_path: Path) -> None:
     pack = tmp_path / "bad.yaml"
     pack.write_text(
