@@ -26,14 +26,17 @@ SECTIONS: dict[str, str] = {
     "platform": "what the instance type supports: {snp_supported, tdx_supported, "
     "tpm_supported, boot_modes, hypervisor}",
     "boot": "{mode (legacy-bios | uefi | uefi-preferred), current_mode, secure_boot}",
-    "tpm": "{present, version, implemented_by, ek: {present, source, key_type, certificate}}",
+    "tpm": "{present, version, implemented_by, ek: {present, source, certificate, "
+    "chain_verified, identity_match, verified, reason}}",
     "image": "{id, name, owner_id, owner_alias, owned_by_account, boot_mode, tpm_support}",
     "disks": "list of {id, device, boot, encrypted, custody, kms_key}",
     "metadata_service": "{enabled, tokens_required, hop_limit}",
-    "migration": "{live_migration, provider_controlled}",
+    "console": "{serial_port_enabled}: provider-mediated consoles into the guest",
+    "migration": "{live_migration, provider_controlled}: who can move the VM between hosts",
     "hardware": "owner-verified hardware evidence (SNP report, TDX quote): set by guest evidence",
     "guest": "guest-side facts collected inside the VM (disk encryption, agents)",
-    "attestation": "provider attestation results (provider logs, provider tokens)",
+    "attestation": "what the provider's attestation service or logs say: {provider_verdict: "
+    "none | passed | failed, source, launch: {integrity_passed, debug_enabled, ...}, boot}",
     "gaps": "list of {call, code, message}: evidence the scan could not collect for this VM",
     "aws": "AWS-specific raw facts",
     "gcp": "GCP-specific raw facts",

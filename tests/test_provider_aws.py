@@ -89,7 +89,9 @@ def test_evidence_is_raw_control_plane_data_with_recomputable_hash(tmp_path: Pat
     ):
         assert by_rule[rule_id].evidence, rule_id
     # findings that rest on the absence of hardware evidence cite nothing
-    assert by_rule["attestation.none"].evidence == []
+    assert by_rule["firmware.provider-unverified"].evidence == []
+    assert vm.document["attestation"]["provider_verdict"] == "none"
+    assert vm.parties[Party.ATTESTATION_SERVICE] is Status.CAN_ACCESS
     for finding in vm.findings:
         assert all(s in run.evidence for s in finding.evidence)
 

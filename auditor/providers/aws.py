@@ -16,8 +16,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from auditor._version import __version__
-from auditor.model import VM, Disk, Evidence, Gap, Source, Technology
-from auditor.providers.base import CallFailed, Plan, ScopeKey, ScopeResult
+from auditor.model import VM, Disk, Gap, Technology
+from auditor.providers.base import CallFailed, Plan, ScopeKey, ScopeResult, record_evidence
 from auditor.recording import EvidenceSink, jsonable, raw_path
 
 PROVIDER = "aws"
@@ -249,14 +249,20 @@ class AwsProvider:
             "tags": tags,
             "cc": cc,
             "aws": _aws_section(inst, reservation),
+            # AWS runs no attestation service for SEV-SNP: nothing provider-side vouches
+            "attestation": {"provider_verdict": "none", "source": "none"},
         }
         for section in ("provider", "account", "region", "id", "instance_type", "state", "tags"):
             evidence[section] = [inst_sha]
-        evidence["cc"] = [inst_sha]
-        evidence["aws"] = [inst_sha]
+        for section in ("cc", "aws", "attestation"):
+            evidence[section] = [inst_sha]
         if technology is not Technology.UNKNOWN:
             doc["technology"] = technology.value
             evidence["technology"] = [inst_sha]
+        if technology is Technology.SEV_SNP:
+            # AWS documents no live migration for SEV-SNP (maintenance is stop/start)
+            doc["migration"] = {"live_migration": False, "provider_controlled": False}
+            evidence["migration"] = [inst_sha]
         if tags.get("Name"):
             doc["name"] = tags["Name"]
         zone = inst.get("Placement", {}).get("AvailabilityZone")
@@ -551,19 +557,20 @@ class _Caller:
         }
         return _Lookup(True, found, shas)
 
-    def evidence(self, call: str, raw: Any, op: str, resource: str | None, kind: str) -> str:
-        ev = Evidence.from_json(
-            jsonable(raw),
-            kind=kind,
-            source=Source.CONTROL_PLANE,
-            call=call,
+    def evidence(
+        self, call: str, raw: Any, op: str, resource: str | None, kind: str, ref: str = ""
+    ) -> str:
+        return record_evidence(
+            self.sink,
+            raw,
             provider=PROVIDER,
+            kind=kind,
+            call=call,
             account=self.account,
             region=self.region,
             resource=resource,
-            ref=f"{self._path(op)}.json",
+            ref=ref or f"{self._path(op)}.json",
         )
-        return self.sink.add(ev)
 
     def ek_public_key(self, iid: str) -> tuple[dict[str, Any], str]:
         """NitroTPM EK public key; vouched for by the EC2 API only (AWS has no EK certificate)."""
@@ -579,18 +586,7 @@ class _Caller:
         except Exception as err:
             raise self._fail(err, op, relpath, ("tpm",), iid) from err
         self.sink.save_raw(relpath, resp)
-        ev = Evidence.from_json(
-            jsonable(resp),
-            kind="ek_public_key",
-            source=Source.CONTROL_PLANE,
-            call=f"ec2:{op}",
-            provider=PROVIDER,
-            account=self.account,
-            region=self.region,
-            resource=iid,
-            ref=f"{relpath}.json",
-        )
-        sha = self.sink.add(ev)
+        sha = self.evidence(f"ec2:{op}", resp, op, iid, "ek_public_key", ref=f"{relpath}.json")
         ek: dict[str, Any] = {
             "present": True,
             "source": "control_plane",

@@ -8,10 +8,10 @@ becomes a `Gap` naming the call, the scope and the cloud's error, never an empty
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Any, Protocol
 
-from auditor.model import VM, Gap
-from auditor.recording import EvidenceSink
+from auditor.model import VM, Evidence, Gap, Source
+from auditor.recording import EvidenceSink, jsonable
 
 
 @dataclass(frozen=True)
@@ -64,3 +64,32 @@ class CallFailed(Exception):
     def __init__(self, gap: Gap) -> None:
         self.gap = gap
         super().__init__(f"{gap.call}: {gap.code}: {gap.message}")
+
+
+def record_evidence(
+    sink: EvidenceSink,
+    raw: Any,
+    *,
+    provider: str,
+    kind: str,
+    call: str,
+    account: str,
+    region: str | None,
+    resource: str | None,
+    ref: str,
+    source: Source = Source.CONTROL_PLANE,
+) -> str:
+    """Keep one raw item as Evidence (deduplicated by hash); returns its sha256."""
+    return sink.add(
+        Evidence.from_json(
+            jsonable(raw),
+            kind=kind,
+            source=source,
+            call=call,
+            provider=provider,
+            account=account,
+            region=region,
+            resource=resource,
+            ref=ref,
+        )
+    )

@@ -1,0 +1,567 @@
+"""Google Cloud collector: Compute Engine instances, Shielded VM identity, integrity logs.
+
+Field facts (reference/cloud_apis.md §2): a VM is SEV-SNP or TDX when
+`confidentialInstanceConfig.confidentialInstanceType` says so, even without the legacy
+`enableConfidentialCompute` (peers get this wrong); the legacy flag alone means SEV; a type this
+version does not know is UNKNOWN, never "not confidential". Cloud Logging entries are parsed by
+Google, not raw hardware reports: evidence with source `provider_log`. The logging client adds a
+24-hour window to a filter without one, so the window is always set explicitly.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Sequence
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from auditor.model import VM, Disk, Gap, Source, Technology
+from auditor.providers.base import CallFailed, Plan, ScopeKey, ScopeResult, record_evidence
+from auditor.recording import EvidenceSink, raw_path
+from auditor.verify.stage import GCE_EK_KIND
+
+PROVIDER = "gcp"
+INTEGRITY_LOG = "compute.googleapis.com%2Fshielded_vm_integrity"
+_KNOWN_TYPES = {
+    "SEV": Technology.SEV,
+    "SEV_SNP": Technology.SEV_SNP,
+    "TDX": Technology.TDX,
+}
+
+
+def _gap(
+    err: Exception,
+    call: str,
+    project: str,
+    region: str | None = None,
+    resource: str | None = None,
+    sections: Sequence[str] = (),
+    affects: str = "vms",
+) -> Gap:
+    """A google-api-core error as a Gap, with Google's status name (PERMISSION_DENIED...)."""
+    code = type(err).__name__
+    grpc = getattr(err, "grpc_status_code", None)
+    if grpc is not None and getattr(grpc, "name", None):
+        code = str(grpc.name)
+    message = str(getattr(err, "message", "") or err)
+    return Gap(
+        provider=PROVIDER,
+        account=project,
+        region=region,
+        call=call,
+        code=code,
+        message=message,
+        resource=resource,
+        sections=list(sections),
+        affects=affects,
+    )
+
+
+def _status(err: Exception) -> int:
+    code = getattr(err, "code", None)
+    return int(code) if isinstance(code, int) else 500
+
+
+def region_of(zone: str) -> str:
+    return zone.rsplit("-", 1)[0] if zone.count("-") >= 2 else zone
+
+
+def _last(url: str | None) -> str:
+    return (url or "").rstrip("/").rsplit("/", 1)[-1]
+
+
+class GcpProvider:
+    """Collects Compute Engine evidence per project, concurrently by project."""
+
+    name = PROVIDER
+
+    def __init__(
+        self,
+        projects: Sequence[str] = (),
+        endpoint_url: str | None = None,
+        anonymous: bool = False,
+        log_window: timedelta = timedelta(days=30),
+        as_of: datetime | None = None,
+        retry_initial: float = 1.0,
+        retry_timeout: float = 300.0,
+    ) -> None:
+        self.projects = list(projects)
+        self.endpoint_url = endpoint_url
+        self.anonymous = anonymous
+        self.log_window = log_window
+        self.as_of = as_of
+        self._lock = threading.Lock()
+        self._credentials: Any = None
+        from google.api_core import exceptions as gexc
+        from google.api_core import retry as gretry
+
+        # google-api-core's own retry: throttling (429) and transient 5xx, exponential backoff.
+        self._retry = gretry.Retry(
+            predicate=gretry.if_exception_type(
+                gexc.TooManyRequests,
+                gexc.ServiceUnavailable,
+                gexc.InternalServerError,
+                gexc.BadGateway,
+                gexc.GatewayTimeout,
+            ),
+            initial=retry_initial,
+            maximum=max(retry_initial * 32, 1.0),
+            multiplier=2.0,
+            timeout=retry_timeout,
+        )
+
+    # ------------------------------------------------------------- credentials
+    def _creds(self) -> Any:
+        with self._lock:
+            if self._credentials is None:
+                if self.anonymous:
+                    from google.auth.credentials import AnonymousCredentials
+
+                    self._credentials = AnonymousCredentials()
+                else:
+                    import google.auth
+
+                    creds, default_project = google.auth.default()
+                    self._credentials = creds
+                    if not self.projects and default_project:
+                        self.projects = [default_project]
+            return self._credentials
+
+    def _instances_client(self) -> Any:
+        from google.api_core.client_options import ClientOptions
+        from google.cloud import compute_v1
+
+        options = ClientOptions(api_endpoint=self.endpoint_url) if self.endpoint_url else None
+        return compute_v1.InstancesClient(
+            transport="rest", credentials=self._creds(), client_options=options
+        )
+
+    def _logging_client(self, project: str) -> Any:
+        from google.cloud import logging as gcl
+
+        options = {"api_endpoint": self.endpoint_url} if self.endpoint_url else None
+        return gcl.Client(
+            project=project,
+            credentials=self._creds(),
+            _use_grpc=False,
+            client_options=options,
+        )
+
+    # -------------------------------------------------------------------- plan
+    def plan(self, sink: EvidenceSink) -> Plan:
+        plan = Plan()
+        try:
+            self._creds()
+        except Exception as err:  # DefaultCredentialsError and friends
+            plan.gaps.append(_gap(err, "google.auth.default", "?", affects="scope"))
+            return plan
+        if not self.projects:
+            plan.gaps.append(
+                Gap(
+                    provider=PROVIDER,
+                    account="?",
+                    call="google.auth.default",
+                    code="NoProject",
+                    message="no --project given and the credentials name no default project",
+                    affects="scope",
+                )
+            )
+        plan.scopes.extend(ScopeKey(PROVIDER, p) for p in dict.fromkeys(self.projects))
+        return plan
+
+    # ----------------------------------------------------------------- collect
+    def collect(self, scope: ScopeKey, sink: EvidenceSink) -> ScopeResult:
+        """One project: every instance in every zone, their identities, integrity logs."""
+        project = scope.account
+        result = ScopeResult(scope=scope)
+        client = self._instances_client()
+        try:
+            by_zone = self._aggregated(client, project, sink, result)
+        except CallFailed as failed:
+            failed.gap.affects = "scope"
+            result.errors.append(failed.gap)
+            result.failed = True
+            return result
+        # stopped (TERMINATED) instances are kept: their disks and configuration still count
+        live = [(zone, inst) for zone, items in sorted(by_zone.items()) for inst in items]
+        if not live:
+            return result
+
+        logs_gap: Gap | None = None
+        entries: dict[str, list[dict[str, Any]]] = {}
+        try:
+            entries = self._integrity_logs(project, sink, result)
+        except CallFailed as failed:
+            logs_gap = failed.gap
+            result.errors.append(failed.gap)
+
+        for zone, inst in live:
+            vm = self._vm(project, zone, inst, client, sink, result, entries, logs_gap)
+            result.vms.append(vm)
+        return result
+
+    def _aggregated(
+        self, client: Any, project: str, sink: EvidenceSink, result: ScopeResult
+    ) -> dict[str, list[dict[str, Any]]]:
+        from google.cloud import compute_v1
+
+        relpath = raw_path("gcp", project, "aggregatedList")
+        by_zone: dict[str, list[dict[str, Any]]] = {}
+        try:
+            request = compute_v1.AggregatedListInstancesRequest(
+                project=project, max_results=500, return_partial_success=True
+            )
+            pager = client.aggregated_list(request=request, retry=self._retry, timeout=60)
+            for page in pager.pages:
+                result.calls += 1
+                for scope_key, scoped in page.items.items():
+                    zone = _last(scope_key)
+                    for inst in scoped.instances:
+                        by_zone.setdefault(zone, []).append(_to_dict(inst))
+        except Exception as err:
+            result.calls += 1
+            sink.save_error(relpath, _status(err), *_code_message(err, project))
+            raise CallFailed(_gap(err, "compute.instances.aggregatedList", project)) from err
+        sink.save_raw(
+            relpath,
+            {
+                "kind": "compute#instanceAggregatedList",
+                "items": {f"zones/{z}": {"instances": v} for z, v in sorted(by_zone.items())},
+            },
+        )
+        return by_zone
+
+    def _window(self) -> tuple[datetime, datetime]:
+        end = self.as_of or datetime.now(UTC)
+        return end - self.log_window, end
+
+    def _integrity_logs(
+        self, project: str, sink: EvidenceSink, result: ScopeResult
+    ) -> dict[str, list[dict[str, Any]]]:
+        """Shielded VM integrity entries in the window, by instance id."""
+        relpath = raw_path("gcp", project, "logEntries")
+        start, end = self._window()
+        flt = (
+            f'logName="projects/{project}/logs/{INTEGRITY_LOG}" AND '
+            f'resource.type="gce_instance" AND '
+            f'timestamp>="{_rfc3339(start)}" AND timestamp<="{_rfc3339(end)}"'
+        )
+
+        def fetch() -> list[dict[str, Any]]:
+            from google.cloud import logging as gcl
+
+            client = self._logging_client(project)
+            return [
+                e.to_api_repr()
+                for e in client.list_entries(
+                    resource_names=[f"projects/{project}"],
+                    filter_=flt,
+                    order_by=gcl.ASCENDING,
+                    page_size=1000,
+                )
+            ]
+
+        try:
+            result.calls += 1
+            raw_entries = self._retry(fetch)()
+        except Exception as err:
+            sink.save_error(relpath, _status(err), *_code_message(err, project))
+            raise CallFailed(
+                _gap(err, "logging.entries.list", project, sections=("attestation",))
+            ) from err
+        sink.save_raw(relpath, raw_entries)  # a list: the replay layout's logEntries.json
+        by_instance: dict[str, list[dict[str, Any]]] = {}
+        for entry in raw_entries:
+            iid = str(entry.get("resource", {}).get("labels", {}).get("instance_id", ""))
+            by_instance.setdefault(iid, []).append(entry)
+        return by_instance
+
+    def _identity(
+        self,
+        client: Any,
+        project: str,
+        zone: str,
+        name: str,
+        sink: EvidenceSink,
+        result: ScopeResult,
+    ) -> tuple[dict[str, Any], str]:
+        relpath = raw_path("gcp", project, "shieldedInstanceIdentity", zone, name)
+        try:
+            result.calls += 1
+            resp = client.get_shielded_instance_identity(
+                project=project, zone=zone, instance=name, retry=self._retry, timeout=60
+            )
+        except Exception as err:
+            sink.save_error(relpath, _status(err), *_code_message(err, project))
+            raise CallFailed(
+                _gap(
+                    err,
+                    "compute.instances.getShieldedInstanceIdentity",
+                    project,
+                    region_of(zone),
+                    name,
+                    ("tpm",),
+                )
+            ) from err
+        data = _to_dict(resp)
+        sink.save_raw(relpath, data)
+        sha = record_evidence(
+            sink,
+            data,
+            provider=PROVIDER,
+            kind=GCE_EK_KIND,
+            call="compute.instances.getShieldedInstanceIdentity",
+            account=project,
+            region=region_of(zone),
+            resource=name,
+            ref=f"{relpath}.json",
+        )
+        return data, sha
+
+    def _vm(
+        self,
+        project: str,
+        zone: str,
+        inst: dict[str, Any],
+        client: Any,
+        sink: EvidenceSink,
+        result: ScopeResult,
+        logs: dict[str, list[dict[str, Any]]],
+        logs_gap: Gap | None,
+    ) -> VM:
+        region = region_of(zone)
+        iid = str(inst.get("id", ""))
+        name = str(inst.get("name", iid))
+        inst_sha = record_evidence(
+            sink,
+            inst,
+            provider=PROVIDER,
+            kind="api_resource",
+            call="compute.instances.aggregatedList",
+            account=project,
+            region=region,
+            resource=name,
+            ref=f"{raw_path('gcp', project, 'aggregatedList')}.json",
+        )
+        technology, cc = technology_of(inst)
+        labels = dict(inst.get("labels", {}))
+        shielded = inst.get("shieldedInstanceConfig", {})
+        scheduling = inst.get("scheduling", {})
+        metadata = {
+            i.get("key"): i.get("value") for i in inst.get("metadata", {}).get("items", [])
+        }
+        migrate = scheduling.get("onHostMaintenance", "MIGRATE") == "MIGRATE"
+        doc: dict[str, Any] = {
+            "provider": PROVIDER,
+            "account": project,
+            "region": region,
+            "zone": zone,
+            "id": iid,
+            "name": name,
+            "instance_type": _last(inst.get("machineType")),
+            "state": inst.get("status"),
+            "tags": labels,
+            "cc": cc,
+            "boot": {"secure_boot": bool(shielded.get("enableSecureBoot", False))},
+            "tpm": {
+                "present": bool(shielded.get("enableVtpm", False)),
+                "implemented_by": "provider",
+                "integrity_monitoring": bool(shielded.get("enableIntegrityMonitoring", False)),
+            },
+            "migration": {"live_migration": migrate, "provider_controlled": migrate},
+            # the GCE metadata server cannot be turned off; guest agents read SSH keys from it
+            "metadata_service": {"enabled": True},
+            "console": {
+                "serial_port_enabled": str(metadata.get("serial-port-enable", "")).lower()
+                in ("true", "1"),
+            },
+            "gcp": {
+                "cpu_platform": inst.get("cpuPlatform"),
+                "min_cpu_platform": inst.get("minCpuPlatform"),
+                "on_host_maintenance": scheduling.get("onHostMaintenance"),
+                "service_accounts": [
+                    {"email": s.get("email"), "scopes": list(s.get("scopes", []))}
+                    for s in inst.get("serviceAccounts", [])
+                ],
+            },
+        }
+        evidence: dict[str, list[str]] = {k: [inst_sha] for k in doc}
+        if technology is not Technology.UNKNOWN:
+            doc["technology"] = technology.value
+            evidence["technology"] = [inst_sha]
+        image = _image(inst, project)
+        if image is not None:
+            doc["image"] = image
+            evidence["image"] = [inst_sha]
+        disks, disk_docs = _disks(inst)
+        doc["disks"] = disk_docs
+        evidence["disks"] = [inst_sha]
+
+        gaps: list[Gap] = []
+        if doc["tpm"]["present"]:
+            try:
+                _, id_sha = self._identity(client, project, zone, name, sink, result)
+                evidence["tpm"] = [inst_sha, id_sha]
+                doc["tpm"]["ek"] = {"present": True, "source": "control_plane", "certificate": True}
+            except CallFailed as failed:
+                gaps.append(failed.gap)
+                result.errors.append(failed.gap)
+
+        if logs_gap is not None:
+            gaps.append(logs_gap)
+        else:
+            entries = logs.get(iid, [])
+            shas = [
+                record_evidence(
+                    sink,
+                    e,
+                    provider=PROVIDER,
+                    kind="log_entry",
+                    source=Source.PROVIDER_LOG,
+                    call="logging.entries.list",
+                    account=project,
+                    region=region,
+                    resource=name,
+                    ref=f"{raw_path('gcp', project, 'logEntries')}.json",
+                )
+                for e in entries
+            ]
+            doc["attestation"] = attestation_from_logs(entries)
+            evidence["attestation"] = shas
+        if gaps:
+            doc["gaps"] = [{"call": g.call, "code": g.code, "message": g.message} for g in gaps]
+        return VM(
+            provider=PROVIDER,
+            account=project,
+            region=region,
+            zone=zone,
+            id=iid,
+            name=name,
+            instance_type=doc["instance_type"],
+            technology=technology,
+            state=doc["state"],
+            disks=disks,
+            document=doc,
+            evidence=evidence,
+            gaps=gaps,
+        )
+
+
+def technology_of(inst: dict[str, Any]) -> tuple[Technology, dict[str, Any]]:
+    """From confidentialInstanceConfig: the type wins; the legacy flag alone means SEV."""
+    conf = inst.get("confidentialInstanceConfig") or {}
+    ctype = conf.get("confidentialInstanceType")
+    legacy = conf.get("enableConfidentialCompute")
+    cc: dict[str, Any] = {"claimed_by": "control_plane", "raw_flag": ctype, "legacy_flag": legacy}
+    if ctype and ctype != "CONFIDENTIAL_INSTANCE_TYPE_UNSPECIFIED":
+        tech = _KNOWN_TYPES.get(str(ctype), Technology.UNKNOWN)
+    elif legacy:
+        tech = Technology.SEV
+    else:
+        tech = Technology.NONE
+    if tech is not Technology.UNKNOWN:
+        cc["technology"] = tech.value
+    return tech, cc
+
+
+def _image(inst: dict[str, Any], project: str) -> dict[str, Any] | None:
+    """Who published the boot image, from the boot disk's licence (e.g. ubuntu-os-cloud)."""
+    for disk in inst.get("disks", []):
+        if disk.get("boot") and disk.get("licenses"):
+            lic = str(disk["licenses"][0])
+            parts = lic.split("/")
+            owner = parts[parts.index("projects") + 1] if "projects" in parts else None
+            if owner is None:
+                return None
+            return {"id": lic, "owner_id": owner, "owned_by_account": owner == project}
+    return None
+
+
+def _disks(inst: dict[str, Any]) -> tuple[list[Disk], list[dict[str, Any]]]:
+    """GCE always encrypts at rest; who holds the key: Google, Cloud KMS (CMEK), or CSEK."""
+    disks: list[Disk] = []
+    docs: list[dict[str, Any]] = []
+    for d in inst.get("disks", []):
+        key = d.get("diskEncryptionKey") or {}
+        if key.get("kmsKeyName"):
+            custody, kms = "customer_kms", key["kmsKeyName"]
+        elif key.get("sha256") or key.get("rawKey") or key.get("rsaEncryptedKey"):
+            custody, kms = "customer_supplied", None
+        else:
+            custody, kms = "provider_key", None
+        disk_id = _last(d.get("source")) or str(d.get("deviceName", "?"))
+        entry: dict[str, Any] = {
+            "id": disk_id,
+            "device": d.get("deviceName"),
+            "boot": bool(d.get("boot", False)),
+            "encrypted": True,
+            "custody": custody,
+        }
+        if kms:
+            entry["kms_key"] = kms
+        docs.append(entry)
+        size = d.get("diskSizeGb")
+        disks.append(
+            Disk(
+                id=disk_id,
+                device=d.get("deviceName"),
+                boot=entry["boot"],
+                size_gb=int(size) if size else None,
+                encrypted=True,
+                custody=custody,
+                kms_key=kms,
+            )
+        )
+    return disks, docs
+
+
+def attestation_from_logs(entries: list[dict[str, Any]]) -> dict[str, Any]:
+    """What Google's own integrity logs say (provider-parsed, not raw hardware evidence)."""
+    out: dict[str, Any] = {"provider_verdict": "none", "source": "provider_log"}
+    launch = [
+        e["jsonPayload"]["sevLaunchAttestationReportEvent"]
+        for e in entries
+        if isinstance(e.get("jsonPayload"), dict)
+        and "sevLaunchAttestationReportEvent" in e["jsonPayload"]
+    ]
+    if launch:
+        last = launch[-1]
+        policy = last.get("sevPolicy", {})
+        passed = bool(last.get("integrityEvaluationPassed", False))
+        out["provider_verdict"] = "passed" if passed else "failed"
+        out["launch"] = {
+            "integrity_passed": passed,
+            "debug_enabled": bool(policy.get("debugEnabled", False)),
+            "send_allowed": bool(policy.get("sendAllowed", False)),
+            "es_required": bool(policy.get("esRequired", False)),
+            "key_sharing_allowed": bool(policy.get("keySharingAllowed", False)),
+        }
+    boot: dict[str, Any] = {}
+    for e in entries:
+        payload = e.get("jsonPayload") if isinstance(e.get("jsonPayload"), dict) else {}
+        for kind, key in (("earlyBootReportEvent", "early"), ("lateBootReportEvent", "late")):
+            if kind in payload:
+                boot[f"{key}_passed"] = bool(payload[kind].get("policyEvaluationPassed", False))
+    if boot:
+        out["boot"] = boot
+    return out
+
+
+def _to_dict(message: Any) -> dict[str, Any]:
+    """A compute_v1 message back to its wire JSON (camelCase, unset fields left out)."""
+    import json
+
+    data: dict[str, Any] = json.loads(
+        type(message).to_json(message, always_print_fields_with_no_presence=False)
+    )
+    return data
+
+
+def _rfc3339(when: datetime) -> str:
+    return when.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _code_message(err: Exception, project: str) -> tuple[str, str]:
+    gap = _gap(err, "", project)
+    return gap.code, gap.message
+
