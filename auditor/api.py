@@ -7,7 +7,9 @@
 from __future__ import annotations
 
 import contextlib
+import json
 from collections.abc import Iterator, Sequence
+from datetime import datetime, timedelta
 from pathlib import Path
 
 from auditor.collect import ProgressListener
@@ -15,12 +17,13 @@ from auditor.engine import Engine
 from auditor.model import AuditRun, Scope
 from auditor.providers.aws import AwsProvider, AwsTarget
 from auditor.providers.base import Provider
+from auditor.providers.gcp import GcpProvider
 from auditor.rules.loader import load_packs
-from auditor.run import RAW_DIR, load_run, run_audit
+from auditor.run import RAW_DIR, REPLAY_META, load_run, run_audit
 
 __all__ = ["ScanError", "load_run", "replay_root", "scan"]
 
-SUPPORTED_PROVIDERS = ("aws",)
+SUPPORTED_PROVIDERS = ("aws", "gcp")
 
 
 class ScanError(Exception):
@@ -79,12 +82,66 @@ def _aws_provider(
     )
 
 
+def _gcp_provider(
+    replay: Path | None,
+    endpoint: str | None,
+    projects: Sequence[str],
+    log_window_days: int,
+    as_of: datetime | None,
+) -> GcpProvider:
+    if replay is not None:
+        if projects:
+            raise ScanError("--project cannot be combined with --replay (projects come from DIR)")
+        projects = sorted(p.name for p in (replay / "gcp").iterdir() if p.is_dir())
+    return GcpProvider(
+        projects,
+        endpoint_url=endpoint,
+        anonymous=replay is not None,
+        log_window=timedelta(days=log_window_days),
+        as_of=as_of,
+    )
+
+
+def recorded_at(root: Path) -> datetime | None:
+    """When a replay was recorded (its replay.json), so time windows replay the same way."""
+    meta = root / REPLAY_META
+    if not meta.is_file():
+        return None
+    try:
+        data = json.loads(meta.read_text(encoding="utf-8"))
+        return datetime.fromisoformat(str(data["recorded_at"]))
+    except (OSError, ValueError, KeyError, TypeError) as err:
+        raise ScanError(f"{meta}: unusable recorded_at: {err}") from err
+
+
+def _providers_for(root: Path | None, providers: str | Sequence[str] | None) -> list[str]:
+    if isinstance(providers, str):
+        wanted = [providers]
+    elif providers:
+        wanted = list(dict.fromkeys(providers))
+    elif root is not None:
+        wanted = [c for c in SUPPORTED_PROVIDERS if (root / c).is_dir()]
+    else:
+        wanted = ["aws"]
+    for name in wanted:
+        if name not in SUPPORTED_PROVIDERS:
+            raise ScanError(
+                f"provider {name!r} is not supported yet "
+                f"(supported: {', '.join(SUPPORTED_PROVIDERS)})"
+            )
+        if root is not None and not (root / name).is_dir():
+            raise ScanError(f"replay directory {root} holds no {name}/ data")
+    return wanted
+
+
 def scan(
-    provider: str = "aws",
+    provider: str | Sequence[str] | None = None,
     *,
     replay: str | Path | None = None,
     profiles: Sequence[str] = (),
     regions: Sequence[str] | None = None,
+    projects: Sequence[str] = (),
+    log_window_days: int = 30,
     endpoint_url: str | None = None,
     rules: Sequence[str | Path] = (),
     run_dir: str | Path | None = None,
@@ -92,37 +149,40 @@ def scan(
     progress: ProgressListener | None = None,
     run_id: str | None = None,
 ) -> AuditRun:
-    """Audit one cloud (live, at `endpoint_url`, or a `replay` directory) and return the run.
+    """Audit one or more clouds (live, at `endpoint_url`, or a `replay` directory).
 
+    `provider`: "aws", "gcp", a list of them, or None (a replay's clouds; live: aws).
     Raises `ScanError` for unusable options and `auditor.rules.RulePackError` for a bad pack,
     both before any cloud call is made.
     """
-    if provider not in SUPPORTED_PROVIDERS:
-        raise ScanError(
-            f"provider {provider!r} is not supported yet "
-            f"(supported: {', '.join(SUPPORTED_PROVIDERS)})"
-        )
     if replay is not None and endpoint_url is not None:
         raise ScanError("--replay and --endpoint-url are exclusive: replay starts its own endpoint")
+    if log_window_days < 1:
+        raise ScanError("--log-window must be at least 1 day")
     engine = Engine(load_packs(list(rules)))
     root = replay_root(replay) if replay is not None else None
-    if root is not None and not (root / provider).is_dir():
-        raise ScanError(f"replay directory {root} holds no {provider}/ data")
+    names = _providers_for(root, provider)
+    as_of = recorded_at(root) if root is not None else None
     scope = Scope(
-        providers=[provider],
+        providers=names,
         regions=list(regions or []),
         replay=str(root) if root else None,
         endpoint_url=endpoint_url,
     )
     with _endpoint(root, endpoint_url) as endpoint:
-        providers: list[Provider] = [_aws_provider(root, endpoint, profiles, regions, concurrency)]
+        built: list[Provider] = []
+        if "aws" in names:
+            built.append(_aws_provider(root, endpoint, profiles, regions, concurrency))
+        if "gcp" in names:
+            built.append(_gcp_provider(root, endpoint, projects, log_window_days, as_of))
         run = run_audit(
-            providers,
+            built,
             engine,
             scope,
             run_dir=Path(run_dir) if run_dir else None,
             concurrency=concurrency,
             progress=progress,
             run_id=run_id,
+            as_of=as_of,
         )
     return run

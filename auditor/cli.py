@@ -58,6 +58,7 @@ err_console = Console(stderr=True)
 
 class Provider(StrEnum):
     aws = "aws"
+    gcp = "gcp"
 
 
 class OutputFormat(StrEnum):
@@ -163,9 +164,20 @@ def _emit(run: AuditRun, fmt: OutputFormat, output: Path | None) -> None:
         print_table(run, Console())
 
 
+def _read_projects(path: Path) -> list[str]:
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except OSError as err:
+        raise _fail(f"cannot read --projects-file {path}: {err.strerror or err}") from err
+    out = [line.split("#", 1)[0].strip() for line in lines]
+    return [p for p in out if p]
+
+
 def _run_scan(
     *,
-    provider: str,
+    providers: list[str],
+    projects: list[str] | None = None,
+    log_window: int = 30,
     replay: Path | None,
     profiles: list[str],
     regions: list[str] | None,
@@ -178,7 +190,9 @@ def _run_scan(
     try:
         with _CliProgress(err_console) as progress:
             return scan(
-                provider,
+                providers or None,
+                projects=projects or [],
+                log_window_days=log_window,
                 replay=replay,
                 profiles=profiles,
                 regions=regions,
@@ -195,7 +209,13 @@ def _run_scan(
 
 @app.command("scan")
 def scan_cmd(
-    provider: Annotated[Provider, typer.Option(help="Cloud to audit.")] = Provider.aws,
+    provider: Annotated[
+        list[Provider] | None,
+        typer.Option(
+            help="Cloud to audit; repeat for several. Default: the clouds in --replay DIR, "
+            "else aws."
+        ),
+    ] = None,
     replay: Annotated[
         Path | None,
         typer.Option(
@@ -217,6 +237,26 @@ def scan_cmd(
             metavar="R1,R2", help="Regions, comma-separated or repeated. Default: DescribeRegions."
         ),
     ] = None,
+    project: Annotated[
+        list[str] | None,
+        typer.Option(
+            metavar="PROJECT",
+            help="GCP project (repeat for several). Default: the credentials' project.",
+        ),
+    ] = None,
+    projects_file: Annotated[
+        Path | None,
+        typer.Option(metavar="FILE", help="File with one GCP project id per line (# comments)."),
+    ] = None,
+    log_window: Annotated[
+        int,
+        typer.Option(
+            min=1,
+            max=400,
+            metavar="DAYS",
+            help="GCP: how far back to read integrity logs (launch attestation, boot).",
+        ),
+    ] = 30,
     endpoint_url: Annotated[
         str | None,
         typer.Option(metavar="URL", help="Send API calls to this endpoint (e.g. a fakecloud)."),
@@ -258,9 +298,14 @@ def scan_cmd(
     """Collect, evaluate and report on one cloud (live or from a replay directory)."""
     run_id = new_run_id()
     target = None if no_save else (run_dir or Path("ccaudit-runs") / run_id)
+    projects = list(project or [])
+    if projects_file is not None:
+        projects.extend(_read_projects(projects_file))
     run = _run_scan(
         run_id=run_id,
-        provider=provider.value,
+        providers=[p.value for p in provider or []],
+        projects=projects,
+        log_window=log_window,
         replay=replay,
         profiles=profile or [],
         regions=_split(regions) or None,
@@ -296,17 +341,17 @@ def demo_cmd(
         Path, typer.Option(help="Directory for the demo run (raw/ and result.json).")
     ] = Path("ccaudit-demo"),
 ) -> None:
-    """Audit the embedded demo fleet: fakecloud + the real boto3 code path, end to end."""
+    """Audit the embedded demo fleet: fakecloud + the real cloud SDK code paths, end to end."""
     try:
         fleet = demo_fleet_dir()
     except FileNotFoundError as err:
         raise _fail(str(err)) from err
     err_console.print(
-        f"Serving the demo fleet ({fleet}) on 127.0.0.1 and scanning it with boto3…",
+        f"Serving the demo fleet ({fleet}) on 127.0.0.1 and scanning it with the real cloud SDKs…",
         highlight=False,
     )
     run = _run_scan(
-        provider="aws",
+        providers=[],
         replay=fleet,
         profiles=[],
         regions=None,

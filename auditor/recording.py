@@ -61,6 +61,10 @@ class EvidenceSink:
         self._write(ref, {"status": status, "code": code, "message": message})
         return ref
 
+    def save_meta(self, name: str, data: Any) -> None:
+        """A file beside the cloud folders (replay.json: when the responses were recorded)."""
+        self._write(name, data)
+
     def _write(self, ref: str, data: Any) -> None:
         if self.raw_dir is None:
             return

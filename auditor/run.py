@@ -10,6 +10,7 @@ import importlib.metadata
 import platform
 import secrets
 from collections.abc import Sequence
+from datetime import datetime
 from pathlib import Path
 
 from auditor._version import __version__
@@ -18,9 +19,11 @@ from auditor.engine import Engine
 from auditor.model import AuditRun, Scope, ToolInfo, utcnow
 from auditor.providers.base import Provider
 from auditor.recording import EvidenceSink
+from auditor.verify.stage import verify_vms
 
 RESULT_FILE = "result.json"
 RAW_DIR = "raw"
+REPLAY_META = "replay.json"
 _DEPENDENCIES = (
     "boto3",
     "botocore",
@@ -53,12 +56,21 @@ def run_audit(
     concurrency: int = 8,
     progress: ProgressListener | None = None,
     run_id: str | None = None,
+    as_of: datetime | None = None,
 ) -> AuditRun:
-    """Collect every scope, evaluate every VM, and (with `run_dir`) write the run to disk."""
+    """Collect, verify, evaluate every VM, and (with `run_dir`) write the run to disk.
+
+    `as_of` is the time evidence is judged at (certificate validity, log windows): now for a
+    live scan, the recording time for a replay, so a replay gives the same verdicts later.
+    """
     started = utcnow()
+    at = as_of or started
     rid = run_id or new_run_id()
     sink = EvidenceSink(run_dir / RAW_DIR if run_dir else None)
+    if run_dir is not None:
+        sink.save_meta(REPLAY_META, {"recorded_at": at.isoformat(), "run_id": rid})
     collection = collect(providers, sink, concurrency=concurrency, progress=progress)
+    verify_vms(collection.vms, sink.evidence, at)
     results = [engine.evaluate(vm) for vm in collection.vms]
     if not scope.accounts:
         accounts = {s.account for s in collection.coverage.scopes}

@@ -117,7 +117,7 @@ class GcpProvider:
                 if self.anonymous:
                     from google.auth.credentials import AnonymousCredentials
 
-                    self._credentials = AnonymousCredentials()
+                    self._credentials = AnonymousCredentials()  # type: ignore[no-untyped-call]
                 else:
                     import google.auth
 
@@ -140,7 +140,7 @@ class GcpProvider:
         from google.cloud import logging as gcl
 
         options = {"api_endpoint": self.endpoint_url} if self.endpoint_url else None
-        return gcl.Client(
+        return gcl.Client(  # type: ignore[no-untyped-call]
             project=project,
             credentials=self._creds(),
             _use_grpc=False,
@@ -347,9 +347,7 @@ class GcpProvider:
         labels = dict(inst.get("labels", {}))
         shielded = inst.get("shieldedInstanceConfig", {})
         scheduling = inst.get("scheduling", {})
-        metadata = {
-            i.get("key"): i.get("value") for i in inst.get("metadata", {}).get("items", [])
-        }
+        metadata = {i.get("key"): i.get("value") for i in inst.get("metadata", {}).get("items", [])}
         migrate = scheduling.get("onHostMaintenance", "MIGRATE") == "MIGRATE"
         doc: dict[str, Any] = {
             "provider": PROVIDER,
@@ -538,7 +536,8 @@ def attestation_from_logs(entries: list[dict[str, Any]]) -> dict[str, Any]:
         }
     boot: dict[str, Any] = {}
     for e in entries:
-        payload = e.get("jsonPayload") if isinstance(e.get("jsonPayload"), dict) else {}
+        payload_any = e.get("jsonPayload")
+        payload: dict[str, Any] = payload_any if isinstance(payload_any, dict) else {}
         for kind, key in (("earlyBootReportEvent", "early"), ("lateBootReportEvent", "late")):
             if kind in payload:
                 boot[f"{key}_passed"] = bool(payload[kind].get("policyEvaluationPassed", False))
@@ -564,4 +563,3 @@ def _rfc3339(when: datetime) -> str:
 def _code_message(err: Exception, project: str) -> tuple[str, str]:
     gap = _gap(err, "", project)
     return gap.code, gap.message
-

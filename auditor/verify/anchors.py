@@ -25,9 +25,7 @@ class TrustStore:
     intermediates: tuple[x509.Certificate, ...] = ()
 
     def fingerprints(self) -> dict[str, str]:
-        return {
-            c.subject.rfc4514_string(): fingerprint(c) for c in self.roots + self.intermediates
-        }
+        return {c.subject.rfc4514_string(): fingerprint(c) for c in self.roots + self.intermediates}
 
 
 def fingerprint(cert: x509.Certificate) -> str:
