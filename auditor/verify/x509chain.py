@@ -18,10 +18,6 @@ from auditor.verify.anchors import TrustStore, fingerprint
 
 MAX_DEPTH = 6
 
-# Google's own vTPM CA names (tpm_ek_v1_cloud_host-signer-...) exceed X.520's 64-character
-# upper bound; cryptography warns on every parse. The names are compared, not judged.
-warnings.filterwarnings("ignore", message="Attribute's length must be", category=UserWarning)
-
 
 @dataclass
 class ChainResult:
@@ -50,6 +46,19 @@ def verify_chain(
     extra_intermediates: tuple[x509.Certificate, ...] = (),
 ) -> ChainResult:
     """Walk issuer links from `leaf` to a pinned root of `store`, checking each signature."""
+    # Google's own vTPM CA names (tpm_ek_v1_cloud_host-signer-...) exceed X.520's 64-character
+    # upper bound and cryptography warns on every parse; the names are compared, not judged.
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="Attribute's length", category=UserWarning)
+        return _walk(leaf, store, at, extra_intermediates)
+
+
+def _walk(
+    leaf: x509.Certificate,
+    store: TrustStore,
+    at: datetime,
+    extra_intermediates: tuple[x509.Certificate, ...],
+) -> ChainResult:
     pool = store.intermediates + extra_intermediates
     path = [leaf.subject.rfc4514_string()]
     current = leaf
