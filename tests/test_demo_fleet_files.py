@@ -172,11 +172,10 @@ def test_fleet_exists_with_readme() -> None:
 
 
 def test_layout_contract() -> None:
-    """Only aws/<account>/<region>/<Operation>[.error].json and per-resource folders."""
-    for path in sorted(FLEET.rglob("*")):
-        if path.is_dir() or path == FLEET / "README.md":
+    """Under aws/: only <account>/<region>/<Operation>[.error].json and per-resource folders."""
+    for path in sorted(AWS.rglob("*")):
+        if path.is_dir():
             continue
-        assert path.is_relative_to(AWS), f"unexpected file outside aws/: {rel(path)}"
         parts = path.relative_to(AWS).parts
         assert ACCOUNT_RE.match(parts[0]), f"bad account folder: {rel(path)}"
         assert REGION_RE.match(parts[1]), f"bad region folder: {rel(path)}"

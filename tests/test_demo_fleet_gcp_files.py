@@ -23,14 +23,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-
-compute_v1 = pytest.importorskip("google.cloud.compute_v1")
-logging_types = pytest.importorskip("google.cloud.logging_v2.types")
-
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.x509.oid import NameOID
+
+compute_v1 = pytest.importorskip("google.cloud.compute_v1")
+logging_types = pytest.importorskip("google.cloud.logging_v2.types")
 
 FLEET = Path(__file__).parents[1] / "examples" / "demo-fleet"
 GCP = FLEET / "gcp"
@@ -139,9 +138,8 @@ def error_files() -> list[Path]:
 
 
 def identity_files() -> list[Path]:
-    return sorted(
-        p for p in GCP.glob("*/shieldedInstanceIdentity/*/*.json") if not p.name.endswith(".error.json")
-    )
+    found = GCP.glob("*/shieldedInstanceIdentity/*/*.json")
+    return sorted(p for p in found if not p.name.endswith(".error.json"))
 
 
 def last(url: str) -> str:
@@ -214,7 +212,7 @@ def decode_identity(value: bytes) -> dict[str, Any]:
     tags = [t for t, _ in fields]
     assert tags == [0x0C, 0x02, 0x0C, 0x02, 0x0C, 0xA0], f"unexpected layout {tags}"
     (_, zone), (_, number), (_, project), (_, iid), (_, name), (_, wrapped) = fields
-    (stag, props), = der_children(wrapped)
+    ((stag, props),) = der_children(wrapped)
     assert stag == 0x30
     inner = der_children(props)
     assert [t for t, _ in inner] == [0xA0, 0xA1, 0xA2, 0xA3, 0xA4, 0xA5]
@@ -391,14 +389,15 @@ def test_instance_is_self_consistent(item: tuple[str, str, dict[str, Any]]) -> N
     for sa in inst["serviceAccounts"]:
         m = re.fullmatch(r"(\d+)-compute@developer\.gserviceaccount\.com", sa["email"])
         if m:
-            assert int(m[1]) == project_number(GCP / project), f"{name}: default SA of another project"
+            number = project_number(GCP / project)
+            assert int(m[1]) == number, f"{name}: default SA of another project"
         else:
             assert sa["email"].endswith(f"@{project}.iam.gserviceaccount.com"), sa["email"]
 
 
 @pytest.mark.parametrize("item", all_instances(), ids=inst_id)
 def test_instance_tells_the_readme_story(item: tuple[str, str, dict[str, Any]]) -> None:
-    project, zone, inst = item
+    project, _, inst = item
     story = ESTATE[(project, inst["name"])]
     assert last(inst["machineType"]) == story["type"]
     assert inst.get("confidentialInstanceConfig") == story["cic"]
@@ -424,7 +423,8 @@ def test_confidential_configuration_is_possible(item: tuple[str, str, dict[str, 
     ohm = inst["scheduling"]["onHostMaintenance"]
     if cic is None:
         return
-    kind = cic.get("confidentialInstanceType", "SEV" if cic.get("enableConfidentialCompute") else None)
+    legacy = "SEV" if cic.get("enableConfidentialCompute") else None
+    kind = cic.get("confidentialInstanceType", legacy)
     boot = next(d for d in inst["disks"] if d["boot"])
     features = {f["type"] for f in boot.get("guestOsFeatures", [])}
     assert all(d["interface"] == "NVME" for d in inst["disks"]), "confidential VMs need NVMe"

@@ -39,11 +39,7 @@ def _gap(
     affects: str = "vms",
 ) -> Gap:
     """A google-api-core error as a Gap, with Google's status name (PERMISSION_DENIED...)."""
-    code = type(err).__name__
-    grpc = getattr(err, "grpc_status_code", None)
-    if grpc is not None and getattr(grpc, "name", None):
-        code = str(grpc.name)
-    message = str(getattr(err, "message", "") or err)
+    code, message = _google_error(err)
     return Gap(
         provider=PROVIDER,
         account=project,
@@ -55,6 +51,24 @@ def _gap(
         sections=list(sections),
         affects=affects,
     )
+
+
+def _google_error(err: Exception) -> tuple[str, str]:
+    """Google's status name (PERMISSION_DENIED, RESOURCE_EXHAUSTED...) and message."""
+    code = type(err).__name__
+    message = str(getattr(err, "message", "") or err)
+    grpc = getattr(err, "grpc_status_code", None)
+    if grpc is not None and getattr(grpc, "name", None):
+        code = str(grpc.name)
+    response = getattr(err, "response", None)
+    try:
+        body = response.json() if response is not None else None
+    except Exception:  # not JSON: keep the exception's own words
+        body = None
+    if isinstance(body, dict) and isinstance(body.get("error"), dict):
+        code = str(body["error"].get("status") or code)
+        message = str(body["error"].get("message") or message)
+    return code, message
 
 
 def _status(err: Exception) -> int:
@@ -208,9 +222,7 @@ class GcpProvider:
         relpath = raw_path("gcp", project, "aggregatedList")
         by_zone: dict[str, list[dict[str, Any]]] = {}
         try:
-            request = compute_v1.AggregatedListInstancesRequest(
-                project=project, max_results=500, return_partial_success=True
-            )
+            request = compute_v1.AggregatedListInstancesRequest(project=project, max_results=500)
             pager = client.aggregated_list(request=request, retry=self._retry, timeout=60)
             for page in pager.pages:
                 result.calls += 1

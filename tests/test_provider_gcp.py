@@ -1,0 +1,285 @@
+"""The GCP provider: real google-cloud-compute and google-cloud-logging over HTTP to fakecloud."""
+
+from __future__ import annotations
+
+import copy
+import json
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from auditor.engine import Engine
+from auditor.fakecloud import FakeCloud, FaultConfig
+from auditor.model import AuditRun, Level, Party, Scope, Source, Status, Technology
+from auditor.providers.gcp import GcpProvider, attestation_from_logs, technology_of
+from auditor.rules.loader import load_packs
+from auditor.run import run_audit
+
+pytest.importorskip("google.cloud.compute_v1")
+
+DATA = Path(__file__).parent / "data" / "cloud"
+PROJECT = "cc-audit-demo"
+AS_OF = datetime(2025, 1, 20, tzinfo=UTC)
+
+
+def _fixture(name: str) -> Any:
+    return json.loads((DATA / name).read_text())
+
+
+def _write(root: Path, rel: str, data: Any) -> None:
+    path = root / rel
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(data))
+
+
+def _named(inst: dict[str, Any], name: str, iid: str, zone: str) -> dict[str, Any]:
+    out = copy.deepcopy(inst)
+    out["name"], out["id"] = name, iid
+    out["zone"] = f"https://www.googleapis.com/compute/v1/projects/{PROJECT}/zones/{zone}"
+    return out
+
+
+def _replay(root: Path, logs: list[dict[str, Any]] | None = None) -> Path:
+    snp = _fixture("gcp_instance_sev_snp.json")  # cvm-snp-1, us-central1-a
+    sev = _named(
+        _fixture("gcp_instance_sev_live_migratable.json"), "cvm-sev-1", "11", "us-central1-b"
+    )
+    tdx = _named(_fixture("gcp_instance_tdx.json"), "cvm-tdx-1", "12", "us-central1-b")
+    plain = _named(_fixture("gcp_instance_non_confidential.json"), "plain-1", "13", "us-central1-c")
+    items = {
+        "zones/us-central1-a": {"instances": [snp]},
+        "zones/us-central1-b": {"instances": [sev, tdx]},
+        "zones/us-central1-c": {"instances": [plain]},
+    }
+    _write(root, f"gcp/{PROJECT}/aggregatedList.json", {"items": items})
+    for zone, inst in (
+        ("us-central1-a", snp),
+        ("us-central1-b", sev),
+        ("us-central1-b", tdx),
+        ("us-central1-c", plain),
+    ):
+        if inst.get("shieldedInstanceConfig", {}).get("enableVtpm"):
+            _write(
+                root,
+                f"gcp/{PROJECT}/shieldedInstanceIdentity/{zone}/{inst['name']}.json",
+                _fixture("gcp_shielded_identity.json"),
+            )
+    if logs is None:
+        logs = _fixture("gcp_log_shielded_boot_integrity.json")
+    _write(root, f"gcp/{PROJECT}/logEntries.json", logs)
+    return root
+
+
+def _audit(root: Path, faults: FaultConfig | None = None, **kw: Any) -> tuple[AuditRun, FakeCloud]:
+    with FakeCloud(root, faults=faults) as cloud:
+        provider = GcpProvider(
+            [PROJECT],
+            endpoint_url=cloud.endpoint,
+            anonymous=True,
+            as_of=kw.pop("as_of", AS_OF),
+            retry_initial=0.01,
+            **kw,
+        )
+        run = run_audit([provider], Engine(load_packs()), Scope(providers=["gcp"]), as_of=AS_OF)
+    return run, cloud
+
+
+def _by_name(run: AuditRun) -> dict[str, Any]:
+    return {vm.name: vm for vm in run.vms}
+
+
+def _launch(iid: str, when: str, passed: bool = True, debug: bool = False) -> dict[str, Any]:
+    entry = copy.deepcopy(_fixture("gcp_log_sev_launch_attestation.json"))
+    entry["resource"]["labels"]["instance_id"] = iid
+    entry["timestamp"] = when
+    event = entry["jsonPayload"]["sevLaunchAttestationReportEvent"]
+    event["integrityEvaluationPassed"] = passed
+    event["sevPolicy"]["debugEnabled"] = debug
+    return entry
+
+
+def test_technologies_and_levels(tmp_path: Path) -> None:
+    run, _ = _audit(_replay(tmp_path))
+    assert run.coverage.complete, run.coverage.gaps
+    vms = _by_name(run)
+    assert set(vms) == {"cvm-snp-1", "cvm-sev-1", "cvm-tdx-1", "plain-1"}
+    snp = vms["cvm-snp-1"]
+    # created with confidentialInstanceType alone: SEV-SNP, not "not confidential"
+    assert snp.technology is Technology.SEV_SNP
+    assert snp.level is Level.L1 and snp.parties[Party.HYPERVISOR] is Status.CLAIMED_EXCLUDED
+    assert (snp.zone, snp.region) == ("us-central1-a", "us-central1")
+    # the fixture's late-boot integrity event failed: reported, on the provider's word
+    assert snp.document["attestation"]["boot"] == {"early_passed": True, "late_passed": False}
+    assert "control-plane.boot-integrity-failed" in {f.rule_id for f in snp.findings}
+    sev = vms["cvm-sev-1"]
+    assert sev.technology is Technology.SEV
+    ids = {f.rule_id for f in sev.findings}
+    assert "hypervisor.sev-without-integrity" in ids and "hypervisor.snp-or-tdx-claimed" not in ids
+    assert "control-plane.live-migration" in ids
+    assert vms["cvm-tdx-1"].technology is Technology.TDX
+    assert vms["plain-1"].technology is Technology.NONE and vms["plain-1"].level is Level.L0
+    assert Status.EXCLUDED not in {s for vm in run.vms for s in vm.parties.values()}
+
+
+def test_disk_key_custody(tmp_path: Path) -> None:
+    run, _ = _audit(_replay(tmp_path))
+    snp = _by_name(run)["cvm-snp-1"]
+    assert [d.custody for d in snp.disks] == ["customer_kms"]
+    assert snp.disks[0].kms_key and "cryptoKeys/cvm-boot" in snp.disks[0].kms_key
+    assert snp.parties[Party.KEY_CUSTODIAN] is Status.CAN_ACCESS
+    assert "keys.provider-held" in snp.party_status[Party.KEY_CUSTODIAN].rules
+
+
+def test_ek_certificate_checked_against_pinned_google_roots(tmp_path: Path) -> None:
+    run, _ = _audit(_replay(tmp_path))
+    snp = _by_name(run)["cvm-snp-1"]
+    ek = snp.document["tpm"]["ek"]
+    # the fixture certificate is issued by a FIXTURE CA, not Google's: must not verify
+    assert ek["certificate"] is True and ek["chain_verified"] is False
+    assert ek["identity_match"] is True
+    ids = {f.rule_id for f in snp.findings}
+    assert "vtpm.ek-certificate-unverified" in ids
+    (ev,) = [run.evidence[s] for s in snp.evidence["tpm"] if run.evidence[s].kind != "api_resource"]
+    assert ev.verification is not None and not ev.verification.ok
+    assert {c["name"] for c in ev.verification.checks} >= {"parse", "chain", "identity"}
+    # the same certificate served for another instance names the wrong instance
+    sev = _by_name(run)["cvm-sev-1"]
+    assert sev.document["tpm"]["ek"]["identity_match"] is False
+    assert "vtpm.ek-names-other-instance" in {f.rule_id for f in sev.findings}
+
+
+def test_launch_log_within_window(tmp_path: Path) -> None:
+    logs = [
+        _launch("11", "2025-01-15T10:00:00Z"),
+        _launch("11", "2024-11-01T10:00:00Z", passed=False),  # outside the 30-day window
+    ]
+    run, cloud = _audit(_replay(tmp_path, logs))
+    sev = _by_name(run)["cvm-sev-1"]
+    assert sev.document["attestation"]["provider_verdict"] == "passed"
+    assert sev.parties[Party.ATTESTATION_SERVICE] is Status.CLAIMED_EXCLUDED
+    assert sev.level is Level.L2
+    (ev_sha,) = sev.evidence["attestation"]
+    assert run.evidence[ev_sha].source is Source.PROVIDER_LOG
+    # no launch event for SEV-SNP: no evidence, not a failure
+    snp = _by_name(run)["cvm-snp-1"]
+    assert snp.document["attestation"]["provider_verdict"] == "none"
+    assert snp.parties[Party.ATTESTATION_SERVICE] is Status.CAN_ACCESS
+    assert "logging.entries.list" in [r.operation for r in cloud.request_log]
+
+
+def test_log_window_is_explicit(tmp_path: Path) -> None:
+    logs = [_launch("11", "2025-01-15T10:00:00Z")]
+    short, _ = _audit(_replay(tmp_path / "a", logs), log_window=timedelta(days=2))
+    assert _by_name(short)["cvm-sev-1"].document["attestation"]["provider_verdict"] == "none"
+    longer, _ = _audit(_replay(tmp_path / "b", logs), log_window=timedelta(days=30))
+    assert _by_name(longer)["cvm-sev-1"].document["attestation"]["provider_verdict"] == "passed"
+
+
+def test_debug_policy_is_a_veto(tmp_path: Path) -> None:
+    run, _ = _audit(_replay(tmp_path, [_launch("11", "2025-01-15T10:00:00Z", debug=True)]))
+    sev = _by_name(run)["cvm-sev-1"]
+    assert sev.parties[Party.HYPERVISOR] is Status.CAN_ACCESS
+    assert "hypervisor.debug-policy-allowed" in sev.party_status[Party.HYPERVISOR].rules
+    assert sev.level is Level.L0
+
+
+def test_failed_launch_integrity(tmp_path: Path) -> None:
+    run, _ = _audit(_replay(tmp_path, [_launch("11", "2025-01-15T10:00:00Z", passed=False)]))
+    sev = _by_name(run)["cvm-sev-1"]
+    assert sev.parties[Party.ATTESTATION_SERVICE] is Status.CAN_ACCESS
+    assert "attestation.provider-failed" in sev.party_status[Party.ATTESTATION_SERVICE].rules
+
+
+def test_logging_denied_is_a_gap_and_undetermined(tmp_path: Path) -> None:
+    root = _replay(tmp_path)
+    (root / f"gcp/{PROJECT}/logEntries.json").unlink()
+    _write(
+        root,
+        f"gcp/{PROJECT}/logEntries.error.json",
+        {"status": 403, "code": "PERMISSION_DENIED", "message": "logging.logEntries.list denied"},
+    )
+    run, _ = _audit(root)
+    (gap,) = run.coverage.gaps
+    assert (gap.call, gap.code) == ("logging.entries.list", "PERMISSION_DENIED")
+    vms = _by_name(run)
+    assert vms["cvm-snp-1"].parties[Party.ATTESTATION_SERVICE] is Status.UNDETERMINED
+    assert vms["cvm-sev-1"].parties[Party.HYPERVISOR] is Status.UNDETERMINED  # debug unknown
+    # SNP's hypervisor claim does not depend on Google's SEV launch log
+    assert vms["cvm-snp-1"].parties[Party.HYPERVISOR] is Status.CLAIMED_EXCLUDED
+
+
+def test_project_denied_fails_the_scope(tmp_path: Path) -> None:
+    root = tmp_path
+    _write(
+        root,
+        f"gcp/{PROJECT}/aggregatedList.error.json",
+        {"status": 403, "code": "PERMISSION_DENIED", "message": "compute.instances.list denied"},
+    )
+    run, _ = _audit(root)
+    assert run.vms == []
+    (scope,) = run.coverage.scopes
+    assert scope.status == "failed" and scope.errors[0].affects == "scope"
+    assert scope.errors[0].code == "PERMISSION_DENIED"
+
+
+def test_pagination_across_zones(tmp_path: Path) -> None:
+    run, cloud = _audit(_replay(tmp_path), faults=FaultConfig(page_size=1))
+    assert len(run.vms) == 4
+    ops = [r.operation for r in cloud.request_log]
+    assert ops.count("instances.aggregatedList") == 4
+
+
+def test_throttling_absorbed_by_api_core_retry(tmp_path: Path) -> None:
+    run, cloud = _audit(_replay(tmp_path), faults=FaultConfig(throttle_first=1))
+    assert run.coverage.complete, run.coverage.gaps
+    assert 429 in [r.status for r in cloud.request_log]
+    assert len(run.vms) == 4
+
+
+def test_unknown_confidential_type_is_undetermined(tmp_path: Path) -> None:
+    root = _replay(tmp_path)
+    path = root / f"gcp/{PROJECT}/aggregatedList.json"
+    data = json.loads(path.read_text())
+    data["items"]["zones/us-central1-a"]["instances"][0]["confidentialInstanceConfig"] = {
+        "confidentialInstanceType": "CCA"
+    }
+    path.write_text(json.dumps(data))
+    run, _ = _audit(root)
+    vm = _by_name(run)["cvm-snp-1"]
+    assert vm.technology is Technology.UNKNOWN
+    assert vm.parties[Party.HYPERVISOR] is Status.UNDETERMINED
+
+
+@pytest.mark.parametrize(
+    ("conf", "tech"),
+    [
+        ({"confidentialInstanceType": "SEV_SNP"}, Technology.SEV_SNP),
+        (
+            {"enableConfidentialCompute": True, "confidentialInstanceType": "SEV_SNP"},
+            Technology.SEV_SNP,
+        ),
+        ({"enableConfidentialCompute": True}, Technology.SEV),
+        (
+            {
+                "confidentialInstanceType": "CONFIDENTIAL_INSTANCE_TYPE_UNSPECIFIED",
+                "enableConfidentialCompute": True,
+            },
+            Technology.SEV,
+        ),
+        ({"enableConfidentialCompute": False}, Technology.NONE),
+        ({}, Technology.NONE),
+        ({"confidentialInstanceType": "BMSAI"}, Technology.UNKNOWN),
+    ],
+)
+def test_technology_of(conf: dict[str, Any], tech: Technology) -> None:
+    assert technology_of({"confidentialInstanceConfig": conf})[0] is tech
+
+
+def test_fixture_logs_parse() -> None:
+    boot = attestation_from_logs(_fixture("gcp_log_shielded_boot_integrity.json"))
+    assert boot["provider_verdict"] == "none"
+    assert boot["boot"] == {"early_passed": True, "late_passed": False}  # as the fixture says
+    launch = attestation_from_logs([_fixture("gcp_log_sev_launch_attestation.json")])
+    assert launch["launch"]["debug_enabled"] is False and launch["provider_verdict"] == "passed"
