@@ -52,7 +52,8 @@ def demo_json(tmp_path_factory: pytest.TempPathFactory) -> dict[str, object]:
 def test_json_contract(demo_json: dict[str, object]) -> None:
     assert {"tool", "run_id", "rule_packs", "coverage", "vms"} <= set(demo_json)
     vms = demo_json["vms"]
-    assert isinstance(vms, list) and len(vms) == 8
+    assert isinstance(vms, list) and len(vms) == 14
+    assert {vm["provider"] for vm in vms} == {"aws", "gcp"}
     for vm in vms:
         assert set(vm) >= VM_KEYS
         assert set(vm["parties"]) == {p.value for p in Party}
@@ -84,7 +85,30 @@ def test_demo_fleet_verdicts(demo_json: dict[str, object]) -> None:
     assert {(g["account"], g["region"], g["call"]) for g in gaps} == {
         ("444455556666", "eu-west-1", "ec2:DescribeVolumes"),
         ("444455556666", "us-east-2", "ec2:DescribeInstances"),
+        ("eu-analytics-sandbox", None, "logging.entries.list"),
     }
+
+
+def test_demo_fleet_gcp_verdicts(demo_json: dict[str, object]) -> None:
+    vms = {vm["name"]: vm for vm in demo_json["vms"]}  # type: ignore[attr-defined]
+    snp = vms["claims-db-snp"]  # created with confidentialInstanceType alone
+    assert (snp["technology"], snp["level"]) == ("SEV_SNP", "L1")
+    sev = vms["claims-api-sev"]
+    assert sev["technology"] == "SEV" and sev["level"] == "L2"  # Google's launch log passed
+    assert sev["parties"]["attestation_service"] == "CLAIMED_EXCLUDED"
+    rules = {f["rule_id"] for f in sev["findings"]}
+    assert {
+        "hypervisor.sev-without-integrity",
+        "control-plane.live-migration",
+        "vtpm.ek-names-other-instance",
+    } <= rules
+    assert vms["claims-etl-tdx"]["technology"] == "TDX"
+    plain = vms["claims-batch-plain"]
+    assert plain["level"] == "L0"
+    assert "agents.serial-console" in {f["rule_id"] for f in plain["findings"]}
+    assert vms["sandbox-future-cvm"]["technology"] == "UNKNOWN"
+    assert vms["sandbox-future-cvm"]["parties"]["hypervisor"] == "UNDETERMINED"
+    assert vms["sandbox-notebook-sev"]["parties"]["attestation_service"] == "UNDETERMINED"
 
 
 def test_fail_below_wins_over_incomplete() -> None:
@@ -153,7 +177,7 @@ def test_demo_writes_run(tmp_path: Path) -> None:
     result = runner.invoke(app, ["demo", "--out", str(out)])
     assert result.exit_code == 0, result.stderr
     data = json.loads((out / "result.json").read_text())
-    assert len(data["vms"]) == 8
+    assert len(data["vms"]) == 14
     assert "would exit 3" in result.stderr
     assert "eu-hr-db" in result.stdout
 

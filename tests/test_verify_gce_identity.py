@@ -1,7 +1,8 @@
-"""GCE vTPM EK certificates: chain to pinned roots, key binding, instance identity; mutations fail."""
+"""GCE vTPM EK certificates: chain to pinned roots, key binding, instance identity."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -169,7 +170,5 @@ def test_identity_extension_layout() -> None:
 @settings(max_examples=300, deadline=None)
 @given(st.binary(max_size=200))
 def test_identity_parser_never_crashes(data: bytes) -> None:
-    try:
+    with contextlib.suppress(DerError):  # anything else is a crash
         parse_identity(data)
-    except DerError:
-        pass

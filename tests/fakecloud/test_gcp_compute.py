@@ -54,7 +54,7 @@ def write_json(root: Path, relpath: str, data: Any) -> Path:
 def placed(instance: dict[str, Any], zone: str, name: str) -> dict[str, Any]:
     """A fixture instance moved to ``zone`` and renamed, its URLs kept consistent."""
     text = json.dumps(instance).replace(f"zones/{SNP_ZONE}", f"zones/{zone}")
-    out: dict[str, Any] = json.loads(text.replace(f"/{instance['name']}\"", f'/{name}"'))
+    out: dict[str, Any] = json.loads(text.replace(f'/{instance["name"]}"', f'/{name}"'))
     out["name"] = name
     return out
 
@@ -372,7 +372,10 @@ def test_instance_the_strict_parser_rejects_is_500_naming_file_and_field(
     bad["confidentialInstanceConfig"] = {"confidentialInstanceTypo": "SEV_SNP"}
     agg = aggregated()
     agg["items"][f"zones/{SNP_ZONE}"]["instances"][0] = bad
-    with FakeCloud(gcp_replay(tmp_path, agg)) as fc, pytest.raises(exceptions.InternalServerError) as err:
+    with (
+        FakeCloud(gcp_replay(tmp_path, agg)) as fc,
+        pytest.raises(exceptions.InternalServerError) as err,
+    ):
         list(client(fc).aggregated_list(project=PROJECT, retry=None))
     message = err.value.message
     assert f"gcp/{PROJECT}/aggregatedList.json" in message
@@ -409,7 +412,9 @@ def test_project_folder_without_list_has_no_instances(
         (f"/compute/v1/projects/{PROJECT}/zones/%2E%2E/instances", 400, "'zone'"),
     ],
 )
-def test_bad_requests_get_google_errors(tmp_path: Path, path: str, status: int, needle: str) -> None:
+def test_bad_requests_get_google_errors(
+    tmp_path: Path, path: str, status: int, needle: str
+) -> None:
     with FakeCloud(gcp_replay(tmp_path)) as fc:
         got, body = raw_get(fc, path)
     assert got == status
