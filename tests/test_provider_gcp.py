@@ -283,3 +283,71 @@ def test_fixture_logs_parse() -> None:
     assert boot["boot"] == {"early_passed": True, "late_passed": False}  # as the fixture says
     launch = attestation_from_logs([_fixture("gcp_log_sev_launch_attestation.json")])
     assert launch["launch"]["debug_enabled"] is False and launch["provider_verdict"] == "passed"
+
+
+def test_every_instance_fixture_keeps_its_audit_fields(tmp_path: Path) -> None:
+    """The fixtures' confidential, shielded, scheduling, platform and disk fields all arrive."""
+    listed = _fixture("gcp_instances_list.json")["items"]
+    singles = [
+        _fixture(n)
+        for n in (
+            "gcp_instance_sev_snp.json",
+            "gcp_instance_sev_live_migratable.json",
+            "gcp_instance_tdx.json",
+            "gcp_instance_non_confidential.json",
+        )
+    ]
+    seen: dict[str, dict[str, Any]] = {}
+    for i, inst in enumerate(singles + listed):
+        copy_ = _named(inst, f"vm-{i}", str(100 + i), "us-central1-a")
+        seen[copy_["name"]] = copy_
+    _write(
+        tmp_path,
+        f"gcp/{PROJECT}/aggregatedList.json",
+        {"items": {"zones/us-central1-a": {"instances": list(seen.values())}}},
+    )
+    for name, inst in seen.items():
+        if inst.get("shieldedInstanceConfig", {}).get("enableVtpm"):
+            _write(
+                tmp_path,
+                f"gcp/{PROJECT}/shieldedInstanceIdentity/us-central1-a/{name}.json",
+                _fixture("gcp_shielded_identity.json"),
+            )
+    _write(tmp_path, f"gcp/{PROJECT}/logEntries.json", [])
+    run, _ = _audit(tmp_path)
+    assert run.coverage.complete, run.coverage.gaps
+    for vm in run.vms:
+        inst = seen[vm.name or ""]
+        doc = vm.document
+        conf = inst.get("confidentialInstanceConfig", {})
+        assert doc["cc"]["raw_flag"] == conf.get("confidentialInstanceType")
+        assert doc["cc"]["legacy_flag"] == conf.get("enableConfidentialCompute")
+        shielded = inst.get("shieldedInstanceConfig", {})
+        assert doc["tpm"]["present"] is bool(shielded.get("enableVtpm", False))
+        assert doc["boot"]["secure_boot"] is bool(shielded.get("enableSecureBoot", False))
+        assert doc["gcp"]["on_host_maintenance"] == inst.get("scheduling", {}).get(
+            "onHostMaintenance"
+        )
+        assert doc["gcp"]["cpu_platform"] == inst.get("cpuPlatform")
+        assert doc["gcp"]["min_cpu_platform"] == inst.get("minCpuPlatform")
+        assert vm.instance_type == inst["machineType"].rsplit("/", 1)[-1]
+        assert len(vm.disks) == len(inst.get("disks", []))
+        for disk, raw in zip(vm.disks, inst.get("disks", []), strict=True):
+            key = raw.get("diskEncryptionKey", {})
+            assert (disk.kms_key or None) == (key.get("kmsKeyName") or None)
+        scopes = [s for a in inst.get("serviceAccounts", []) for s in a.get("scopes", [])]
+        assert [s for a in doc["gcp"]["service_accounts"] for s in a["scopes"]] == scopes
+
+
+def test_malformed_ek_certificate_is_a_finding_not_a_crash(tmp_path: Path) -> None:
+    root = _replay(tmp_path)
+    ident = _fixture("gcp_shielded_identity.json")
+    ident["encryptionKey"]["ekCert"] = (
+        "-----BEGIN CERTIFICATE-----\nnot a cert\n-----END CERTIFICATE-----\n"
+    )
+    _write(root, f"gcp/{PROJECT}/shieldedInstanceIdentity/us-central1-a/cvm-snp-1.json", ident)
+    run, _ = _audit(root)
+    snp = _by_name(run)["cvm-snp-1"]
+    ek = snp.document["tpm"]["ek"]
+    assert ek["verified"] is False and "does not parse" in ek["reason"]
+    assert "vtpm.ek-certificate-unverified" in {f.rule_id for f in snp.findings}

@@ -261,9 +261,8 @@ def _unescape(value: str) -> str:
     return re.sub(r"\\(.)", r"\1", value, flags=re.DOTALL)
 
 
-def _field_value(entry: Mapping[str, Any], field: str) -> Any:
-    if field == "logName":
-        return entry.get("logName")
+def _resource_field(entry: Mapping[str, Any], field: str) -> Any:
+    """``resource.type`` or ``resource.labels.instance_id`` of an entry (None if absent)."""
     resource = entry.get("resource")
     if not isinstance(resource, Mapping):
         return None
@@ -284,7 +283,7 @@ def _clause(text: str) -> EntryPredicate:
             return lambda e, _ts: (
                 isinstance(e.get("logName"), str) and urllib.parse.unquote(e["logName"]) == wanted
             )
-        return lambda e, _ts: _field_value(e, field) == value
+        return lambda e, _ts: _resource_field(e, field) == value
     if field == "timestamp" and op != "=":
         bound = parse_rfc3339(value)
         if bound is None:

@@ -24,6 +24,7 @@ from google.api_core.client_options import ClientOptions  # noqa: E402
 from google.auth.credentials import AnonymousCredentials  # noqa: E402
 
 DATA = Path(__file__).resolve().parent.parent / "data" / "cloud"
+API = "https://www.googleapis.com/compute/v1"
 PROJECT = "cc-audit-demo"
 SNP_ZONE = "us-central1-a"
 
@@ -77,7 +78,7 @@ def aggregated(extra: dict[str, list[dict[str, Any]]] | None = None) -> dict[str
         "kind": "compute#instanceAggregatedList",
         "id": f"projects/{PROJECT}/aggregated/instances",
         "items": items,
-        "selfLink": f"https://www.googleapis.com/compute/v1/projects/{PROJECT}/aggregated/instances",
+        "selfLink": f"{API}/projects/{PROJECT}/aggregated/instances",
     }
 
 
