@@ -55,7 +55,13 @@ from auditor.fakecloud.aws_wire import (
     validate_response,
 )
 from auditor.fakecloud.faults import Fault
-from auditor.fakecloud.replay import LoadedJson, ReplayError, is_safe_name
+from auditor.fakecloud.replay import (
+    ERROR_FILE_SHAPE,
+    LoadedJson,
+    ReplayError,
+    error_file_fields,
+    is_safe_name,
+)
 from auditor.fakecloud.server import FakeRequest, FakeResponse, HandlerContext
 
 log = logging.getLogger("auditor.fakecloud")
@@ -393,24 +399,13 @@ class AwsQueryHandler:
         return None
 
     def _replayed_error(self, doc: LoadedJson) -> AwsError:
-        data = doc.data
-        ok = (
-            isinstance(data, dict)
-            and set(data) <= {"status", "code", "message"}
-            and type(data.get("status")) is int
-            and 400 <= data["status"] <= 599
-            and isinstance(data.get("code"), str)
-            and data["code"]
-            and isinstance(data.get("message", ""), str)
-        )
-        if not ok:
-            message = (
-                f"fakecloud replay file {doc.relpath}: expected "
-                '{"status": 400-599, "code": "...", "message": "..."}'
-            )
+        fields = error_file_fields(doc)
+        if fields is None:
+            message = f"fakecloud replay file {doc.relpath}: expected {ERROR_FILE_SHAPE}"
             log.error(message)
             return AwsError(500, "InternalError", message)
-        return AwsError(data["status"], data["code"], data.get("message", ""))
+        status, code, text = fields
+        return AwsError(status, code, text)
 
     def _validate(self, doc: LoadedJson, call: _Call) -> None:
         key = (str(doc.path), call.name)

@@ -73,7 +73,13 @@ from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
 
 from auditor.fakecloud.faults import Fault
-from auditor.fakecloud.replay import LoadedJson, ReplayError, is_safe_name
+from auditor.fakecloud.replay import (
+    ERROR_FILE_SHAPE,
+    LoadedJson,
+    ReplayError,
+    error_file_fields,
+    is_safe_name,
+)
 from auditor.fakecloud.server import FakeRequest, FakeResponse, HandlerContext
 
 log = logging.getLogger("auditor.fakecloud")
@@ -592,21 +598,11 @@ class GcpHandler:
         return doc
 
     def _replayed_error(self, doc: LoadedJson) -> GcpError:
-        data = doc.data
-        ok = (
-            isinstance(data, dict)
-            and set(data) <= {"status", "code", "message"}
-            and type(data.get("status")) is int
-            and 400 <= data["status"] <= 599
-            and isinstance(data.get("code"), str)
-            and data["code"]
-            and isinstance(data.get("message", ""), str)
-        )
-        if not ok:
-            return _replay_problem(
-                doc, 'expected {"status": 400-599, "code": "...", "message": "..."}'
-            )
-        return GcpError(data["status"], data.get("message", ""), data["code"])
+        fields = error_file_fields(doc)
+        if fields is None:
+            return _replay_problem(doc, f"expected {ERROR_FILE_SHAPE}")
+        status, code, text = fields
+        return GcpError(status, text, code)
 
     def _prepared_doc(
         self, doc: LoadedJson, kind: str, prepare: Callable[[LoadedJson], Any]

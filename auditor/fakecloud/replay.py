@@ -56,6 +56,26 @@ class LoadedJson:
     stamp: tuple[int, int, int]  # (inode, size, mtime_ns): changes when the file changes
 
 
+ERROR_FILE_SHAPE = '{"status": 400-599, "code": "...", "message": "..."}'
+
+
+def error_file_fields(doc: LoadedJson) -> tuple[int, str, str] | None:
+    """(status, code, message) of an `.error.json` replay file; None when it is malformed."""
+    data = doc.data
+    ok = (
+        isinstance(data, dict)
+        and set(data) <= {"status", "code", "message"}
+        and type(data.get("status")) is int
+        and 400 <= data["status"] <= 599
+        and isinstance(data.get("code"), str)
+        and data["code"]
+        and isinstance(data.get("message", ""), str)
+    )
+    if not ok:
+        return None
+    return int(data["status"]), str(data["code"]), str(data.get("message", ""))
+
+
 def aws_accounts(replay_dir: str | Path) -> list[str]:
     """Account folders under ``<replay_dir>/aws``, sorted; none if there is no such folder."""
     return ReplayStore(replay_dir).subdirs("aws")

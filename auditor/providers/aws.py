@@ -17,7 +17,14 @@ from typing import Any
 
 from auditor._version import __version__
 from auditor.model import VM, Disk, Gap, Technology
-from auditor.providers.base import CallFailed, Plan, ScopeKey, ScopeResult, record_evidence
+from auditor.providers.base import (
+    CallFailed,
+    Plan,
+    ScopeKey,
+    ScopeResult,
+    make_gap,
+    record_evidence,
+)
 from auditor.recording import EvidenceSink, jsonable, raw_path
 
 PROVIDER = "aws"
@@ -67,17 +74,7 @@ def _gap_from_error(
     else:
         code = type(err).__name__
         message = str(err) or repr(err)
-    return Gap(
-        provider=PROVIDER,
-        account=account,
-        region=region,
-        call=call,
-        code=code,
-        message=message,
-        resource=resource,
-        sections=list(sections),
-        affects=affects,
-    )
+    return make_gap(PROVIDER, call, code, message, account, region, resource, sections, affects)
 
 
 def _error_status(err: Exception) -> int:

@@ -7,6 +7,7 @@ becomes a `Gap` naming the call, the scope and the cloud's error, never an empty
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -56,6 +57,31 @@ class Provider(Protocol):
     def plan(self, sink: EvidenceSink) -> Plan: ...
 
     def collect(self, scope: ScopeKey, sink: EvidenceSink) -> ScopeResult: ...
+
+
+def make_gap(
+    provider: str,
+    call: str,
+    code: str,
+    message: str,
+    account: str | None,
+    region: str | None = None,
+    resource: str | None = None,
+    sections: Sequence[str] = (),
+    affects: str = "vms",
+) -> Gap:
+    """A Gap in the shared shape; each provider only works out `code` and `message`."""
+    return Gap(
+        provider=provider,
+        account=account,
+        region=region,
+        call=call,
+        code=code,
+        message=message,
+        resource=resource,
+        sections=list(sections),
+        affects=affects,
+    )
 
 
 class CallFailed(Exception):

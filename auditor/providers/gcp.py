@@ -16,7 +16,14 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from auditor.model import VM, Disk, Gap, Source, Technology
-from auditor.providers.base import CallFailed, Plan, ScopeKey, ScopeResult, record_evidence
+from auditor.providers.base import (
+    CallFailed,
+    Plan,
+    ScopeKey,
+    ScopeResult,
+    make_gap,
+    record_evidence,
+)
 from auditor.recording import EvidenceSink, raw_path
 from auditor.verify.stage import GCE_EK_KIND
 
@@ -40,17 +47,7 @@ def _gap(
 ) -> Gap:
     """A google-api-core error as a Gap, with Google's status name (PERMISSION_DENIED...)."""
     code, message = _google_error(err)
-    return Gap(
-        provider=PROVIDER,
-        account=project,
-        region=region,
-        call=call,
-        code=code,
-        message=message,
-        resource=resource,
-        sections=list(sections),
-        affects=affects,
-    )
+    return make_gap(PROVIDER, call, code, message, project, region, resource, sections, affects)
 
 
 def _google_error(err: Exception) -> tuple[str, str]:
