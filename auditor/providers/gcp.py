@@ -378,14 +378,13 @@ class GcpProvider:
             "migration": {"live_migration": migrate, "provider_controlled": migrate},
             # the GCE metadata server cannot be turned off; guest agents read SSH keys from it
             "metadata_service": {"enabled": True},
-            "console": {
-                "serial_port_enabled": str(metadata.get("serial-port-enable", "")).lower()
-                in ("true", "1"),
-            },
+            "console": {"serial_port_enabled": _truthy(metadata.get("serial-port-enable"))},
             "gcp": {
                 "cpu_platform": inst.get("cpuPlatform"),
                 "min_cpu_platform": inst.get("minCpuPlatform"),
                 "on_host_maintenance": scheduling.get("onHostMaintenance"),
+                "guest_attributes_enabled": _truthy(metadata.get("enable-guest-attributes")),
+                "os_login_enabled": _truthy(metadata.get("enable-oslogin")),
                 "service_accounts": [
                     {"email": s.get("email"), "scopes": list(s.get("scopes", []))}
                     for s in inst.get("serviceAccounts", [])
@@ -563,6 +562,11 @@ def _to_dict(message: Any) -> dict[str, Any]:
         type(message).to_json(message, always_print_fields_with_no_presence=False)
     )
     return data
+
+
+def _truthy(value: Any) -> bool:
+    """GCE metadata booleans are strings: TRUE/true/1."""
+    return str(value or "").strip().lower() in ("true", "1", "yes")
 
 
 def _rfc3339(when: datetime) -> str:
