@@ -16,6 +16,7 @@ from auditor.collect import ProgressListener
 from auditor.engine import Engine
 from auditor.model import AuditRun, Scope
 from auditor.providers.aws import AwsProvider, AwsTarget
+from auditor.providers.azure import AzureProvider
 from auditor.providers.base import Provider
 from auditor.providers.gcp import GcpProvider
 from auditor.rules.loader import load_packs
@@ -23,7 +24,7 @@ from auditor.run import RAW_DIR, REPLAY_META, load_run, run_audit
 
 __all__ = ["ScanError", "load_run", "replay_root", "scan"]
 
-SUPPORTED_PROVIDERS = ("aws", "gcp")
+SUPPORTED_PROVIDERS = ("aws", "gcp", "azure")
 
 
 class ScanError(Exception):
@@ -102,6 +103,18 @@ def _gcp_provider(
     )
 
 
+def _azure_provider(
+    replay: Path | None, endpoint: str | None, subscriptions: Sequence[str]
+) -> AzureProvider:
+    if replay is not None:
+        if subscriptions:
+            raise ScanError(
+                "--subscription cannot be combined with --replay (subscriptions come from DIR)"
+            )
+        subscriptions = sorted(p.name for p in (replay / "azure").iterdir() if p.is_dir())
+    return AzureProvider(subscriptions, endpoint_url=endpoint, replay=replay is not None)
+
+
 def recorded_at(root: Path) -> datetime | None:
     """When a replay was recorded (its replay.json), so time windows replay the same way."""
     meta = root / REPLAY_META
@@ -141,6 +154,7 @@ def scan(
     profiles: Sequence[str] = (),
     regions: Sequence[str] | None = None,
     projects: Sequence[str] = (),
+    subscriptions: Sequence[str] = (),
     log_window_days: int = 30,
     endpoint_url: str | None = None,
     rules: Sequence[str | Path] = (),
@@ -151,7 +165,7 @@ def scan(
 ) -> AuditRun:
     """Audit one or more clouds (live, at `endpoint_url`, or a `replay` directory).
 
-    `provider`: "aws", "gcp", a list of them, or None (a replay's clouds; live: aws).
+    `provider`: "aws", "gcp", "azure", a list of them, or None (a replay's clouds; live: aws).
     Raises `ScanError` for unusable options and `auditor.rules.RulePackError` for a bad pack,
     both before any cloud call is made.
     """
@@ -175,6 +189,8 @@ def scan(
             built.append(_aws_provider(root, endpoint, profiles, regions, concurrency))
         if "gcp" in names:
             built.append(_gcp_provider(root, endpoint, projects, log_window_days, as_of))
+        if "azure" in names:
+            built.append(_azure_provider(root, endpoint, subscriptions))
         run = run_audit(
             built,
             engine,

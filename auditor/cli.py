@@ -59,6 +59,7 @@ err_console = Console(stderr=True)
 class Provider(StrEnum):
     aws = "aws"
     gcp = "gcp"
+    azure = "azure"
 
 
 class OutputFormat(StrEnum):
@@ -177,6 +178,7 @@ def _run_scan(
     *,
     providers: list[str],
     projects: list[str] | None = None,
+    subscriptions: list[str] | None = None,
     log_window: int = 30,
     replay: Path | None,
     profiles: list[str],
@@ -192,6 +194,7 @@ def _run_scan(
             return scan(
                 providers or None,
                 projects=projects or [],
+                subscriptions=subscriptions or [],
                 log_window_days=log_window,
                 replay=replay,
                 profiles=profiles,
@@ -247,6 +250,13 @@ def scan_cmd(
     projects_file: Annotated[
         Path | None,
         typer.Option(metavar="FILE", help="File with one GCP project id per line (# comments)."),
+    ] = None,
+    subscription: Annotated[
+        list[str] | None,
+        typer.Option(
+            metavar="ID",
+            help="Azure subscription (repeat for several). Default: all the credential can list.",
+        ),
     ] = None,
     log_window: Annotated[
         int,
@@ -305,6 +315,7 @@ def scan_cmd(
         run_id=run_id,
         providers=[p.value for p in provider or []],
         projects=projects,
+        subscriptions=list(subscription or []),
         log_window=log_window,
         replay=replay,
         profiles=profile or [],

@@ -32,6 +32,8 @@ SECTIONS: dict[str, str] = {
     "disks": "list of {id, device, boot, encrypted, custody, kms_key}",
     "metadata_service": "{enabled, tokens_required, hop_limit}",
     "console": "{serial_port_enabled}: provider-mediated consoles into the guest",
+    "agents": "provider code in the guest: {vm_agent, extension_operations_allowed, "
+    "extensions: [{name, publisher, type}], run_command}",
     "migration": "{live_migration, provider_controlled}: who can move the VM between hosts",
     "hardware": "owner-verified hardware evidence (SNP report, TDX quote): set by guest evidence",
     "guest": "guest-side facts collected inside the VM (disk encryption, agents)",

@@ -1,0 +1,619 @@
+"""Azure collector (azure-mgmt-compute): Confidential VMs, disk encryption, keys, agents.
+
+Field facts (reference/cloud_apis.md §3): `securityProfile.securityType` is `Standard`,
+`TrustedLaunch` or `ConfidentialVM`; a Confidential VM is *more* than Trusted Launch (peers call
+it "trusted launch disabled"). SEV-SNP versus TDX comes from the size's `ConfidentialComputingType`
+capability in `resource_skus.list`, and only when that call gives nothing from the size name.
+Confidential OS disk encryption binds the disk key to the VM's vTPM, but the key itself stays in
+an Azure service (platform key, Key Vault or Managed HSM) unless evidence shows otherwise.
+"""
+
+from __future__ import annotations
+
+import re
+import threading
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any
+
+from auditor.model import VM, Disk, Gap, Technology
+from auditor.providers.base import (
+    CallFailed,
+    Plan,
+    ScopeKey,
+    ScopeResult,
+    make_gap,
+    record_evidence,
+)
+from auditor.recording import EvidenceSink, raw_path
+
+PROVIDER = "azure"
+ARM_SCOPE = "https://management.azure.com/.default"
+_CAPABILITY = {"SNP": Technology.SEV_SNP, "TDX": Technology.TDX}
+# Fallback only when resource_skus gives no capability for the size (e.g. the call failed).
+_SNP_SIZE = re.compile(r"^Standard_[DE]C\d+a(d)?s_(cc_)?v[56]$", re.IGNORECASE)
+_TDX_SIZE = re.compile(r"^Standard_[DE]C\d+e(d)?s_v[56]$", re.IGNORECASE)
+_RUN_COMMAND_TYPES = {
+    "runcommandlinux",
+    "runcommandwindows",
+    "customscript",
+    "customscriptextension",
+}
+
+
+def _gap(
+    err: Exception,
+    call: str,
+    subscription: str,
+    region: str | None = None,
+    resource: str | None = None,
+    sections: Sequence[str] = (),
+    affects: str = "vms",
+) -> Gap:
+    """An azure-core error as a Gap, with ARM's error code (AuthorizationFailed...)."""
+    code = type(err).__name__
+    message = str(err)
+    error = getattr(err, "error", None)
+    if error is not None and getattr(error, "code", None):
+        code = str(error.code)
+        message = str(getattr(error, "message", "") or message)
+    return make_gap(
+        PROVIDER, call, code, message, subscription, region, resource, sections, affects
+    )
+
+
+def _status(err: Exception) -> int:
+    status = getattr(err, "status_code", None)
+    return int(status) if isinstance(status, int) else 500
+
+
+def _code_message(err: Exception, subscription: str) -> tuple[str, str]:
+    gap = _gap(err, "", subscription)
+    return gap.code, gap.message
+
+
+def resource_group_of(resource_id: str) -> str:
+    parts = resource_id.split("/")
+    lowered = [p.lower() for p in parts]
+    return parts[lowered.index("resourcegroups") + 1] if "resourcegroups" in lowered else ""
+
+
+class _StaticToken:
+    """A token credential for loopback replays: fakecloud accepts any bearer token."""
+
+    def get_token(self, *scopes: str, **kwargs: Any) -> Any:
+        import time
+
+        from azure.core.credentials import AccessToken
+
+        return AccessToken("replay-token", int(time.time()) + 3600)
+
+
+class AzureProvider:
+    """Collects Azure Compute evidence per subscription, concurrently by subscription."""
+
+    name = PROVIDER
+
+    def __init__(
+        self,
+        subscriptions: Sequence[str] = (),
+        endpoint_url: str | None = None,
+        replay: bool = False,
+        retry_total: int = 8,
+        retry_backoff: float = 0.8,
+    ) -> None:
+        self.subscriptions = list(subscriptions)
+        self.endpoint_url = endpoint_url
+        self.replay = replay
+        self.retry_total = retry_total
+        self.retry_backoff = retry_backoff
+        self._credential: Any = None
+        self._lock = threading.Lock()
+
+    # ------------------------------------------------------------------ clients
+    def _cred(self) -> Any:
+        with self._lock:
+            if self._credential is None:
+                if self.replay:
+                    self._credential = _StaticToken()
+                else:
+                    from azure.identity import DefaultAzureCredential
+
+                    self._credential = DefaultAzureCredential()
+            return self._credential
+
+    def _client_kwargs(self) -> dict[str, Any]:
+        # azure-core's RetryPolicy honours Retry-After on 429/503; configured, not wrapped.
+        kwargs: dict[str, Any] = {
+            "retry_total": self.retry_total,
+            "retry_backoff_factor": self.retry_backoff,
+            "retry_backoff_max": 60,
+        }
+        if self.endpoint_url:
+            kwargs["base_url"] = self.endpoint_url
+            if self.endpoint_url.startswith("http://"):
+                if not _is_loopback(self.endpoint_url):
+                    raise ValueError("plain-http ARM endpoints are allowed on loopback only")
+                kwargs["authentication_policy"] = _loopback_bearer(self._cred())
+        return kwargs
+
+    def _compute(self, subscription: str) -> Any:
+        from azure.mgmt.compute import ComputeManagementClient
+
+        return ComputeManagementClient(self._cred(), subscription, **self._client_kwargs())
+
+    # --------------------------------------------------------------------- plan
+    def plan(self, sink: EvidenceSink) -> Plan:
+        plan = Plan()
+        if not self.subscriptions:
+            try:
+                self.subscriptions = self._list_subscriptions(sink)
+                plan.calls += 1
+            except CallFailed as failed:
+                plan.gaps.append(failed.gap)
+                return plan
+        plan.scopes.extend(ScopeKey(PROVIDER, s) for s in dict.fromkeys(self.subscriptions))
+        return plan
+
+    def _list_subscriptions(self, sink: EvidenceSink) -> list[str]:
+        try:
+            from azure.mgmt.resource import SubscriptionClient  # type: ignore[import-untyped]
+        except ImportError as err:
+            raise CallFailed(
+                make_gap(
+                    PROVIDER,
+                    "subscriptions.list",
+                    "MissingDependency",
+                    "give --subscription, or install azure-mgmt-resource to list them",
+                    "?",
+                    affects="scope",
+                )
+            ) from err
+        try:
+            client = SubscriptionClient(self._cred(), **self._client_kwargs())
+            subs = [s.as_dict() for s in client.subscriptions.list()]
+        except Exception as err:
+            raise CallFailed(_gap(err, "subscriptions.list", "?", affects="scope")) from err
+        sink.save_meta(raw_path("azure", "subscriptions") + ".json", {"value": subs})
+        return [str(s["subscriptionId"]) for s in subs if s.get("state", "Enabled") == "Enabled"]
+
+    # ------------------------------------------------------------------ collect
+    def collect(self, scope: ScopeKey, sink: EvidenceSink) -> ScopeResult:
+        """One subscription: VMs, their disks, encryption sets, size capabilities, extensions."""
+        sub = scope.account
+        result = ScopeResult(scope=scope)
+        client = self._compute(sub)
+        call = _Caller(sub, sink, result)
+        try:
+            vms = call.listing(
+                "virtualMachines", "virtualMachines.listAll", (), client.virtual_machines.list_all
+            )
+        except CallFailed as failed:
+            failed.gap.affects = "scope"
+            result.errors.append(failed.gap)
+            result.failed = True
+            return result
+        if not vms:
+            return result
+        disks = call.optional("disks", "disks.list", ("disks",), client.disks.list)
+        des = call.optional(
+            "diskEncryptionSets",
+            "diskEncryptionSets.list",
+            ("disks",),
+            client.disk_encryption_sets.list,
+        )
+        skus = call.skus(client, sorted({str(v.get("location", "")) for v in vms}))
+        for vm in vms:
+            result.vms.append(self._vm(sub, vm, client, call, disks, des, skus))
+        return result
+
+    def _vm(
+        self,
+        sub: str,
+        raw: dict[str, Any],
+        client: Any,
+        call: _Caller,
+        disks: _Items | None,
+        des: _Items | None,
+        skus: _Items | None,
+    ) -> VM:
+        props = raw.get("properties", {})
+        name = str(raw.get("name", ""))
+        vm_id = str(props.get("vmId") or raw.get("id", name))
+        region = str(raw.get("location", ""))
+        zones = raw.get("zones") or []
+        rg = resource_group_of(str(raw.get("id", "")))
+        size = str(props.get("hardwareProfile", {}).get("vmSize", ""))
+        security = props.get("securityProfile") or {}
+        uefi = security.get("uefiSettings") or {}
+        inst_sha = call.evidence(raw, "virtualMachines.listAll", "virtualMachines", name, region)
+        gaps: list[Gap] = list(call.scope_gaps)
+
+        technology, cc = _technology(security.get("securityType"), size, skus)
+        cc_sha = [skus.shas[size]] if skus is not None and size in skus.items else []
+        doc: dict[str, Any] = {
+            "provider": PROVIDER,
+            "account": sub,
+            "region": region,
+            "id": vm_id,
+            "name": name,
+            "instance_type": size,
+            "state": props.get("provisioningState"),
+            "tags": dict(raw.get("tags") or {}),
+            "cc": cc,
+            "boot": {"secure_boot": bool(uefi.get("secureBootEnabled", False))},
+            "tpm": {
+                "present": bool(uefi.get("vTpmEnabled", False)),
+                # in a Confidential VM the vTPM runs in Microsoft's paravisor (HCL) inside the TEE
+                "implemented_by": "paravisor"
+                if security.get("securityType") == "ConfidentialVM"
+                else "provider",
+            },
+            # Azure IMDS cannot be turned off from the control plane
+            "metadata_service": {"enabled": True},
+            "attestation": {"provider_verdict": "none", "source": "none"},
+            "azure": {
+                "resource_id": raw.get("id"),
+                "resource_group": rg,
+                "security_type": security.get("securityType"),
+                "encryption_at_host": security.get("encryptionAtHost"),
+                "zones": list(zones),
+            },
+        }
+        if zones:
+            doc["zone"] = f"{region}-{zones[0]}"
+        evidence: dict[str, list[str]] = {k: [inst_sha] for k in doc}
+        evidence["cc"] = [inst_sha, *cc_sha]
+        if technology is not Technology.UNKNOWN:
+            doc["technology"] = technology.value
+            evidence["technology"] = evidence["cc"]
+        image = _image(props, sub)
+        if image is not None:
+            doc["image"] = image
+            evidence["image"] = [inst_sha]
+
+        model_disks: list[Disk] = []
+        if disks is not None:
+            model_disks, doc["disks"], shas, disk_gaps = _disks(props, disks, des, sub, region)
+            evidence["disks"] = [inst_sha, *shas]
+            gaps.extend(disk_gaps)
+
+        try:
+            exts = call.extensions(client, rg, name, region)
+            doc["agents"] = _agents(props, exts.values)
+            evidence["agents"] = [inst_sha, *exts.shas.values()]
+        except CallFailed as failed:
+            gaps.append(failed.gap)
+
+        if gaps:
+            doc["gaps"] = [{"call": g.call, "code": g.code, "message": g.message} for g in gaps]
+        return VM(
+            provider=PROVIDER,
+            account=sub,
+            region=region,
+            zone=doc.get("zone"),
+            id=vm_id,
+            name=name,
+            instance_type=size,
+            technology=technology,
+            state=doc["state"],
+            disks=model_disks,
+            document=doc,
+            evidence=evidence,
+            gaps=gaps,
+        )
+
+
+def _technology(
+    security_type: Any, size: str, skus: _Items | None
+) -> tuple[Technology, dict[str, Any]]:
+    """ConfidentialVM + the size's ConfidentialComputingType capability; unknown stays unknown."""
+    cc: dict[str, Any] = {"claimed_by": "control_plane", "raw_flag": security_type}
+    if security_type in (None, "Standard", "TrustedLaunch"):
+        cc["technology"] = Technology.NONE.value
+        return Technology.NONE, cc
+    if security_type != "ConfidentialVM":
+        return Technology.UNKNOWN, cc
+    capability = None
+    if skus is not None and size in skus.items:
+        for cap in skus.items[size].get("capabilities", []):
+            if cap.get("name") == "ConfidentialComputingType":
+                capability = cap.get("value")
+        cc["basis"] = "resource_skus"
+    if capability is None:
+        if _SNP_SIZE.match(size):
+            capability, cc["basis"] = "SNP", "size_name"
+        elif _TDX_SIZE.match(size):
+            capability, cc["basis"] = "TDX", "size_name"
+    cc["capability"] = capability
+    tech = _CAPABILITY.get(str(capability), Technology.UNKNOWN)
+    if tech is not Technology.UNKNOWN:
+        cc["technology"] = tech.value
+    return tech, cc
+
+
+def _image(props: dict[str, Any], sub: str) -> dict[str, Any] | None:
+    ref = props.get("storageProfile", {}).get("imageReference") or {}
+    if ref.get("publisher"):
+        return {
+            "id": "/".join(str(ref.get(k, "")) for k in ("publisher", "offer", "sku", "version")),
+            "owner_id": ref["publisher"],
+            "owned_by_account": False,
+        }
+    if ref.get("id"):  # a custom or gallery image
+        image_id = str(ref["id"])
+        return {
+            "id": image_id,
+            "owner_id": image_id.split("/")[2] if image_id.count("/") > 2 else None,
+            "owned_by_account": image_id.lower().startswith(f"/subscriptions/{sub.lower()}/"),
+        }
+    return None
+
+
+def _disks(
+    props: dict[str, Any],
+    disks: _Items,
+    des: _Items | None,
+    sub: str,
+    region: str,
+) -> tuple[list[Disk], list[dict[str, Any]], list[str], list[Gap]]:
+    """Each attached disk: who holds its key, and whether it is confidential-encrypted."""
+    storage = props.get("storageProfile", {})
+    attached = [(storage.get("osDisk") or {}, True)] + [
+        (d, False) for d in storage.get("dataDisks") or []
+    ]
+    out: list[Disk] = []
+    docs: list[dict[str, Any]] = []
+    shas: list[str] = []
+    gaps: list[Gap] = []
+    by_id = {k.lower(): v for k, v in disks.items.items()}
+    for ref, boot in attached:
+        managed = ref.get("managedDisk") or {}
+        disk_id = str(managed.get("id") or ref.get("name") or "?")
+        sec = managed.get("securityProfile") or {}
+        entry: dict[str, Any] = {
+            "id": disk_id.rsplit("/", 1)[-1],
+            "device": ref.get("name"),
+            "boot": boot,
+        }
+        if sec.get("securityEncryptionType"):
+            entry["confidential_encryption"] = sec["securityEncryptionType"]
+        disk = by_id.get(disk_id.lower())
+        if disk is None:
+            gaps.append(
+                make_gap(
+                    PROVIDER,
+                    "disks.list",
+                    "NotReturned",
+                    f"disk {disk_id} was not in the disks list",
+                    sub,
+                    region,
+                    disk_id,
+                    ("disks",),
+                )
+            )
+            entry["custody"] = "unknown"
+            docs.append(entry)
+            out.append(Disk(id=entry["id"], device=entry["device"], boot=boot))
+            continue
+        shas.append(disks.shas.get(disk_id.lower(), ""))
+        enc = (disk.get("properties") or {}).get("encryption") or {}
+        enc_type = str(enc.get("type") or "EncryptionAtRestWithPlatformKey")
+        set_id = enc.get("diskEncryptionSetId") or (sec.get("diskEncryptionSet") or {}).get("id")
+        custody = (
+            "provider_key" if enc_type == "EncryptionAtRestWithPlatformKey" else "customer_kms"
+        )
+        if sec.get("diskEncryptionSet") and custody == "provider_key":
+            custody = "customer_kms"  # confidential disk encryption with a customer key
+        entry.update({"encrypted": True, "custody": custody, "encryption_type": enc_type})
+        if set_id:
+            entry["encryption_set"] = set_id
+            key_store = _key_store(des, str(set_id))
+            if key_store:
+                entry["kms_key"] = key_store.get("key_url") or set_id
+                entry["key_store"] = key_store.get("kind")
+        docs.append(entry)
+        size = (disk.get("properties") or {}).get("diskSizeGB")
+        out.append(
+            Disk(
+                id=entry["id"],
+                device=entry["device"],
+                boot=boot,
+                size_gb=int(size) if isinstance(size, int) else None,
+                encrypted=True,
+                custody=custody,
+                kms_key=entry.get("kms_key"),
+            )
+        )
+    return out, docs, [s for s in shas if s], gaps
+
+
+def _key_store(des: _Items | None, set_id: str) -> dict[str, Any] | None:
+    """Where a disk encryption set's key lives: Key Vault or Managed HSM (both Azure's)."""
+    if des is None:
+        return None
+    found = {k.lower(): v for k, v in des.items.items()}.get(set_id.lower())
+    if found is None:
+        return None
+    key = (found.get("properties") or {}).get("activeKey") or {}
+    vault = str((key.get("sourceVault") or {}).get("id", ""))
+    kind = "managed_hsm" if "managedhsms" in vault.lower() else "key_vault"
+    return {"key_url": key.get("keyUrl"), "vault": vault, "kind": kind}
+
+
+def _agents(props: dict[str, Any], extensions: list[dict[str, Any]]) -> dict[str, Any]:
+    """Provider code in the guest: the VM agent, extensions, and run-command."""
+    os_profile = props.get("osProfile") or {}
+    linux = os_profile.get("linuxConfiguration") or {}
+    windows = os_profile.get("windowsConfiguration") or {}
+    provision = linux.get("provisionVMAgent", windows.get("provisionVMAgent", True))
+    listed = [
+        {
+            "name": e.get("name"),
+            "publisher": (e.get("properties") or {}).get("publisher"),
+            "type": (e.get("properties") or {}).get("type"),
+            "state": (e.get("properties") or {}).get("provisioningState"),
+        }
+        for e in extensions
+    ]
+    return {
+        "vm_agent": bool(provision),
+        "extension_operations_allowed": bool(os_profile.get("allowExtensionOperations", True)),
+        "extensions": listed,
+        "run_command": any(str(x.get("type") or "").lower() in _RUN_COMMAND_TYPES for x in listed),
+    }
+
+
+class _Items:
+    """A list response keyed by id (or name), with the evidence hash of each item."""
+
+    def __init__(self) -> None:
+        self.items: dict[str, dict[str, Any]] = {}
+        self.shas: dict[str, str] = {}
+        self.values: list[dict[str, Any]] = []
+
+
+class _Caller:
+    """One subscription's ARM calls: raw responses recorded, failures turned into Gaps."""
+
+    def __init__(self, sub: str, sink: EvidenceSink, result: ScopeResult) -> None:
+        self.sub = sub
+        self.sink = sink
+        self.result = result
+        self.scope_gaps: list[Gap] = []
+
+    def _rel(self, *parts: str) -> str:
+        return raw_path("azure", self.sub, *parts)
+
+    def _fail(
+        self, err: Exception, rel: str, call: str, sections: Sequence[str], res: str | None = None
+    ) -> CallFailed:
+        self.sink.save_error(rel, _status(err), *_code_message(err, self.sub))
+        return CallFailed(_gap(err, call, self.sub, None, res, sections))
+
+    def listing(
+        self, name: str, call: str, sections: Sequence[str], fetch: Callable[[], Iterable[Any]]
+    ) -> list[dict[str, Any]]:
+        rel = self._rel(name)
+        try:
+            self.result.calls += 1
+            values = [item.as_dict() for item in fetch()]
+        except Exception as err:
+            raise self._fail(err, rel, call, sections) from err
+        self.sink.save_raw(rel, {"value": values})
+        return values
+
+    def optional(
+        self, name: str, call: str, sections: Sequence[str], fetch: Callable[[], Iterable[Any]]
+    ) -> _Items | None:
+        try:
+            values = self.listing(name, call, sections, fetch)
+        except CallFailed as failed:
+            self.scope_gaps.append(failed.gap)
+            self.result.errors.append(failed.gap)
+            return None
+        out = _Items()
+        for v in values:
+            key = str(v.get("id") or v.get("name", "")).lower()
+            out.items[key] = v
+            out.shas[key] = self.evidence(v, call, name, str(v.get("name")), v.get("location"))
+            out.values.append(v)
+        return out
+
+    def skus(self, client: Any, locations: list[str]) -> _Items | None:
+        """VM sizes per location (`$filter=location eq '<loc>'`), saved as one replay file."""
+        rel = self._rel("resourceSkus")
+        merged: dict[str, dict[str, Any]] = {}
+        try:
+            for loc in locations:
+                self.result.calls += 1
+                for sku in client.resource_skus.list(filter=f"location eq '{loc}'"):
+                    data = sku.as_dict()
+                    if data.get("resourceType") == "virtualMachines":
+                        key = str(data.get("name"))
+                        prev = merged.get(key)
+                        if prev is not None:
+                            locs = sorted({*prev.get("locations", []), *data.get("locations", [])})
+                            prev["locations"] = locs
+                        else:
+                            merged[key] = data
+        except Exception as err:
+            failed = self._fail(err, rel, "resourceSkus.list", ("cc",))
+            self.scope_gaps.append(failed.gap)
+            self.result.errors.append(failed.gap)
+            return None
+        self.sink.save_raw(rel, {"value": list(merged.values())})
+        out = _Items()
+        for key, v in merged.items():
+            out.items[key] = v
+            out.shas[key] = self.evidence(v, "resourceSkus.list", "resourceSkus", key, None)
+        return out
+
+    def extensions(self, client: Any, rg: str, vm_name: str, region: str) -> _Items:
+        rel = self._rel("virtualMachines", vm_name, "extensions")
+        try:
+            self.result.calls += 1
+            values = [
+                e.as_dict() for e in client.virtual_machine_extensions.list(rg, vm_name).value or []
+            ]
+        except Exception as err:
+            failed = self._fail(err, rel, "virtualMachineExtensions.list", ("agents",), vm_name)
+            self.result.errors.append(failed.gap)
+            raise failed from err
+        self.sink.save_raw(rel, {"value": values})
+        out = _Items()
+        for v in values:
+            key = str(v.get("name"))
+            out.items[key] = v
+            out.values.append(v)
+            out.shas[key] = record_evidence(
+                self.sink,
+                v,
+                provider=PROVIDER,
+                kind="api_resource",
+                call="virtualMachineExtensions.list",
+                account=self.sub,
+                region=region,
+                resource=vm_name,
+                ref=f"{rel}.json",
+            )
+        return out
+
+    def evidence(
+        self, raw: Any, call: str, name: str, resource: str | None, region: str | None
+    ) -> str:
+        return record_evidence(
+            self.sink,
+            raw,
+            provider=PROVIDER,
+            kind="api_resource",
+            call=call,
+            account=self.sub,
+            region=region,
+            resource=resource,
+            ref=f"{self._rel(name)}.json",
+        )
+
+
+def _is_loopback(url: str) -> bool:
+    import ipaddress
+    from urllib.parse import urlsplit
+
+    host = urlsplit(url).hostname or ""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def _loopback_bearer(credential: Any) -> Any:
+    """Bearer auth over plain http, only for a loopback fakecloud endpoint."""
+    from azure.core.pipeline.policies import BearerTokenCredentialPolicy
+
+    class _LoopbackBearer(BearerTokenCredentialPolicy):  # type: ignore[type-arg]
+        def on_request(self, request: Any) -> None:
+            request.context.options["enforce_https"] = False
+            super().on_request(request)
+
+    return _LoopbackBearer(credential, ARM_SCOPE)
