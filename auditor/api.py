@@ -21,6 +21,8 @@ from auditor.providers.base import Provider
 from auditor.providers.gcp import GcpProvider
 from auditor.rules.loader import load_packs
 from auditor.run import RAW_DIR, REPLAY_META, load_run, run_audit
+from auditor.verify.maa import load_jwks
+from auditor.verify.stage import VerifyOptions
 
 __all__ = ["ScanError", "load_run", "replay_root", "scan"]
 
@@ -115,6 +117,22 @@ def _azure_provider(
     return AzureProvider(subscriptions, endpoint_url=endpoint, replay=replay is not None)
 
 
+def _verify_options(
+    issuers: Sequence[str], jwks_file: str | Path | None, fetch: bool
+) -> VerifyOptions:
+    pinned = tuple(i.rstrip("/") for i in issuers)
+    for issuer in pinned:
+        if not issuer.startswith("https://"):
+            raise ScanError(f"--maa-issuer {issuer!r} must be an https:// URL")
+    jwks = None
+    if jwks_file is not None:
+        try:
+            jwks = load_jwks(Path(jwks_file).read_bytes())
+        except (OSError, ValueError) as err:
+            raise ScanError(f"--maa-jwks {jwks_file}: {err}") from err
+    return VerifyOptions(maa_issuers=pinned, maa_jwks=jwks, fetch_online=fetch)
+
+
 def recorded_at(root: Path) -> datetime | None:
     """When a replay was recorded (its replay.json), so time windows replay the same way."""
     meta = root / REPLAY_META
@@ -162,6 +180,10 @@ def scan(
     concurrency: int = 8,
     progress: ProgressListener | None = None,
     run_id: str | None = None,
+    guest_evidence: str | Path | None = None,
+    maa_issuers: Sequence[str] = (),
+    maa_jwks: str | Path | None = None,
+    maa_fetch_keys: bool = False,
 ) -> AuditRun:
     """Audit one or more clouds (live, at `endpoint_url`, or a `replay` directory).
 
@@ -174,6 +196,10 @@ def scan(
     if log_window_days < 1:
         raise ScanError("--log-window must be at least 1 day")
     engine = Engine(load_packs(list(rules)))
+    verify_options = _verify_options(maa_issuers, maa_jwks, maa_fetch_keys)
+    guest_dir = Path(guest_evidence) if guest_evidence is not None else None
+    if guest_dir is not None and not guest_dir.is_dir():
+        raise ScanError(f"--guest-evidence {guest_dir} is not a directory")
     root = replay_root(replay) if replay is not None else None
     names = _providers_for(root, provider)
     as_of = recorded_at(root) if root is not None else None
@@ -200,5 +226,7 @@ def scan(
             progress=progress,
             run_id=run_id,
             as_of=as_of,
+            guest_evidence=guest_dir,
+            verify_options=verify_options,
         )
     return run

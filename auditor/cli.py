@@ -180,6 +180,10 @@ def _run_scan(
     projects: list[str] | None = None,
     subscriptions: list[str] | None = None,
     log_window: int = 30,
+    guest_evidence: Path | None = None,
+    maa_issuers: list[str] | None = None,
+    maa_jwks: Path | None = None,
+    maa_fetch_keys: bool = False,
     replay: Path | None,
     profiles: list[str],
     regions: list[str] | None,
@@ -195,6 +199,10 @@ def _run_scan(
                 providers or None,
                 projects=projects or [],
                 subscriptions=subscriptions or [],
+                guest_evidence=guest_evidence,
+                maa_issuers=maa_issuers or [],
+                maa_jwks=maa_jwks,
+                maa_fetch_keys=maa_fetch_keys,
                 log_window_days=log_window,
                 replay=replay,
                 profiles=profiles,
@@ -267,6 +275,34 @@ def scan_cmd(
             help="GCP: how far back to read integrity logs (launch attestation, boot).",
         ),
     ] = 30,
+    guest_evidence: Annotated[
+        Path | None,
+        typer.Option(
+            metavar="DIR",
+            help="Evidence collected inside the VMs (Azure MAA tokens *.jwt), attached to the "
+            "VMs they name; files that match no VM are listed as gaps.",
+        ),
+    ] = None,
+    maa_issuer: Annotated[
+        list[str] | None,
+        typer.Option(
+            metavar="URL",
+            help="Pinned Microsoft Azure Attestation issuer (repeatable); tokens from any other "
+            "issuer fail.",
+        ),
+    ] = None,
+    maa_jwks: Annotated[
+        Path | None,
+        typer.Option(metavar="FILE", help="Signing keys (JWKS) of the pinned MAA issuer(s)."),
+    ] = None,
+    maa_fetch_keys: Annotated[
+        bool,
+        typer.Option(
+            "--maa-fetch-keys",
+            help="Fetch signing keys from each pinned issuer's /certs (network) when no "
+            "--maa-jwks is given; the token's jku is never used.",
+        ),
+    ] = False,
     endpoint_url: Annotated[
         str | None,
         typer.Option(metavar="URL", help="Send API calls to this endpoint (e.g. a fakecloud)."),
@@ -317,6 +353,10 @@ def scan_cmd(
         projects=projects,
         subscriptions=list(subscription or []),
         log_window=log_window,
+        guest_evidence=guest_evidence,
+        maa_issuers=list(maa_issuer or []),
+        maa_jwks=maa_jwks,
+        maa_fetch_keys=maa_fetch_keys,
         replay=replay,
         profiles=profile or [],
         regions=_split(regions) or None,

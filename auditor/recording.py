@@ -65,6 +65,14 @@ class EvidenceSink:
         """A file beside the cloud folders (replay.json: when the responses were recorded)."""
         self._write(name, data)
 
+    def save_guest(self, name: str, data: bytes) -> None:
+        """A guest evidence file, byte for byte, under the run's evidence/ (beside raw/)."""
+        if self.raw_dir is None:
+            return
+        target = self.raw_dir.parent / "evidence" / raw_path(name)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_bytes(data)
+
     def _write(self, ref: str, data: Any) -> None:
         if self.raw_dir is None:
             return

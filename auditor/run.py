@@ -18,8 +18,9 @@ from auditor.collect import ProgressListener, collect
 from auditor.engine import Engine
 from auditor.model import AuditRun, Scope, ToolInfo, utcnow
 from auditor.providers.base import Provider
+from auditor.providers.guest import import_guest_evidence
 from auditor.recording import EvidenceSink
-from auditor.verify.stage import verify_vms
+from auditor.verify.stage import VerifyOptions, verify_vms
 
 RESULT_FILE = "result.json"
 RAW_DIR = "raw"
@@ -57,6 +58,8 @@ def run_audit(
     progress: ProgressListener | None = None,
     run_id: str | None = None,
     as_of: datetime | None = None,
+    guest_evidence: Path | None = None,
+    verify_options: VerifyOptions | None = None,
 ) -> AuditRun:
     """Collect, verify, evaluate every VM, and (with `run_dir`) write the run to disk.
 
@@ -70,7 +73,11 @@ def run_audit(
     if run_dir is not None:
         sink.save_meta(REPLAY_META, {"recorded_at": at.isoformat(), "run_id": rid})
     collection = collect(providers, sink, concurrency=concurrency, progress=progress)
-    verify_vms(collection.vms, sink.evidence, at)
+    if guest_evidence is not None:
+        problems = import_guest_evidence(guest_evidence, collection.vms, sink)
+        collection.coverage.gaps.extend(problems)
+        collection.coverage.complete = collection.coverage.complete and not problems
+    verify_vms(collection.vms, sink.evidence, at, verify_options)
     results = [engine.evaluate(vm) for vm in collection.vms]
     if not scope.accounts:
         accounts = {s.account for s in collection.coverage.scopes}

@@ -7,15 +7,43 @@ never parses certificates.
 
 from __future__ import annotations
 
+import base64
 from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
 from auditor.model import VM, Evidence, Verification
 from auditor.verify.anchors import gcp_vtpm_store
 from auditor.verify.gce_identity import Expected, verify_ek_certificate
+from auditor.verify.maa import MaaPolicy, MaaResult, fetch_jwks, verify_maa_token
 
 GCE_EK_KIND = "shielded_instance_identity"
+MAA_KIND = "maa_token"
+#: Checks that make a token authentic; the others judge what it says.
+_MAA_AUTHENTICITY = ("parse", "algorithm", "issuer", "key", "signature", "expiry")
+
+
+@dataclass
+class VerifyOptions:
+    """What verifiers may trust: pinned MAA issuers and their keys (file, or fetched if allowed)."""
+
+    maa_issuers: tuple[str, ...] = ()
+    maa_jwks: dict[str, Any] | None = None
+    fetch_online: bool = False
+    _fetched: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+    def jwks_for(self, issuer: str | None) -> tuple[dict[str, Any], str]:
+        if self.maa_jwks is not None:
+            return self.maa_jwks, ""
+        if not self.fetch_online or not issuer:
+            return {"keys": []}, "no MAA signing keys given (--maa-jwks, or --maa-fetch-keys)"
+        if issuer not in self._fetched:
+            try:
+                self._fetched[issuer] = fetch_jwks(issuer, MaaPolicy(self.maa_issuers))
+            except ValueError as err:
+                return {"keys": []}, f"could not fetch signing keys of {issuer}: {err}"
+        return self._fetched[issuer], ""
 
 
 def _verify_gce_ek(vm: VM, ev: Evidence, at: datetime) -> None:
@@ -55,10 +83,72 @@ def _verify_gce_ek(vm: VM, ev: Evidence, at: datetime) -> None:
         tpm["ek"]["root_sha256"] = result.root_fingerprint
 
 
-def verify_vms(vms: Iterable[VM], evidence: Mapping[str, Evidence], at: datetime) -> None:
+def _verify_maa(vm: VM, ev: Evidence, at: datetime, options: VerifyOptions) -> None:
+    token = base64.b64decode(str(ev.raw)).decode("ascii", "replace").strip()
+    policy = MaaPolicy(allowed_issuers=options.maa_issuers)
+    claimed = _issuer_claim(token)
+    jwks, why = options.jwks_for(claimed if claimed in options.maa_issuers else None)
+    result: MaaResult = verify_maa_token(token, jwks, policy, at)
+    reason = result.reason if not why else f"{why}; {result.reason}"
+    if not options.maa_issuers:
+        reason = f"no MAA issuer pinned (--maa-issuer); {reason}"
+    ev.verification = Verification(
+        verifier="maa.verify_maa_token",
+        ok=result.ok,
+        checks=[c.as_dict() for c in result.checks],
+        reason=reason,
+    )
+    authentic = all(result.check(name) for name in _MAA_AUTHENTICITY)
+    facts = result.facts
+    att = vm.document.setdefault("attestation", {})
+    att["token"] = {
+        "verified": authentic,
+        "reason": reason,
+        "issuer": facts.get("issuer"),
+        "tee": facts.get("tee"),
+        "compliance_status": facts.get("compliance_status"),
+    }
+    if not authentic:
+        return  # an unverifiable token says nothing: the rules see only that it failed
+    att["provider_verdict"] = "passed" if result.ok else "failed"
+    att["source"] = "provider_attestation_service"
+    launch = {
+        "integrity_passed": result.ok,
+        "debug_enabled": facts.get("debuggable"),
+        "migration_allowed": facts.get("migration_allowed"),
+        "smt_allowed": facts.get("smt_allowed"),
+        "launch_measurement": facts.get("launch_measurement"),
+        "vmpl": facts.get("vmpl"),
+    }
+    att["launch"] = {k: v for k, v in launch.items() if v is not None}
+
+
+def _issuer_claim(token: str) -> str | None:
+    import json
+
+    try:
+        body = token.split(".")[1]
+        claims = json.loads(base64.urlsafe_b64decode(body + "=" * (-len(body) % 4)))
+    except (IndexError, ValueError):
+        return None
+    iss = claims.get("iss") if isinstance(claims, dict) else None
+    return iss.rstrip("/") if isinstance(iss, str) else None
+
+
+def verify_vms(
+    vms: Iterable[VM],
+    evidence: Mapping[str, Evidence],
+    at: datetime,
+    options: VerifyOptions | None = None,
+) -> None:
     """Verify every VM's verifiable evidence in place (document facts + Evidence.verification)."""
+    opts = options or VerifyOptions()
     for vm in vms:
         for sha in vm.evidence.get("tpm", []):
             ev = evidence.get(sha)
             if ev is not None and ev.kind == GCE_EK_KIND:
                 _verify_gce_ek(vm, ev, at)
+        for sha in vm.evidence.get("attestation", []):
+            ev = evidence.get(sha)
+            if ev is not None and ev.kind == MAA_KIND:
+                _verify_maa(vm, ev, at, opts)
