@@ -40,7 +40,6 @@ TEE_TYPES = frozenset({"sevsnpvm", "tdxvm"})
 COMPLIANT = "azure-compliant-cvm"
 _B64URL = re.compile(r"[A-Za-z0-9_-]*")
 _KEY_LOCATORS = ("jku", "x5u", "jwk", "x5c")
-_LOOPBACK_NAMES = frozenset({"localhost"})
 
 
 @dataclass(frozen=True)
@@ -100,7 +99,7 @@ def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for key, value in pairs:
         if key in out:
-            raise ValueError(f"duplicate JSON member {key!r}")
+            raise ValueError(f"duplicate JSON member {_show(key)}")
         out[key] = value
     return out
 
@@ -114,6 +113,12 @@ def _json_object(raw: bytes | str, what: str) -> dict[str, Any]:
     if not isinstance(value, dict):
         raise ValueError(f"{what} is not a JSON object")
     return value
+
+
+def _show(value: Any, limit: int = 80) -> str:
+    """repr of a token-controlled value, bounded so a hostile token cannot flood the report."""
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 def _norm_issuer(issuer: str) -> str:
@@ -171,7 +176,7 @@ def _rsa_from_jwk(jwk: Mapping[str, Any]) -> rsa.RSAPublicKey:
         if not isinstance(n, str) or not isinstance(e, str):
             raise ValueError("key has only one of n and e")
         numbers = rsa.RSAPublicNumbers(
-            int.from_bytes(_b64url_decode(n), "big"), int.from_bytes(_b64url_decode(e), "big")
+            e=int.from_bytes(_b64url_decode(e), "big"), n=int.from_bytes(_b64url_decode(n), "big")
         )
         from_ne = numbers.public_key()
     x5c = jwk.get("x5c")
@@ -207,25 +212,28 @@ def _find_key(
     if not isinstance(kid, str) or not kid:
         return None, "header has no kid: the signing key cannot be identified"
     keys = jwks.get("keys") if isinstance(jwks, Mapping) else None
-    if not isinstance(keys, list):
-        return None, f"JWKS is malformed (no 'keys' list): signature cannot be verified{where}"
+    if keys is not None and not isinstance(keys, list):
+        return (
+            None,
+            f"JWKS is malformed ('keys' is not a list): signature cannot be verified{where}",
+        )
     if not keys:
         return None, (
-            f"no JWKS keys given: signature of kid {kid!r} cannot be verified offline{where}"
+            f"no JWKS keys given: signature of kid {_show(kid)} cannot be verified offline{where}"
         )
     matches = [k for k in keys if isinstance(k, Mapping) and k.get("kid") == kid]
     if not matches:
         known = sorted(str(k.get("kid")) for k in keys if isinstance(k, Mapping))
         return None, (
-            f"kid {kid!r} is not in the JWKS (has {', '.join(map(repr, known))}): "
+            f"kid {_show(kid)} is not in the JWKS (has {', '.join(_show(k) for k in known[:10])}): "
             f"signature cannot be verified{where}"
         )
     if len(matches) > 1:
-        return None, f"kid {kid!r} appears {len(matches)} times in the JWKS (ambiguous)"
+        return None, f"kid {_show(kid)} appears {len(matches)} times in the JWKS (ambiguous)"
     try:
-        return _rsa_from_jwk(matches[0]), f"kid {kid!r} found in the given JWKS"
+        return _rsa_from_jwk(matches[0]), f"kid {_show(kid)} found in the given JWKS"
     except (ValueError, UnsupportedAlgorithm) as err:
-        return None, f"JWKS key {kid!r} is unusable: {err}"
+        return None, f"JWKS key {_show(kid)} is unusable: {err}"
 
 
 # --- verification ------------------------------------------------------------------------------
@@ -269,11 +277,13 @@ def _parse(token: Any) -> _Parsed:
 def _check_algorithm(header: Mapping[str, Any]) -> Check:
     alg = header.get("alg")
     if alg != ALLOWED_ALG:
-        return Check("algorithm", False, f"alg {alg!r} is not accepted (only {ALLOWED_ALG})")
+        return Check("algorithm", False, f"alg {_show(alg)} is not accepted (only {ALLOWED_ALG})")
     crit = header.get("crit")
     if crit is not None:
         return Check(
-            "algorithm", False, f"header marks extensions critical ({crit!r}); none is understood"
+            "algorithm",
+            False,
+            f"header marks extensions critical ({_show(crit)}); none is understood",
         )
     return Check("algorithm", True, f"alg is {ALLOWED_ALG}")
 
@@ -284,7 +294,9 @@ def _check_issuer(payload: Mapping[str, Any], policy: MaaPolicy) -> Check:
     if not isinstance(iss, str):
         return Check("issuer", False, "token has no string iss claim")
     if _norm_issuer(iss) not in pinned:
-        return Check("issuer", False, f"issuer {iss!r} is not pinned (allowed: {sorted(pinned)})")
+        return Check(
+            "issuer", False, f"issuer {_show(iss)} is not pinned (allowed: {sorted(pinned)})"
+        )
     return Check("issuer", True, f"issuer {iss!r} is pinned")
 
 
@@ -294,7 +306,7 @@ def _check_expiry(payload: Mapping[str, Any], now: float, leeway: int) -> Check:
     exp = _number(exp_raw)
     if exp is None:
         problems.append(
-            "no numeric exp claim" if exp_raw is None else f"exp {exp_raw!r} is not a number"
+            "no numeric exp claim" if exp_raw is None else f"exp {_show(exp_raw)} is not a number"
         )
     elif now - leeway >= exp:
         problems.append(f"expired at {_iso(exp) or exp} (checked at {_iso(now)}, leeway {leeway}s)")
@@ -304,15 +316,16 @@ def _check_expiry(payload: Mapping[str, Any], now: float, leeway: int) -> Check:
             continue
         value = _number(raw)
         if value is None:
-            problems.append(f"{name} {raw!r} is not a number")
+            problems.append(f"{name} {_show(raw)} is not a number")
         elif value > now + leeway:
             problems.append(
                 f"not yet valid: {name} {_iso(value) or value} is after {_iso(now)} "
                 f"(leeway {leeway}s)"
             )
-    if problems:
+    if problems or exp is None:
         return Check("expiry", False, "; ".join(problems))
-    return Check("expiry", True, f"valid at {_iso(now)} (expires {_iso(exp or 0.0)})")
+    facts_exp = _iso(exp) or exp
+    return Check("expiry", True, f"valid at {_iso(now)} (expires {facts_exp})")
 
 
 def _tee(payload: Mapping[str, Any]) -> Mapping[str, Any]:
@@ -325,10 +338,10 @@ def _check_attestation_type(payload: Mapping[str, Any]) -> Check:
     tee_type = _tee(payload).get("x-ms-attestation-type")
     problems = []
     if outer != AZUREVM:
-        problems.append(f"x-ms-attestation-type is {outer!r}, not {AZUREVM!r}")
+        problems.append(f"x-ms-attestation-type is {_show(outer)}, not {AZUREVM!r}")
     if tee_type not in TEE_TYPES:
         problems.append(
-            f"x-ms-isolation-tee.x-ms-attestation-type is {tee_type!r}, "
+            f"x-ms-isolation-tee.x-ms-attestation-type is {_show(tee_type)}, "
             f"not one of {sorted(TEE_TYPES)}"
         )
     if problems:
@@ -342,7 +355,7 @@ def _check_compliance(payload: Mapping[str, Any]) -> Check:
         return Check(
             "compliance",
             False,
-            f"x-ms-isolation-tee.x-ms-compliance-status is {status!r}, not {COMPLIANT!r}",
+            f"x-ms-isolation-tee.x-ms-compliance-status is {_show(status)}, not {COMPLIANT!r}",
         )
     return Check("compliance", True, f"compliance status {COMPLIANT}")
 
@@ -440,7 +453,7 @@ def verify_maa_token(
     ignored = [h for h in _KEY_LOCATORS if h in header]
     jku = header.get("jku")
     if jku is not None and (issuer is None or jku != f"{issuer}/certs"):
-        key_reason += f"; header jku {jku!r} is not <iss>/certs and was ignored"
+        key_reason += f"; header jku {_show(jku)} is not <iss>/certs and was ignored"
     elif ignored:
         key_reason += f"; header {', '.join(ignored)} ignored (keys come only from the JWKS given)"
     result.checks.append(Check("key", key is not None, key_reason))
@@ -477,8 +490,7 @@ class _NoRedirect(urllib.request.HTTPRedirectHandler):
 
 
 def _is_loopback(host: str) -> bool:
-    if host.lower() in _LOOPBACK_NAMES:
-        return True
+    """A literal loopback address only: a name like "localhost" is whatever DNS says it is."""
     try:
         return ipaddress.ip_address(host).is_loopback
     except ValueError:
