@@ -377,6 +377,10 @@ def scan_cmd(
     raise typer.Exit(code)
 
 
+#: The demo fleet's MAA token is signed by a demo key for this made-up issuer, never Microsoft's.
+DEMO_MAA_ISSUER = "https://ccaudit-demo-maa.example"
+
+
 def demo_fleet_dir() -> Path:
     """The embedded demo replay: inside the wheel, or examples/ in a source checkout."""
     here = Path(__file__).resolve().parent
@@ -401,9 +405,13 @@ def demo_cmd(
         f"Serving the demo fleet ({fleet}) on 127.0.0.1 and scanning it with the real cloud SDKs…",
         highlight=False,
     )
+    guest = fleet / "guest-evidence"
     run = _run_scan(
         providers=[],
         replay=fleet,
+        guest_evidence=guest if guest.is_dir() else None,
+        maa_issuers=[DEMO_MAA_ISSUER],
+        maa_jwks=fleet / "maa-demo-jwks.json" if guest.is_dir() else None,
         profiles=[],
         regions=None,
         endpoint_url=None,
@@ -416,7 +424,11 @@ def demo_cmd(
     err_console.print(
         f"\nWrote {out / 'result.json'} and the raw responses in {out / 'raw'}.\n"
         f"A real scan of this fleet would exit {code}"
-        + (" (collection incomplete: one region is not readable)." if code == 3 else "."),
+        + (
+            f" (collection incomplete: {len(run.coverage.gaps)} gaps, listed above)."
+            if code == EXIT_INCOMPLETE
+            else "."
+        ),
         highlight=False,
     )
 

@@ -52,8 +52,8 @@ def demo_json(tmp_path_factory: pytest.TempPathFactory) -> dict[str, object]:
 def test_json_contract(demo_json: dict[str, object]) -> None:
     assert {"tool", "run_id", "rule_packs", "coverage", "vms"} <= set(demo_json)
     vms = demo_json["vms"]
-    assert isinstance(vms, list) and len(vms) == 14
-    assert {vm["provider"] for vm in vms} == {"aws", "gcp"}
+    assert isinstance(vms, list) and len(vms) == 20
+    assert {vm["provider"] for vm in vms} == {"aws", "gcp", "azure"}
     for vm in vms:
         assert set(vm) >= VM_KEYS
         assert set(vm["parties"]) == {p.value for p in Party}
@@ -86,7 +86,23 @@ def test_demo_fleet_verdicts(demo_json: dict[str, object]) -> None:
         ("444455556666", "eu-west-1", "ec2:DescribeVolumes"),
         ("444455556666", "us-east-2", "ec2:DescribeInstances"),
         ("eu-analytics-sandbox", None, "logging.entries.list"),
+        ("91a5edc1-d385-4ad9-819c-5ca468501fc2", None, "virtualMachines.listAll"),
     }
+
+
+def test_demo_fleet_azure_verdicts(demo_json: dict[str, object]) -> None:
+    vms = {vm["name"]: vm for vm in demo_json["vms"]}  # type: ignore[attr-defined]
+    cvm = vms["payroll-db-cvm"]  # no guest evidence passed to this scan: a claim only
+    assert (cvm["technology"], cvm["level"]) == ("SEV_SNP", "L1")
+    assert cvm["parties"]["vtpm"] == "CLAIMED_EXCLUDED"
+    assert "keys.confidential-disk-key-with-provider" in {f["rule_id"] for f in cvm["findings"]}
+    assert vms["payroll-batch-tdx"]["technology"] == "TDX"
+    tl = vms["payroll-web-tl"]
+    assert tl["level"] == "L0"
+    assert "hypervisor.trusted-launch-is-not-confidential" in {f["rule_id"] for f in tl["findings"]}
+    jump = vms["payroll-jump-std"]
+    assert "agents.run-command" in {f["rule_id"] for f in jump["findings"]}
+    assert vms["research-gpu-cvm"]["parties"]["hypervisor"] == "UNDETERMINED"
 
 
 def test_demo_fleet_gcp_verdicts(demo_json: dict[str, object]) -> None:
@@ -177,8 +193,12 @@ def test_demo_writes_run(tmp_path: Path) -> None:
     result = runner.invoke(app, ["demo", "--out", str(out)])
     assert result.exit_code == 0, result.stderr
     data = json.loads((out / "result.json").read_text())
-    assert len(data["vms"]) == 14
+    assert len(data["vms"]) == 20
     assert "would exit 3" in result.stderr
+    # the demo passes its guest evidence: a demo-signed MAA token for payroll-db-cvm
+    cvm = next(vm for vm in data["vms"] if vm["name"] == "payroll-db-cvm")
+    assert cvm["document"]["attestation"]["token"]["verified"] is True
+    assert (cvm["level"], cvm["parties"]["attestation_service"]) == ("L2", "CLAIMED_EXCLUDED")
     assert "eu-hr-db" in result.stdout
 
 

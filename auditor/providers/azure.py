@@ -156,20 +156,21 @@ class AzureProvider:
 
     def _list_subscriptions(self, sink: EvidenceSink) -> list[str]:
         try:
-            from azure.mgmt.resource import SubscriptionClient  # type: ignore[import-untyped]
+            client_class = _subscription_client()
         except ImportError as err:
             raise CallFailed(
                 make_gap(
                     PROVIDER,
                     "subscriptions.list",
                     "MissingDependency",
-                    "give --subscription, or install azure-mgmt-resource to list them",
+                    "give --subscription, or install azure-mgmt-resource-subscriptions to list "
+                    "them",
                     "?",
                     affects="scope",
                 )
             ) from err
         try:
-            client = SubscriptionClient(self._cred(), **self._client_kwargs())
+            client = client_class(self._cred(), **self._client_kwargs())
             subs = [s.as_dict() for s in client.subscriptions.list()]
         except Exception as err:
             raise CallFailed(_gap(err, "subscriptions.list", "?", affects="scope")) from err
@@ -592,6 +593,15 @@ class _Caller:
             resource=resource,
             ref=f"{self._rel(name)}.json",
         )
+
+
+def _subscription_client() -> Any:
+    """SubscriptionClient: azure-mgmt-resource-subscriptions, or older azure-mgmt-resource."""
+    try:
+        from azure.mgmt.resource.subscriptions import SubscriptionClient
+    except ImportError:
+        from azure.mgmt.resource import SubscriptionClient  # type: ignore[attr-defined,no-redef,unused-ignore]
+    return SubscriptionClient
 
 
 def _is_loopback(url: str) -> bool:
