@@ -291,3 +291,48 @@ def test_token_for_no_scanned_vm_is_reported(tmp_path: Path) -> None:
         "broken.jwt": "MalformedEvidence",
     }
     assert not run.coverage.complete
+
+
+def test_fixture_vms_keep_their_audit_fields(tmp_path: Path) -> None:
+    """Every Azure VM fixture's security, UEFI, disk-encryption and size fields arrive."""
+    listed = _fixture("azure_vm_list.json")["value"]
+    singles = [
+        _fixture(n)
+        for n in (
+            "azure_vm_cvm.json",
+            "azure_vm_cvm_tdx_vmgs_only.json",
+            "azure_vm_trusted_launch.json",
+        )
+    ]
+    vms = []
+    for i, vm in enumerate(singles + listed):
+        copy_ = copy.deepcopy(vm)
+        copy_["name"] = f"vm-{i}"
+        copy_["properties"]["vmId"] = f"00000000-0000-0000-0000-{i:012d}"
+        vms.append(copy_)
+    _write(tmp_path, f"azure/{SUB}/virtualMachines.json", {"value": vms})
+    _write(tmp_path, f"azure/{SUB}/resourceSkus.json", _fixture("azure_resource_skus_cvm.json"))
+    run, _ = _audit(tmp_path)
+    by_name = {vm.name: vm for vm in run.vms}
+    assert len(by_name) == len(vms)
+    for raw in vms:
+        vm = by_name[raw["name"]]
+        props = raw["properties"]
+        sec = props.get("securityProfile") or {}
+        uefi = sec.get("uefiSettings") or {}
+        doc = vm.document
+        assert vm.id == props["vmId"]
+        assert vm.instance_type == props["hardwareProfile"]["vmSize"]
+        assert doc["azure"]["security_type"] == sec.get("securityType")
+        assert doc["azure"]["encryption_at_host"] == sec.get("encryptionAtHost")
+        assert doc["boot"]["secure_boot"] is bool(uefi.get("secureBootEnabled", False))
+        assert doc["tpm"]["present"] is bool(uefi.get("vTpmEnabled", False))
+        assert vm.region == raw["location"]
+        os_sec = (
+            props["storageProfile"]["osDisk"].get("managedDisk", {}).get("securityProfile") or {}
+        )
+        (os_doc,) = [d for d in doc["disks"] if d["boot"]]
+        assert os_doc.get("confidential_encryption") == os_sec.get("securityEncryptionType")
+    # no disks.json in this replay: disk facts are unknown, listed as gaps, never "unencrypted"
+    for vm in run.vms:
+        assert all(d["custody"] == "unknown" and "encrypted" not in d for d in vm.document["disks"])
