@@ -1,0 +1,77 @@
+"""Report formats: each a pure function of an AuditRun, registered by name.
+
+A format renders to one or more files (`{relative name: bytes}`), so CSV can give three tables
+and HTML one page. Modules are imported only when their format is asked for: pandas or
+WeasyPrint are not loaded for a JSON report.
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from auditor.model import AuditRun
+
+Rendered = dict[str, bytes]
+
+
+@dataclass(frozen=True)
+class ReportFormat:
+    name: str
+    module: str
+    description: str
+    text: bool  # can be printed to a terminal
+
+    def renderer(self) -> Callable[[AuditRun], Rendered]:
+        fn: Callable[[AuditRun], Rendered] = getattr(importlib.import_module(self.module), "render")
+        return fn
+
+
+FORMATS: dict[str, ReportFormat] = {
+    f.name: f
+    for f in (
+        ReportFormat("json", "auditor.reports.json_report", "result.json: the whole run", True),
+        ReportFormat("html", "auditor.reports.html", "report.html: self-contained report", False),
+        ReportFormat("pdf", "auditor.reports.pdf", "report.pdf: PDF/A-3b, result attached", False),
+        ReportFormat("csv", "auditor.reports.tables", "csv/: vms, parties, findings", False),
+        ReportFormat("parquet", "auditor.reports.parquet", "parquet/: the same tables", False),
+        ReportFormat("sarif", "auditor.reports.sarif", "results.sarif: SARIF 2.1.0", True),
+        ReportFormat("junit", "auditor.reports.junit", "junit.xml: a test per VM and party", True),
+        ReportFormat("oscal", "auditor.reports.oscal", "oscal-assessment-results.json", True),
+        ReportFormat("markdown", "auditor.reports.markdown", "summary.md: for CI pages", True),
+    )
+}
+TERMINAL = "table"
+
+
+class ReportError(Exception):
+    """A format that cannot be produced here (unknown, or a missing system library)."""
+
+
+def names() -> list[str]:
+    return [TERMINAL, *FORMATS]
+
+
+def render(run: AuditRun, name: str) -> Rendered:
+    fmt = FORMATS.get(name)
+    if fmt is None:
+        raise ReportError(f"unknown format {name!r} (known: {', '.join(names())})")
+    try:
+        return fmt.renderer()(run)
+    except ImportError as err:
+        raise ReportError(f"format {name} needs a package that is not installed: {err}") from err
+
+
+def write(run: AuditRun, name: str, directory: Path) -> list[Path]:
+    """Render one format into `directory`; returns the files written."""
+    written: list[Path] = []
+    for rel, data in render(run, name).items():
+        target = directory / rel
+        target.parent.mkdir(parents=True, exist_ok=True)
+        tmp = target.with_name(target.name + ".tmp")
+        tmp.write_bytes(data)
+        tmp.replace(target)
+        written.append(target)
+    return written

@@ -10,6 +10,12 @@ from __future__ import annotations
 
 from auditor.model import AuditRun
 
+FILE = "result.json"
+
 
 def render_json(run: AuditRun) -> str:
     return run.model_dump_json(indent=2) + "\n"
+
+
+def render(run: AuditRun) -> dict[str, bytes]:
+    return {FILE: render_json(run).encode("utf-8")}
