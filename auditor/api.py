@@ -27,6 +27,8 @@ from auditor.verify.stage import VerifyOptions
 __all__ = ["ScanError", "load_run", "replay_root", "scan"]
 
 SUPPORTED_PROVIDERS = ("aws", "gcp", "azure")
+#: Where a run keeps the MAA signing keys it verified with, so `reverify` needs no network.
+MAA_JWKS_COLLATERAL = "evidence/collateral/maa-jwks.json"
 
 
 class ScanError(Exception):
@@ -208,6 +210,9 @@ def scan(
         regions=list(regions or []),
         replay=str(root) if root else None,
         endpoint_url=endpoint_url,
+        guest_evidence=str(guest_dir) if guest_dir else None,
+        maa_issuers=list(verify_options.maa_issuers),
+        maa_jwks=MAA_JWKS_COLLATERAL if verify_options.maa_jwks is not None else None,
     )
     with _endpoint(root, endpoint_url) as endpoint:
         built: list[Provider] = []

@@ -18,6 +18,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from auditor import reports
 from auditor._version import __version__
 from auditor.api import ScanError, scan
 from auditor.collect import ProgressListener
@@ -25,10 +26,9 @@ from auditor.document import SECTIONS
 from auditor.engine import Engine
 from auditor.model import AuditRun, Level
 from auditor.providers.base import ScopeResult
-from auditor.reports.json_report import render_json
 from auditor.reports.table import print_table
 from auditor.rules.loader import RulePackError, load_packs
-from auditor.run import new_run_id
+from auditor.run import load_run, new_run_id
 
 EXIT_OK = 0
 EXIT_BELOW_THRESHOLD = 1
@@ -148,21 +148,47 @@ def _fail(message: str) -> typer.Exit:
     return typer.Exit(EXIT_USAGE)
 
 
-def _emit(run: AuditRun, fmt: OutputFormat, output: Path | None) -> None:
-    if fmt is OutputFormat.json:
-        text = render_json(run)
-        if output:
+def _formats(values: list[str] | None) -> list[str]:
+    """`--format a,b --format c` -> [a, b, c], checked against the known formats."""
+    chosen = list(dict.fromkeys(_split(values))) or [reports.TERMINAL]
+    unknown = [f for f in chosen if f not in reports.names()]
+    if unknown:
+        raise _fail(f"unknown --format {', '.join(unknown)} (known: {', '.join(reports.names())})")
+    return chosen
+
+
+def _emit(run: AuditRun, formats: list[str], output: Path | None, run_dir: Path | None) -> None:
+    """Terminal table, stdout, --output, and the run directory, by the rules in the README."""
+    files = [f for f in formats if f != reports.TERMINAL]
+    to_stdout = len(formats) == 1 and files and output is None and reports.FORMATS[files[0]].text
+    if reports.TERMINAL in formats:
+        if output is not None and not files:
             output.parent.mkdir(parents=True, exist_ok=True)
-            output.write_text(text, encoding="utf-8")
+            with output.open("w", encoding="utf-8") as fh:
+                print_table(run, Console(file=fh, width=200, color_system=None))
         else:
-            sys.stdout.write(text)
-        return
-    if output:
-        output.parent.mkdir(parents=True, exist_ok=True)
-        with output.open("w", encoding="utf-8") as fh:
-            print_table(run, Console(file=fh, width=200, color_system=None))
-    else:
-        print_table(run, Console())
+            print_table(run, Console())
+    for name in files:
+        try:
+            rendered = reports.render(run, name)
+        except reports.ReportError as err:
+            err_console.print(f"[yellow]warning:[/] {err}", highlight=False, soft_wrap=True)
+            continue
+        if to_stdout:
+            for data in rendered.values():
+                sys.stdout.write(data.decode("utf-8"))
+        pairs: list[tuple[Path, bytes]] = []
+        if output is not None and len(files) == 1 and len(rendered) == 1 and not output.is_dir():
+            pairs.append((output, next(iter(rendered.values()))))
+        elif output is not None:
+            pairs.extend((output / rel, data) for rel, data in rendered.items())
+        if run_dir is not None:
+            pairs.extend((run_dir / rel, data) for rel, data in rendered.items())
+        for target, data in pairs:
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.write_bytes(data)
+            if not to_stdout:
+                err_console.print(f"wrote {target}", highlight=False, soft_wrap=True)
 
 
 def _read_projects(path: Path) -> list[str]:
@@ -315,10 +341,21 @@ def scan_cmd(
         ),
     ] = None,
     fmt: Annotated[
-        OutputFormat, typer.Option("--format", help="Output format.")
-    ] = OutputFormat.table,
+        list[str] | None,
+        typer.Option(
+            "--format",
+            metavar="FORMATS",
+            help="table, json, html, pdf, csv, parquet, sarif, junit, oscal, markdown; "
+            "comma-separated or repeated. Files go into the run directory; one text format "
+            "alone is also printed. Default: table.",
+        ),
+    ] = None,
     output: Annotated[
-        Path | None, typer.Option(help="Write the output to this file instead of stdout.")
+        Path | None,
+        typer.Option(
+            help="Write the one requested format to this file (or several into this directory) "
+            "instead of stdout."
+        ),
     ] = None,
     fail_below: Annotated[
         LevelOpt | None,
@@ -342,6 +379,7 @@ def scan_cmd(
     ] = 8,
 ) -> None:
     """Collect, evaluate and report on one cloud (live or from a replay directory)."""
+    formats = _formats(fmt)
     run_id = new_run_id()
     target = None if no_save else (run_dir or Path("ccaudit-runs") / run_id)
     projects = list(project or [])
@@ -365,7 +403,7 @@ def scan_cmd(
         run_dir=target,
         concurrency=concurrency,
     )
-    _emit(run, fmt, output)
+    _emit(run, formats, output, target)
     if target is not None:
         err_console.print(f"run saved in {target}", highlight=False, soft_wrap=True)
     code = exit_code(run, Level(fail_below.value) if fail_below else None)
@@ -375,6 +413,30 @@ def scan_cmd(
             highlight=False,
         )
     raise typer.Exit(code)
+
+
+@app.command("report")
+def report_cmd(
+    run_dir: Annotated[Path, typer.Argument(help="A stored run directory (or its result.json).")],
+    fmt: Annotated[
+        list[str] | None,
+        typer.Option("--format", metavar="FORMATS", help="Formats to render (as for scan)."),
+    ] = None,
+    output: Annotated[
+        Path | None,
+        typer.Option(help="Write into this directory instead of the run directory."),
+    ] = None,
+) -> None:
+    """Re-render a stored run in other formats, without touching any cloud."""
+    formats = _formats(fmt)
+    try:
+        run = load_run(run_dir)
+    except (OSError, ValueError) as err:
+        raise _fail(f"cannot read run {run_dir}: {err}") from err
+    base = run_dir if run_dir.is_dir() else run_dir.parent
+    if output is not None:
+        output.mkdir(parents=True, exist_ok=True)
+    _emit(run, formats, None, output or base)
 
 
 #: The demo fleet's MAA token is signed by a demo key for this made-up issuer, never Microsoft's.

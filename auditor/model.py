@@ -332,6 +332,11 @@ class Scope(_Model):
     regions: list[str] = Field(default_factory=list)
     replay: str | None = None
     endpoint_url: str | None = None
+    guest_evidence: str | None = None
+    maa_issuers: list[str] = Field(default_factory=list)
+    maa_jwks: str | None = Field(
+        default=None, description="run-relative path of the MAA signing keys used (collateral)"
+    )
 
 
 class AuditRun(_Model):

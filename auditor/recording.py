@@ -17,6 +17,7 @@ from typing import Any
 
 from auditor.model import Evidence
 
+EVIDENCE_DIR = "evidence"
 _SAFE_PART = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:@+=,-]{0,254}$")
 
 
@@ -65,13 +66,21 @@ class EvidenceSink:
         """A file beside the cloud folders (replay.json: when the responses were recorded)."""
         self._write(name, data)
 
-    def save_guest(self, name: str, data: bytes) -> None:
-        """A guest evidence file, byte for byte, under the run's evidence/ (beside raw/)."""
-        if self.raw_dir is None:
-            return
-        target = self.raw_dir.parent / "evidence" / raw_path(name)
-        target.parent.mkdir(parents=True, exist_ok=True)
-        target.write_bytes(data)
+    def save_guest(self, name: str, data: bytes) -> str:
+        """A guest evidence file, byte for byte, under evidence/guest/; returns its run path."""
+        return self._save_evidence("guest", name, data)
+
+    def save_collateral(self, name: str, data: bytes) -> str:
+        """Verification collateral (signing keys, certificates) under evidence/collateral/."""
+        return self._save_evidence("collateral", name, data)
+
+    def _save_evidence(self, kind: str, name: str, data: bytes) -> str:
+        rel = f"{EVIDENCE_DIR}/{kind}/{raw_path(name)}"
+        if self.raw_dir is not None:
+            target = self.raw_dir.parent / rel
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.write_bytes(data)
+        return rel
 
     def _write(self, ref: str, data: Any) -> None:
         if self.raw_dir is None:

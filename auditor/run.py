@@ -7,6 +7,7 @@ AuditRun). `load_run` reads it back, so any report can be re-rendered from a sto
 from __future__ import annotations
 
 import importlib.metadata
+import json
 import platform
 import secrets
 from collections.abc import Sequence
@@ -72,6 +73,10 @@ def run_audit(
     sink = EvidenceSink(run_dir / RAW_DIR if run_dir else None)
     if run_dir is not None:
         sink.save_meta(REPLAY_META, {"recorded_at": at.isoformat(), "run_id": rid})
+        if verify_options is not None and verify_options.maa_jwks is not None:
+            sink.save_collateral(
+                "maa-jwks.json", json.dumps(verify_options.maa_jwks, indent=2).encode()
+            )
     collection = collect(providers, sink, concurrency=concurrency, progress=progress)
     if guest_evidence is not None:
         problems = import_guest_evidence(guest_evidence, collection.vms, sink)

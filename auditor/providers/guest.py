@@ -92,7 +92,7 @@ def import_guest_evidence(directory: Path, vms: Iterable[VM], sink: EvidenceSink
                 )
             )
             continue
-        sink.save_guest(path.name, data)
+        stored = sink.save_guest(path.name, data)
         evidence = Evidence.from_bytes(
             data,
             kind=MAA_KIND,
@@ -102,7 +102,7 @@ def import_guest_evidence(directory: Path, vms: Iterable[VM], sink: EvidenceSink
             account=vm.account,
             region=vm.region,
             resource=vm.id,
-            ref=f"../evidence/{path.name}",
+            ref=f"../{stored}",
         )
         sha = sink.add(evidence)
         vm.evidence.setdefault("attestation", []).append(sha)

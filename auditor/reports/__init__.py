@@ -25,7 +25,7 @@ class ReportFormat:
     text: bool  # can be printed to a terminal
 
     def renderer(self) -> Callable[[AuditRun], Rendered]:
-        fn: Callable[[AuditRun], Rendered] = getattr(importlib.import_module(self.module), "render")
+        fn: Callable[[AuditRun], Rendered] = importlib.import_module(self.module).render
         return fn
 
 
