@@ -211,6 +211,7 @@ def scan(
         replay=str(root) if root else None,
         endpoint_url=endpoint_url,
         guest_evidence=str(guest_dir) if guest_dir else None,
+        log_window_days=log_window_days if "gcp" in names else None,
         maa_issuers=list(verify_options.maa_issuers),
         maa_jwks=MAA_JWKS_COLLATERAL if verify_options.maa_jwks is not None else None,
     )

@@ -333,6 +333,7 @@ class Scope(_Model):
     replay: str | None = None
     endpoint_url: str | None = None
     guest_evidence: str | None = None
+    log_window_days: int | None = None
     maa_issuers: list[str] = Field(default_factory=list)
     maa_jwks: str | None = Field(
         default=None, description="run-relative path of the MAA signing keys used (collateral)"

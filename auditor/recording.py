@@ -67,15 +67,19 @@ class EvidenceSink:
         self._write(name, data)
 
     def save_guest(self, name: str, data: bytes) -> str:
-        """A guest evidence file, byte for byte, under evidence/guest/; returns its run path."""
+        """A guest evidence file, byte for byte, under evidence/guest/<relative path>."""
         return self._save_evidence("guest", name, data)
 
     def save_collateral(self, name: str, data: bytes) -> str:
         """Verification collateral (signing keys, certificates) under evidence/collateral/."""
         return self._save_evidence("collateral", name, data)
 
+    def save_rules(self, name: str, data: bytes) -> str:
+        """A user rule pack the run used, under evidence/rules/<sha256>.yaml."""
+        return self._save_evidence("rules", name, data)
+
     def _save_evidence(self, kind: str, name: str, data: bytes) -> str:
-        rel = f"{EVIDENCE_DIR}/{kind}/{raw_path(name)}"
+        rel = f"{EVIDENCE_DIR}/{kind}/{raw_path(*name.split('/'))}"
         if self.raw_dir is not None:
             target = self.raw_dir.parent / rel
             target.parent.mkdir(parents=True, exist_ok=True)

@@ -6,6 +6,7 @@ AuditRun). `load_run` reads it back, so any report can be re-rendered from a sto
 
 from __future__ import annotations
 
+import contextlib
 import importlib.metadata
 import json
 import platform
@@ -73,6 +74,10 @@ def run_audit(
     sink = EvidenceSink(run_dir / RAW_DIR if run_dir else None)
     if run_dir is not None:
         sink.save_meta(REPLAY_META, {"recorded_at": at.isoformat(), "run_id": rid})
+        for pack in engine.packs:  # user packs travel with the run, named by their hash
+            if not pack.ref.path.startswith("builtin:"):
+                with contextlib.suppress(OSError):
+                    sink.save_rules(f"{pack.ref.sha256}.yaml", Path(pack.ref.path).read_bytes())
         if verify_options is not None and verify_options.maa_jwks is not None:
             sink.save_collateral(
                 "maa-jwks.json", json.dumps(verify_options.maa_jwks, indent=2).encode()

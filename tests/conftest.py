@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import socket
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -27,3 +29,33 @@ def _aws_env(monkeypatch: pytest.MonkeyPatch) -> None:
         "AWS_REGION",
     ):
         monkeypatch.delenv(var, raising=False)
+
+
+_LOOPBACK = {"127.0.0.1", "::1", "localhost", "0.0.0.0", "", None}
+
+
+@pytest.fixture(autouse=True)
+def _no_network(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Tests never reach the internet: any non-loopback connect or name lookup fails loudly."""
+    real_connect = socket.socket.connect
+    real_getaddrinfo = socket.getaddrinfo
+
+    def connect(self: socket.socket, address: Any) -> Any:
+        host = address[0] if isinstance(address, tuple) else address
+        if self.family in (socket.AF_INET, socket.AF_INET6) and not _is_loopback(host):
+            raise OSError(f"test tried to reach the network: {address}")
+        return real_connect(self, address)
+
+    def getaddrinfo(host: Any, *args: Any, **kwargs: Any) -> Any:
+        if not _is_loopback(host):
+            raise OSError(f"test tried to resolve {host!r}")
+        return real_getaddrinfo(host, *args, **kwargs)
+
+    monkeypatch.setattr(socket.socket, "connect", connect)
+    monkeypatch.setattr(socket, "getaddrinfo", getaddrinfo)
+
+
+def _is_loopback(host: Any) -> bool:
+    if isinstance(host, bytes):
+        host = host.decode("ascii", "replace")
+    return host in _LOOPBACK or (isinstance(host, str) and host.startswith("127."))

@@ -148,10 +148,8 @@ class GcpProvider:
         )
 
     def _logging_client(self, project: str) -> Any:
-        from google.cloud import logging as gcl
-
         options = {"api_endpoint": self.endpoint_url} if self.endpoint_url else None
-        return gcl.Client(  # type: ignore[no-untyped-call]
+        return _reading_logging_client()(
             project=project,
             credentials=self._creds(),
             _use_grpc=False,
@@ -451,6 +449,24 @@ class GcpProvider:
             evidence=evidence,
             gaps=gaps,
         )
+
+
+def _reading_logging_client() -> Any:
+    """A logging Client that only reads: no monitored-resource detection.
+
+    google-cloud-logging builds a Logger per entry it lists, and a Logger without a resource
+    probes the environment (the GCE metadata server) to find one. An auditor must not make
+    calls nobody asked for, so every Logger gets a fixed resource instead.
+    """
+    from google.cloud import logging as gcl
+    from google.cloud.logging_v2.resource import Resource
+
+    class ReadingClient(gcl.Client):
+        def logger(self, name: str, *, labels: Any = None, resource: Any = None) -> Any:
+            fixed = resource or Resource(type="global", labels={})
+            return super().logger(name, labels=labels, resource=fixed)  # type: ignore[no-untyped-call]
+
+    return ReadingClient
 
 
 def technology_of(inst: dict[str, Any]) -> tuple[Technology, dict[str, Any]]:

@@ -92,7 +92,7 @@ def import_guest_evidence(directory: Path, vms: Iterable[VM], sink: EvidenceSink
                 )
             )
             continue
-        stored = sink.save_guest(path.name, data)
+        stored = sink.save_guest(path.relative_to(directory).as_posix(), data)
         evidence = Evidence.from_bytes(
             data,
             kind=MAA_KIND,
