@@ -7,6 +7,7 @@ configuration error; 3 collection incomplete (gaps listed). When 1 and 3 both ap
 from __future__ import annotations
 
 import json
+import shutil
 import sys
 import time
 from enum import StrEnum
@@ -50,8 +51,12 @@ Exit codes: 0 ok; 1 a VM below --fail-below; 2 usage/configuration error;
 app = typer.Typer(help=HELP, no_args_is_help=True, add_completion=False, rich_markup_mode=None)
 rules_app = typer.Typer(help="Inspect and validate rule packs.", no_args_is_help=True)
 fake_app = typer.Typer(help="The loopback replay server (fakecloud).", no_args_is_help=True)
+keys_app = typer.Typer(help="Signing keys for evidence bundles.", no_args_is_help=True)
+bundle_app = typer.Typer(help="Tamper-evident run directories.", no_args_is_help=True)
 app.add_typer(rules_app, name="rules")
 app.add_typer(fake_app, name="fakecloud")
+app.add_typer(keys_app, name="keys")
+app.add_typer(bundle_app, name="bundle")
 
 err_console = Console(stderr=True)
 
@@ -189,6 +194,20 @@ def _emit(run: AuditRun, formats: list[str], output: Path | None, run_dir: Path 
             target.write_bytes(data)
             if not to_stdout:
                 err_console.print(f"wrote {target}", highlight=False, soft_wrap=True)
+
+
+def _seal(run_dir: Path, run: AuditRun, signing_key: Path | None) -> None:
+    """Write the run's manifest (every file hashed, chained to the previous run, signed)."""
+    from auditor.bundle import BundleError, write_manifest
+
+    try:
+        write_manifest(run_dir, run, signing_key=signing_key)
+    except (BundleError, OSError, ValueError) as err:
+        raise _fail(f"cannot seal {run_dir}: {err}") from err
+    signed = " and signed" if signing_key else " (unsigned: give --signing-key to sign it)"
+    err_console.print(
+        f"manifest written{signed}: {run_dir / 'manifest.json'}", highlight=False, soft_wrap=True
+    )
 
 
 def _read_projects(path: Path) -> list[str]:
@@ -371,6 +390,13 @@ def scan_cmd(
     no_save: Annotated[
         bool, typer.Option("--no-save", help="Do not write a run directory.")
     ] = False,
+    signing_key: Annotated[
+        Path | None,
+        typer.Option(
+            metavar="FILE",
+            help="Ed25519 private key (ccaudit keys create) to sign the run's manifest.",
+        ),
+    ] = None,
     concurrency: Annotated[
         int,
         typer.Option(
@@ -405,6 +431,7 @@ def scan_cmd(
     )
     _emit(run, formats, output, target)
     if target is not None:
+        _seal(target, run, signing_key)
         err_console.print(f"run saved in {target}", highlight=False, soft_wrap=True)
     code = exit_code(run, Level(fail_below.value) if fail_below else None)
     if code == EXIT_INCOMPLETE or (code and not run.coverage.complete):
@@ -439,6 +466,80 @@ def report_cmd(
     _emit(run, formats, None, output or base)
 
 
+@keys_app.command("create")
+def keys_create(
+    path: Annotated[Path, typer.Argument(help="Where to write the private key (PEM, mode 0600).")],
+) -> None:
+    """Make an Ed25519 signing key; prints the public key (also written to PATH.pub)."""
+    from auditor.bundle import BundleError, create_keypair
+
+    try:
+        public = create_keypair(path)
+    except (BundleError, OSError) as err:
+        raise _fail(str(err)) from err
+    err_console.print(f"private key: {path} (keep it secret)", highlight=False, soft_wrap=True)
+    sys.stdout.write(public if public.endswith("\n") else public + "\n")
+
+
+@bundle_app.command("verify")
+def bundle_verify(
+    run_dir: Annotated[Path, typer.Argument(help="A run directory with manifest.json.")],
+    public_key: Annotated[
+        Path | None, typer.Option(metavar="FILE", help="Public key to check the signature with.")
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
+) -> None:
+    """Re-hash every file, check the signature and the link to the previous run. Exit 1 if not."""
+    from auditor.bundle import verify_bundle
+
+    report = verify_bundle(run_dir, public_key=public_key)
+    if as_json:
+        sys.stdout.write(json.dumps(report.as_dict(), indent=2) + "\n")
+    else:
+        for check in report.checks:
+            mark = {
+                True: "[green]ok[/]",
+                False: "[bold red]FAIL[/]",
+                None: "[yellow]not checked[/]",
+            }
+            Console().print(f"{mark[check.ok]}  {check.name}: {check.reason}", highlight=False)
+        for problem in report.problems:
+            Console().print(f"   {problem.kind}: {problem.path}", highlight=False)
+    raise typer.Exit(EXIT_OK if report.ok else EXIT_BELOW_THRESHOLD)
+
+
+@app.command("reverify")
+def reverify_cmd(
+    run_dir: Annotated[Path, typer.Argument(help="A stored run directory.")],
+) -> None:
+    """Re-run verification and evaluation offline from the bundle and compare. Exit 1 if differs."""
+    from auditor.bundle import BundleError, reverify
+
+    try:
+        report = reverify(run_dir)
+    except (BundleError, ScanError, RulePackError) as err:
+        raise _fail(str(err)) from err
+    console = Console()
+    for note in report.notes:
+        console.print(f"note: {note}", highlight=False)
+    if report.ok:
+        console.print(
+            f"[green]reproduced[/]: {report.vms} VMs, same levels, parties, findings and evidence",
+            highlight=False,
+        )
+        raise typer.Exit(EXIT_OK)
+    for vm, diffs in report.by_vm().items():
+        for d in diffs:
+            console.print(
+                f"[red]differs[/] {vm} {d.aspect}: recorded {d.recorded!r}, now {d.reproduced!r}",
+                highlight=False,
+            )
+    raise typer.Exit(EXIT_BELOW_THRESHOLD)
+
+
+#: What `ccaudit demo` writes besides the terminal table.
+DEMO_FORMATS = ["table", "json", "html", "pdf", "csv", "markdown"]
+
 #: The demo fleet's MAA token is signed by a demo key for this made-up issuer, never Microsoft's.
 DEMO_MAA_ISSUER = "https://ccaudit-demo-maa.example"
 
@@ -467,6 +568,10 @@ def demo_cmd(
         f"Serving the demo fleet ({fleet}) on 127.0.0.1 and scanning it with the real cloud SDKs…",
         highlight=False,
     )
+    if out.exists() and any(out.iterdir()):
+        if not (out / "result.json").is_file():
+            raise _fail(f"{out} exists and is not a previous demo run; choose another --out")
+        shutil.rmtree(out)  # a previous demo: replaced, not mixed into the new bundle
     guest = fleet / "guest-evidence"
     run = _run_scan(
         providers=[],
@@ -481,10 +586,13 @@ def demo_cmd(
         run_dir=out,
         concurrency=8,
     )
-    print_table(run, Console())
+    _emit(run, DEMO_FORMATS, None, out)
+    _seal(out, run, None)
     code = exit_code(run, None)
     err_console.print(
-        f"\nWrote {out / 'result.json'} and the raw responses in {out / 'raw'}.\n"
+        f"\nThe demo run is in {out}/: report.html, report.pdf, result.json, csv/, the raw "
+        f"responses in raw/, guest evidence in evidence/, and manifest.json "
+        f"(check it: ccaudit bundle verify {out}).\n"
         f"A real scan of this fleet would exit {code}"
         + (
             f" (collection incomplete: {len(run.coverage.gaps)} gaps, listed above)."

@@ -279,3 +279,44 @@ def test_bad_fakecloud_config_in_replay_exits_2(tmp_path: Path) -> None:
     code, _, err = _scan("--replay", str(replay), "--no-save")
     assert code == 2
     assert "fakecloud.yaml" in err and "page_size" in err
+
+
+def test_signed_bundle_verify_tamper_and_reverify(tmp_path: Path) -> None:
+    key = tmp_path / "audit.key"
+    made = runner.invoke(app, ["keys", "create", str(key)])
+    assert made.exit_code == 0 and "BEGIN PUBLIC KEY" in made.stdout
+    runs = tmp_path / "runs"
+    run_dir = runs / "one"
+    replay = tmp_path / "replay"
+    shutil.copytree(DEMO_FLEET / "aws" / "111122223333", replay / "aws" / "111122223333")
+    code, _, err = _scan(
+        "--replay",
+        str(replay),
+        "--run-dir",
+        str(run_dir),
+        "--signing-key",
+        str(key),
+        "--format",
+        "json,csv",
+    )
+    assert code == 0, err
+    assert (run_dir / "manifest.sig").is_file() and (run_dir / "csv" / "vms.csv").is_file()
+    pub = tmp_path / "audit.key.pub"
+    ok = runner.invoke(app, ["bundle", "verify", str(run_dir), "--public-key", str(pub)])
+    assert ok.exit_code == 0, ok.stdout
+    again = runner.invoke(app, ["reverify", str(run_dir)])
+    assert again.exit_code == 0 and "reproduced" in again.stdout
+    other = tmp_path / "other.key"
+    runner.invoke(app, ["keys", "create", str(other)])
+    wrong = runner.invoke(
+        app, ["bundle", "verify", str(run_dir), "--public-key", str(tmp_path / "other.key.pub")]
+    )
+    assert wrong.exit_code == 1 and "FAIL" in wrong.stdout
+    target = next((run_dir / "raw").rglob("DescribeVolumes.json"))
+    data = bytearray(target.read_bytes())
+    data[10] ^= 1
+    target.write_bytes(bytes(data))
+    tampered = runner.invoke(app, ["bundle", "verify", str(run_dir), "--json"])
+    assert tampered.exit_code == 1
+    report = json.loads(tampered.stdout)
+    assert any("DescribeVolumes.json" in p["path"] for p in report["problems"])
