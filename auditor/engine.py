@@ -124,6 +124,7 @@ class Engine:
             title=rule.title,
             reason=reason,
             severity=rule.severity,
+            rationale=rule.rationale,
             evidence=_evidence_for(outcome.rule, vm),
             remediation=rule.remediation_for(vm.provider),
             references=rule.references.flat(),

@@ -260,6 +260,7 @@ class Finding(_Model):
     title: str
     reason: str
     severity: Severity
+    rationale: str = ""
     evidence: list[str] = Field(default_factory=list)
     remediation: str | None = None
     references: list[str] = Field(default_factory=list)
