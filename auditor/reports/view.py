@@ -15,8 +15,9 @@ from __future__ import annotations
 
 import hashlib
 import re
+import warnings
 from collections import Counter
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from enum import StrEnum
@@ -36,11 +37,11 @@ from auditor.model import (
     Status,
     VMResult,
 )
-from auditor.verify.anchors import AnchorError, gcp_vtpm_store
+from auditor.verify.anchors import AnchorError, fingerprint, gcp_vtpm_store
 
 _K = TypeVar("_K")
 
-CLOUD_NAME: dict[str, str] = {"aws": "AWS", "gcp": "Google Cloud", "azure": "Microsoft Azure"}
+CLOUD_NAME: dict[str, str] = {"aws": "AWS", "gcp": "Google Cloud", "azure": "Azure"}
 SCOPE_NOUN: dict[str, str] = {"aws": "account", "gcp": "project", "azure": "subscription"}
 
 PARTY_LABEL: dict[Party, str] = {
@@ -98,6 +99,13 @@ STATUS_MEANING: dict[Status, str] = {
     "roots, shows the party is shut out",
     Status.UNDETERMINED: "the evidence needed is missing (not collected, API error, no "
     "permission): never counted as a pass",
+}
+#: Short status codes, as the terminal table prints them.
+STATUS_CODE: dict[Status, str] = {
+    Status.CAN_ACCESS: "CAN",
+    Status.CLAIMED_EXCLUDED: "claim",
+    Status.EXCLUDED: "EXCL",
+    Status.UNDETERMINED: "?",
 }
 STATUS_ORDER: tuple[Status, ...] = (
     Status.CAN_ACCESS,
@@ -201,9 +209,59 @@ class PartyView:
     short: str
     status: Status
     status_label: str
+    status_code: str
     reason: str
     rules: tuple[str, ...]
     evidence: tuple[str, ...]
+    reason_number: int
+    reason_anchor: str
+
+
+@dataclass(frozen=True, slots=True)
+class Reason:
+    """One distinct (party, status, reason, rules) of a scope: large reports print it once."""
+
+    number: int
+    anchor: str
+    party: Party
+    label: str
+    status: Status
+    status_label: str
+    text: str
+    rules: tuple[str, ...]
+    count: int
+
+
+class _Reasons:
+    """Numbers distinct party reasons across the report, counting the VMs that share each."""
+
+    def __init__(self) -> None:
+        self.numbers: dict[tuple[Party, Status, str, tuple[str, ...]], int] = {}
+
+    def number(self, key: tuple[Party, Status, str, tuple[str, ...]]) -> int:
+        return self.numbers.setdefault(key, len(self.numbers) + 1)
+
+    def for_scope(self, vms: Sequence[VMView]) -> tuple[Reason, ...]:
+        seen: dict[int, PartyView] = {}
+        counts: Counter[int] = Counter()
+        for vm in vms:
+            for p in vm.parties:
+                seen.setdefault(p.reason_number, p)
+                counts[p.reason_number] += 1
+        return tuple(
+            Reason(
+                number=n,
+                anchor=p.reason_anchor,
+                party=p.party,
+                label=p.label,
+                status=p.status,
+                status_label=p.status_label,
+                text=p.reason,
+                rules=p.rules,
+                count=counts[n],
+            )
+            for n, p in sorted(seen.items())
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -217,6 +275,8 @@ class GapView:
     message: str
     what: str
     affects: str
+    resource: str
+    sections: tuple[str, ...]
 
 
 @dataclass(frozen=True, slots=True)
@@ -225,6 +285,7 @@ class Change:
 
     number: int
     anchor: str
+    source: str
     party: Party | None
     party_label: str
     text: str
@@ -282,11 +343,16 @@ class ScopeView:
     use_cases: tuple[tuple[str, int], ...]
     references: tuple[str, ...]
     regions: tuple[str, ...]
+    places: tuple[tuple[str, str, str], ...]
     parent: str
     coverage: str
     gaps: tuple[GapView, ...]
     changes: tuple[Change, ...]
-    sentence: str
+    reasons: tuple[Reason, ...]
+
+    @property
+    def sentence(self) -> str:
+        return scope_sentence(self)
 
 
 @dataclass(frozen=True, slots=True)
@@ -379,21 +445,35 @@ def build_view(run: AuditRun) -> ReportView:
             grouped.setdefault((gap.provider, gap.account), [])
 
     scopes: list[ScopeView] = []
-    vm_views: dict[str, VMView] = {}
+    vm_views: dict[int, VMView] = {}
+    reasons = _Reasons()
     next_change = 1
     for provider, account in sorted(grouped):
         scope_anchor = slugs.make(f"scope/{provider}/{account}")
         vms = grouped[(provider, account)]
-        changes = _changes(vms, scope_anchor, next_change)
+        changes = _changes(vms, next_change)
         next_change += len(changes)
-        by_text = {c.text: c for c in changes}
-        views = tuple(_vm_view(run, vm, slugs, scope_anchor, by_text, evidence_cache) for vm in vms)
-        for view in views:
-            vm_views[view.key] = view
+        by_text = {c.source: c for c in changes}
+        views = tuple(
+            _vm_view(run, vm, slugs, scope_anchor, by_text, evidence_cache, reasons) for vm in vms
+        )
+        for vm, view in zip(vms, views, strict=True):
+            vm_views[id(vm)] = view
         scope_gaps = tuple(g for g in gaps if g.provider == provider and g.account in (account, ""))
-        scopes.append(_scope_view(run, provider, account, scope_anchor, views, scope_gaps, changes))
+        scopes.append(
+            _scope_view(
+                run,
+                provider,
+                account,
+                scope_anchor,
+                views,
+                scope_gaps,
+                changes,
+                reasons.for_scope(views),
+            )
+        )
 
-    ordered = tuple(vm_views[vm.key] for vm in run.vms)
+    ordered = tuple(vm_views[id(vm)] for vm in run.vms)
     lowest = tuple(sorted(ordered, key=_lowness)[:LOWEST_VMS])
     return ReportView(
         title="Confidential-computing evidence report",
@@ -439,7 +519,7 @@ class _Slugger:
         self.used: set[str] = set()
 
     def make(self, key: str) -> str:
-        base = re.sub(r"[^a-z0-9]+", "-", key.lower()).strip("-")[:80] or "x"
+        base = re.sub(r"[^a-z0-9]+", "-", key.lower()).strip("-")[:120] or "x"
         slug = base
         if slug in self.used:
             slug = f"{base}-{hashlib.sha256(key.encode('utf-8')).hexdigest()[:8]}"
@@ -488,6 +568,8 @@ def _gap_view(gap: Gap) -> GapView:
         message=gap.message,
         what=what,
         affects=gap.affects,
+        resource=gap.resource or "",
+        sections=tuple(gap.sections),
     )
 
 
@@ -541,7 +623,7 @@ def _change_party(text: str) -> Party | None:
         return None
 
 
-def _changes(vms: Sequence[VMResult], scope_anchor: str, first: int) -> tuple[Change, ...]:
+def _changes(vms: Sequence[VMResult], first: int) -> tuple[Change, ...]:
     """VMResult.gdpr.would_change of a scope, deduplicated, most widely applicable first."""
     counts: Counter[str] = Counter()
     for vm in vms:
@@ -560,6 +642,7 @@ def _changes(vms: Sequence[VMResult], scope_anchor: str, first: int) -> tuple[Ch
             Change(
                 number=first + i,
                 anchor=f"chg-{first + i}",
+                source=text,
                 party=party,
                 party_label=PARTY_LABEL[party] if party else "",
                 text=body,
@@ -577,11 +660,15 @@ def _vm_view(
     scope_anchor: str,
     changes: Mapping[str, Change],
     cache: dict[str, EvidenceView],
+    reasons: _Reasons,
 ) -> VMView:
     parties = []
     for party in Party:
         ps = vm.party_status.get(party)
         status = ps.status if ps else vm.parties.get(party, Status.UNDETERMINED)
+        reason = ps.reason if ps else ""
+        rules = tuple(ps.rules) if ps else ()
+        number = reasons.number((party, status, reason, rules))
         parties.append(
             PartyView(
                 party=party,
@@ -589,9 +676,12 @@ def _vm_view(
                 short=PARTY_SHORT[party],
                 status=status,
                 status_label=STATUS_LABEL[status],
-                reason=ps.reason if ps else "",
-                rules=tuple(ps.rules) if ps else (),
+                status_code=STATUS_CODE[status],
+                reason=reason,
+                rules=rules,
                 evidence=tuple(h[:12] for h in ps.evidence) if ps else (),
+                reason_number=number,
+                reason_anchor=f"r-{number}",
             )
         )
     sections: dict[str, list[str]] = {}
@@ -675,6 +765,7 @@ def _scope_view(
     vms: tuple[VMView, ...],
     gaps: tuple[GapView, ...],
     changes: tuple[Change, ...],
+    reasons: tuple[Reason, ...],
 ) -> ScopeView:
     title = _scope_title(provider, account)
     total = len(vms)
@@ -712,11 +803,10 @@ def _scope_view(
             use_counts[uc] += 1
     use_cases = tuple((f"Use Case {uc}", n) for uc, n in sorted(use_counts.items()))
     regions = sorted({v.region for v in vms})
-    places = []
-    for region in regions:
-        place = place_of(provider, region)
-        name = "" if place.name == region else f" {place.name}"
-        places.append(f"{region}{name} ({place.status})")
+    places = tuple(
+        (region, place.name, place.status)
+        for region, place in ((r, place_of(provider, r)) for r in regions)
+    )
     scope_rows = [s for s in run.coverage.scopes if s.provider == provider and s.account == account]
     unread = [s for s in scope_rows if s.status != "complete"]
     if any(g.affects == "scope" for g in gaps) or any(s.status == "failed" for s in scope_rows):
@@ -732,19 +822,6 @@ def _scope_view(
     answers_t = tuple((a, answers[a]) for a in ANSWER_ORDER)
     parent = PROVIDER_PARENT.get(provider, "unknown provider")
     articles = _articles(refs)
-    sentence = _sentence(
-        title,
-        total,
-        answers_t,
-        deciding,
-        attestation,
-        articles,
-        use_cases,
-        places,
-        parent,
-        coverage,
-        gaps,
-    )
     return ScopeView(
         provider=provider,
         cloud=CLOUD_NAME.get(provider, provider),
@@ -761,12 +838,16 @@ def _scope_view(
         articles=articles,
         use_cases=use_cases,
         references=refs,
-        regions=tuple(places),
+        regions=tuple(
+            region + ("" if name == region else f" {name}") + f" ({status})"
+            for region, name, status in places
+        ),
+        places=places,
         parent=parent,
         coverage=coverage,
         gaps=gaps,
         changes=changes,
-        sentence=sentence,
+        reasons=reasons,
     )
 
 
@@ -774,36 +855,30 @@ def _plural(n: int, word: str) -> str:
     return f"{n} {word}" if n == 1 else f"{n} {word}s"
 
 
-def _sentence(
-    title: str,
-    total: int,
-    answers: tuple[tuple[Answer, int], ...],
-    deciding: tuple[tuple[Party, str, int], ...],
-    attestation: tuple[tuple[Attestation, int], ...],
-    articles: tuple[str, ...],
-    use_cases: tuple[tuple[str, int], ...],
-    places: Sequence[str],
-    parent: str,
-    coverage: str,
-    gaps: tuple[GapView, ...],
-) -> str:
-    """The per-scope GDPR reading, in one sentence a compliance officer can quote."""
+def scope_sentence(s: ScopeView, ident: Callable[[str], str] = str) -> str:
+    """The per-scope GDPR reading, in one sentence a compliance officer can quote.
+
+    `ident` formats the cloud-supplied tokens (account id, region names, error codes): identity
+    for HTML (which escapes on output), a code span for Markdown.
+    """
+    title = f"{s.cloud} {SCOPE_NOUN.get(s.provider, 'account')} {ident(s.account)}"
+    total = s.total
     if not total:
-        calls = ", ".join(sorted({f"{g.call} {g.code}" for g in gaps})) or "no VM listed"
+        calls = ", ".join(sorted({ident(f"{g.call} {g.code}") for g in s.gaps})) or "no VM listed"
         return (
             f"{title}: provider can reach plaintext: undetermined, no VM of this scope could be "
-            f"read ({calls}); nothing is assumed about it; provider parent {parent}."
+            f"read ({calls}); nothing is assumed about it; provider parent {s.parent}."
         )
-    counted = [(a, n) for a, n in answers if n]
+    counted = [(a, n) for a, n in s.answers if n]
     phrase = ", ".join(
         f"{a.value} for {n} of {total} VMs" if i == 0 else f"{a.value} for {n}"
         for i, (a, n) in enumerate(counted)
     )
-    if deciding:
-        who = "deciding parties: " + ", ".join(f"{label} ({n})" for _, label, n in deciding)
+    if s.deciding:
+        who = "deciding parties: " + ", ".join(f"{label} ({n})" for _, label, n in s.deciding)
     else:
         who = "every provider-controlled party is excluded by owner-verified evidence"
-    graded = dict(attestation)
+    graded = dict(s.attestation)
     att = f"the owner (strong) for {graded.get(Attestation.OWNER, 0)} of {total}" + "".join(
         f", {words} for {graded[a]}"
         for a, words in (
@@ -813,19 +888,26 @@ def _sentence(
         )
         if graded.get(a)
     )
-    no = dict(answers).get(Answer.NO, 0)
-    law = "GDPR Art. " + ", ".join(articles) if articles else "GDPR Art. 5(1)(f), 25, 28, 32"
-    if use_cases:
+    no = dict(s.answers).get(Answer.NO, 0)
+    law = "GDPR Art. " + ", ".join(s.articles) if s.articles else "GDPR Art. 5(1)(f), 25, 28, 32"
+    if s.use_cases:
         law += " and EDPB Recommendations 01/2020 " + ", ".join(
-            f"{uc} ({_plural(n, 'VM')})" for uc, n in use_cases
+            f"{uc} ({_plural(n, 'VM')})" for uc, n in s.use_cases
         )
-    where = "; ".join(places) if places else "no region"
-    tail = "" if coverage == "complete" else f"; coverage {coverage} ({_plural(len(gaps), 'gap')})"
+    where = "; ".join(
+        ident(region) + ("" if name == region else f" {name}") + f" ({status})"
+        for region, name, status in s.places
+    )
+    tail = (
+        ""
+        if s.coverage == "complete"
+        else f"; coverage {s.coverage} ({_plural(len(s.gaps), 'gap')})"
+    )
     return (
         f"{title}: provider can reach plaintext: {phrase}; {who}; attestation verified by "
         f"{att} (C5:2026 OPS-33); provider access to data and "
         f"keys shut out by owner-verified evidence (C5:2026 OPS-32) for {no} of {total}; "
-        f"regions {where}, provider parent {parent}{tail}; evidence relevant to {law}."
+        f"regions {where or 'none'}, provider parent {s.parent}{tail}; evidence relevant to {law}."
     )
 
 
@@ -870,16 +952,20 @@ def _method(run: AuditRun) -> MethodView:
     error = ""
     try:
         store = gcp_vtpm_store()
+        with warnings.catch_warnings():
+            # Google's EK CA names exceed X.520 length limits; cryptography warns, we only print.
+            warnings.simplefilter("ignore", UserWarning)
+            pinned = store.fingerprints()
     except AnchorError as err:
         error = str(err)
     else:
-        root_subjects = {c.subject.rfc4514_string() for c in store.roots}
-        for subject, fp in store.fingerprints().items():
+        roots = {fingerprint(c) for c in store.roots}
+        for subject, fp in pinned.items():
             anchors.append(
                 AnchorRow(
                     store=store.name,
                     subject=subject,
-                    role="root" if subject in root_subjects else "intermediate",
+                    role="root" if fp in roots else "intermediate",
                     fingerprint=fp,
                 )
             )
