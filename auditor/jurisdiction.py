@@ -42,6 +42,37 @@ _AWS: dict[str, Place] = {
     "il-central-1": Place("Israel", "adequacy decision"),
 }
 
+_GCP: dict[str, Place] = {
+    "europe-west1": Place("Belgium", "EEA"),
+    "europe-west3": Place("Germany", "EEA"),
+    "europe-west4": Place("Netherlands", "EEA"),
+    "europe-west9": Place("France", "EEA"),
+    "europe-north1": Place("Finland", "EEA"),
+    "europe-southwest1": Place("Spain", "EEA"),
+    "europe-west8": Place("Italy", "EEA"),
+    "europe-west2": Place("United Kingdom", "adequacy decision"),
+    "europe-west6": Place("Switzerland", "adequacy decision"),
+    "asia-northeast1": Place("Japan", "adequacy decision"),
+}
+
+_AZURE: dict[str, Place] = {
+    "westeurope": Place("Netherlands", "EEA"),
+    "northeurope": Place("Ireland", "EEA"),
+    "germanywestcentral": Place("Germany", "EEA"),
+    "francecentral": Place("France", "EEA"),
+    "swedencentral": Place("Sweden", "EEA"),
+    "italynorth": Place("Italy", "EEA"),
+    "spaincentral": Place("Spain", "EEA"),
+    "switzerlandnorth": Place("Switzerland", "adequacy decision"),
+    "uksouth": Place("United Kingdom", "adequacy decision"),
+    "eastus": Place("United States (Virginia)", "third country"),
+    "eastus2": Place("United States (Virginia)", "third country"),
+    "westus": Place("United States (California)", "third country"),
+    "centralus": Place("United States (Iowa)", "third country"),
+}
+
+_BY_PROVIDER: dict[str, dict[str, Place]] = {"aws": _AWS, "gcp": _GCP, "azure": _AZURE}
+
 #: Region-name prefixes whose country we know when the exact region is not listed.
 _PREFIX: dict[str, Place] = {
     "us-": Place("United States", "third country"),
@@ -50,8 +81,9 @@ _PREFIX: dict[str, Place] = {
 
 
 def place_of(provider: str, region: str) -> Place:
-    if provider == "aws" and region in _AWS:
-        return _AWS[region]
+    known = _BY_PROVIDER.get(provider, {})
+    if region in known:
+        return known[region]
     for prefix, place in _PREFIX.items():
         if region.startswith(prefix):
             return place

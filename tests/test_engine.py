@@ -356,3 +356,21 @@ def test_sev_is_never_scored_like_snp() -> None:
     ids = {f.rule_id for f in sev.findings}
     assert "hypervisor.sev-without-integrity" in ids
     assert "hypervisor.snp-or-tdx-claimed" not in ids
+
+
+@pytest.mark.parametrize(
+    ("provider", "region", "status"),
+    [
+        ("aws", "eu-west-1", "EEA"),
+        ("aws", "us-east-2", "third country"),
+        ("gcp", "europe-west4", "EEA"),
+        ("gcp", "us-central1", "third country"),
+        ("azure", "westeurope", "EEA"),
+        ("azure", "uksouth", "adequacy decision"),
+        ("azure", "brazilsouth", "unknown"),
+    ],
+)
+def test_region_jurisdiction(provider: str, region: str, status: str) -> None:
+    from auditor.jurisdiction import place_of
+
+    assert place_of(provider, region).status == status
