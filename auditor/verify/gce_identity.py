@@ -17,6 +17,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
 from auditor.verify.anchors import TrustStore
+from auditor.verify.checks import Check, CheckedResult
 from auditor.verify.x509chain import verify_chain
 
 IDENTITY_OID = x509.ObjectIdentifier("1.3.6.1.4.1.11129.2.1.21")
@@ -112,37 +113,11 @@ def parse_identity(der: bytes) -> GceIdentity:
 
 
 @dataclass
-class Check:
-    name: str
-    ok: bool
-    reason: str
-
-    def as_dict(self) -> dict[str, Any]:
-        return {"name": self.name, "ok": self.ok, "reason": self.reason}
-
-
-@dataclass
-class EkResult:
+class EkResult(CheckedResult):
     """All checks on one EK certificate; `ok` only when every check passed."""
 
-    checks: list[Check] = field(default_factory=list)
     identity: GceIdentity | None = None
     root_fingerprint: str | None = None
-
-    @property
-    def ok(self) -> bool:
-        return bool(self.checks) and all(c.ok for c in self.checks)
-
-    def check(self, name: str) -> bool | None:
-        for c in self.checks:
-            if c.name == name:
-                return c.ok
-        return None
-
-    @property
-    def reason(self) -> str:
-        failed = [c.reason for c in self.checks if not c.ok]
-        return "; ".join(failed) if failed else "all checks passed"
 
 
 @dataclass(frozen=True)

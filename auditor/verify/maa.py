@@ -28,7 +28,7 @@ from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
 
-from auditor.verify.gce_identity import Check
+from auditor.verify.checks import Check, CheckedResult
 
 MAX_TOKEN = 64 * 1024
 # MAA signing certificates embed an SGX quote, so a JWKS with x5c chains is larger than usual.
@@ -51,31 +51,15 @@ class MaaPolicy:
 
 
 @dataclass
-class MaaResult:
+class MaaResult(CheckedResult):
     """All checks on one MAA token; `ok` only when every check passed.
 
     `claims` and `facts` are filled whenever the token parses, even if a check failed, so a
     report can show what an unverified token claimed; rules must only trust them when `ok`.
     """
 
-    checks: list[Check] = field(default_factory=list)
     claims: dict[str, Any] = field(default_factory=dict)
     facts: dict[str, Any] = field(default_factory=dict)
-
-    @property
-    def ok(self) -> bool:
-        return bool(self.checks) and all(c.ok for c in self.checks)
-
-    def check(self, name: str) -> bool | None:
-        for c in self.checks:
-            if c.name == name:
-                return c.ok
-        return None
-
-    @property
-    def reason(self) -> str:
-        failed = [c.reason for c in self.checks if not c.ok]
-        return "; ".join(failed) if failed else "all checks passed"
 
 
 # --- decoding helpers --------------------------------------------------------------------------
