@@ -162,8 +162,8 @@ class Evidence(_Model):
     @classmethod
     def from_json(cls, raw: Any, **kw: Any) -> Evidence:
         kw.setdefault("collected_at", utcnow())
-        clean = json.loads(canonical_json(raw))
-        return cls(raw=clean, sha256=hashlib.sha256(canonical_json(clean)).hexdigest(), **kw)
+        data = canonical_json(raw)  # canonical once: the stored JSON re-encodes to these bytes
+        return cls(raw=json.loads(data), sha256=hashlib.sha256(data).hexdigest(), **kw)
 
     @classmethod
     def from_bytes(cls, data: bytes, **kw: Any) -> Evidence:

@@ -22,6 +22,7 @@ from auditor.providers.base import (
     Plan,
     ScopeKey,
     ScopeResult,
+    collected_vm,
     make_gap,
     record_evidence,
 )
@@ -343,23 +344,7 @@ class AwsProvider:
             evidence["disks"] = disk_shas
             gaps.extend(disk_gaps)
 
-        if gaps:
-            doc["gaps"] = [{"call": g.call, "code": g.code, "message": g.message} for g in gaps]
-        return VM(
-            provider=PROVIDER,
-            account=account,
-            region=region,
-            zone=zone,
-            id=iid,
-            name=tags.get("Name"),
-            instance_type=itype,
-            technology=technology,
-            state=doc["state"],
-            disks=disks,
-            document=doc,
-            evidence=evidence,
-            gaps=gaps,
-        )
+        return collected_vm(doc, technology=technology, disks=disks, evidence=evidence, gaps=gaps)
 
 
 def _strip_meta(resp: dict[str, Any]) -> dict[str, Any]:

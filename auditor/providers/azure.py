@@ -21,6 +21,7 @@ from auditor.providers.base import (
     Plan,
     ScopeKey,
     ScopeResult,
+    collected_vm,
     make_gap,
     record_evidence,
 )
@@ -285,22 +286,8 @@ class AzureProvider:
         except CallFailed as failed:
             gaps.append(failed.gap)
 
-        if gaps:
-            doc["gaps"] = [{"call": g.call, "code": g.code, "message": g.message} for g in gaps]
-        return VM(
-            provider=PROVIDER,
-            account=sub,
-            region=region,
-            zone=doc.get("zone"),
-            id=vm_id,
-            name=name,
-            instance_type=size,
-            technology=technology,
-            state=doc["state"],
-            disks=model_disks,
-            document=doc,
-            evidence=evidence,
-            gaps=gaps,
+        return collected_vm(
+            doc, technology=technology, disks=model_disks, evidence=evidence, gaps=gaps
         )
 
 

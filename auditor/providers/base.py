@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from auditor.model import VM, Evidence, Gap, Source
+from auditor.model import VM, Disk, Evidence, Gap, Source, Technology
 from auditor.recording import EvidenceSink, jsonable
 
 
@@ -81,6 +81,35 @@ def make_gap(
         resource=resource,
         sections=list(sections),
         affects=affects,
+    )
+
+
+def collected_vm(
+    doc: dict[str, Any],
+    *,
+    technology: Technology,
+    disks: list[Disk],
+    evidence: dict[str, list[str]],
+    gaps: list[Gap],
+) -> VM:
+    """The VM record from its finished document: identity read from the document, and the
+    gaps written into it in the one shape rules see (`vm.gaps`), for every cloud alike."""
+    if gaps:
+        doc["gaps"] = [{"call": g.call, "code": g.code, "message": g.message} for g in gaps]
+    return VM(
+        provider=doc["provider"],
+        account=doc["account"],
+        region=doc["region"],
+        zone=doc.get("zone"),
+        id=doc["id"],
+        name=doc.get("name"),
+        instance_type=doc.get("instance_type"),
+        technology=technology,
+        state=doc.get("state"),
+        disks=disks,
+        document=doc,
+        evidence=evidence,
+        gaps=gaps,
     )
 
 

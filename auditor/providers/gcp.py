@@ -21,6 +21,7 @@ from auditor.providers.base import (
     Plan,
     ScopeKey,
     ScopeResult,
+    collected_vm,
     make_gap,
     record_evidence,
 )
@@ -432,23 +433,7 @@ class GcpProvider:
             ]
             doc["attestation"] = attestation_from_logs(entries)
             evidence["attestation"] = shas
-        if gaps:
-            doc["gaps"] = [{"call": g.call, "code": g.code, "message": g.message} for g in gaps]
-        return VM(
-            provider=PROVIDER,
-            account=project,
-            region=region,
-            zone=zone,
-            id=iid,
-            name=name,
-            instance_type=doc["instance_type"],
-            technology=technology,
-            state=doc["state"],
-            disks=disks,
-            document=doc,
-            evidence=evidence,
-            gaps=gaps,
-        )
+        return collected_vm(doc, technology=technology, disks=disks, evidence=evidence, gaps=gaps)
 
 
 def _reading_logging_client() -> Any:
