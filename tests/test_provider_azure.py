@@ -19,6 +19,8 @@ from auditor.rules.loader import load_packs
 from auditor.run import run_audit
 from auditor.verify.maa import load_jwks
 from auditor.verify.stage import VerifyOptions
+from tests.fakecloud.helpers import fixture as _fixture
+from tests.fakecloud.helpers import write_json as _write
 
 pytest.importorskip("azure.mgmt.compute")
 
@@ -27,16 +29,6 @@ SUB = "00000000-1111-2222-3333-444444444444"
 TOKEN_VMID = "d3fd4b09-37a3-40d5-8f2a-ea80762213cc"  # x-ms-azurevm-vmid of the FIXTURE token
 MAA_ISSUER = "https://sharedwus.wus.attest.azure.net"
 TOKEN_TIME = datetime(2022, 9, 8, 1, 0, tzinfo=UTC)  # inside the FIXTURE token's validity
-
-
-def _fixture(name: str) -> Any:
-    return json.loads((DATA / name).read_text())
-
-
-def _write(root: Path, rel: str, data: Any) -> None:
-    path = root / rel
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(data))
 
 
 def _replay(root: Path, sub: str = SUB) -> Path:

@@ -16,22 +16,13 @@ from auditor.model import AuditRun, Level, Party, Scope, Source, Status, Technol
 from auditor.providers.gcp import GcpProvider, attestation_from_logs, technology_of
 from auditor.rules.loader import load_packs
 from auditor.run import run_audit
+from tests.fakecloud.helpers import fixture as _fixture
+from tests.fakecloud.helpers import write_json as _write
 
 pytest.importorskip("google.cloud.compute_v1")
 
-DATA = Path(__file__).parent / "data" / "cloud"
 PROJECT = "cc-audit-demo"
 AS_OF = datetime(2025, 1, 20, tzinfo=UTC)
-
-
-def _fixture(name: str) -> Any:
-    return json.loads((DATA / name).read_text())
-
-
-def _write(root: Path, rel: str, data: Any) -> None:
-    path = root / rel
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(data))
 
 
 def _named(inst: dict[str, Any], name: str, iid: str, zone: str) -> dict[str, Any]:

@@ -15,7 +15,7 @@ INSTANCE = "i-0a1b2c3d4e5f67890"
 
 
 def fixture(name: str) -> Any:
-    """A copied AWS fixture (tests never read /work/shared)."""
+    """A copied cloud fixture from tests/data/cloud (tests never read ../shared)."""
     return json.loads((DATA / name).read_text(encoding="utf-8"))
 
 

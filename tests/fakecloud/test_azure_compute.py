@@ -31,24 +31,13 @@ from azure.core.exceptions import (
 from azure.core.pipeline.policies import BearerTokenCredentialPolicy
 from azure.mgmt.compute import ComputeManagementClient
 
-DATA = Path(__file__).resolve().parent.parent / "data" / "cloud"
+from tests.fakecloud.helpers import fixture, write_json
+
 SUB = "00000000-1111-2222-3333-444444444444"
 SUB2 = "11111111-2222-3333-4444-555555555555"
 RG = "cc-audit-rg"
 OTHER_RG = "Other-RG"
 SCOPE = "https://management.azure.com/.default"
-
-
-def fixture(name: str) -> Any:
-    """A copied Azure fixture (tests never read /work/shared)."""
-    return json.loads((DATA / name).read_text(encoding="utf-8"))
-
-
-def write_json(root: Path, relpath: str, data: Any) -> Path:
-    path = root / relpath
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(data), encoding="utf-8")
-    return path
 
 
 def placed(item: dict[str, Any], name: str, sub: str = SUB, rg: str = RG) -> dict[str, Any]:

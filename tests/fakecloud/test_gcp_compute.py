@@ -23,7 +23,8 @@ from google.api_core import exceptions, retry  # noqa: E402
 from google.api_core.client_options import ClientOptions  # noqa: E402
 from google.auth.credentials import AnonymousCredentials  # noqa: E402
 
-DATA = Path(__file__).resolve().parent.parent / "data" / "cloud"
+from tests.fakecloud.helpers import fixture, write_json  # noqa: E402
+
 API = "https://www.googleapis.com/compute/v1"
 PROJECT = "cc-audit-demo"
 SNP_ZONE = "us-central1-a"
@@ -39,17 +40,6 @@ LAYOUT = [
 EMPTY_ZONE = "us-east1-b"
 
 ClientFactory = Callable[[FakeCloud], Any]
-
-
-def fixture(name: str) -> Any:
-    return json.loads((DATA / name).read_text(encoding="utf-8"))
-
-
-def write_json(root: Path, relpath: str, data: Any) -> Path:
-    path = root / relpath
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(data), encoding="utf-8")
-    return path
 
 
 def placed(instance: dict[str, Any], zone: str, name: str) -> dict[str, Any]:

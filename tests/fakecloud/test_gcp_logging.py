@@ -23,23 +23,13 @@ gcl = pytest.importorskip("google.cloud.logging")
 from google.api_core import exceptions, retry  # noqa: E402
 from google.auth.credentials import AnonymousCredentials  # noqa: E402
 
-DATA = Path(__file__).resolve().parent.parent / "data" / "cloud"
+from tests.fakecloud.helpers import fixture, write_json  # noqa: E402
+
 PROJECT = "cc-audit-demo"
 INSTANCE_ID = "6524697943022743941"
 INTEGRITY = f"projects/{PROJECT}/logs/compute.googleapis.com%2Fshielded_vm_integrity"
 SYSLOG = f"projects/{PROJECT}/logs/syslog"
 WINDOW = 'timestamp>="2023-01-01T00:00:00Z" AND timestamp<"2026-01-01T00:00:00Z"'
-
-
-def fixture(name: str) -> Any:
-    return json.loads((DATA / name).read_text(encoding="utf-8"))
-
-
-def write_json(root: Path, relpath: str, data: Any) -> Path:
-    path = root / relpath
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(data), encoding="utf-8")
-    return path
 
 
 def entries(recent: bool = False) -> list[dict[str, Any]]:
