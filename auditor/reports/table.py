@@ -12,6 +12,7 @@ from rich.text import Text
 
 from auditor.assurance import LEVEL_MEANING
 from auditor.model import AuditRun, Level, Party, Status
+from auditor.reports.view import PARTY_SHORT
 
 STATUS_CODE: dict[Status, tuple[str, str]] = {
     Status.CAN_ACCESS: ("CAN", "bold red"),
@@ -26,17 +27,6 @@ LEVEL_STYLE: dict[Level, str] = {
     Level.L3: "green",
     Level.L4: "bold green",
 }
-PARTY_HEADER: dict[Party, str] = {
-    Party.CONTROL_PLANE: "ctrl",
-    Party.HYPERVISOR: "hyperv",
-    Party.FIRMWARE: "fw",
-    Party.ATTESTATION_SERVICE: "attest",
-    Party.VTPM: "vtpm",
-    Party.KEY_CUSTODIAN: "keys",
-    Party.GUEST_AGENTS: "agents",
-    Party.IMAGE_PUBLISHER: "image",
-    Party.CPU_VENDOR: "cpu",
-}
 
 
 def _vm_table(run: AuditRun) -> Table:
@@ -44,7 +34,7 @@ def _vm_table(run: AuditRun) -> Table:
     for col in ("cloud", "account", "region", "vm", "type", "tech", "level"):
         table.add_column(col, no_wrap=col in ("account", "vm", "level"))
     for party in Party:
-        table.add_column(PARTY_HEADER[party], justify="center")
+        table.add_column(PARTY_SHORT[party], justify="center")
     table.add_column("provider can read", justify="center")
     for vm in run.vms:
         label = vm.id if not vm.name else f"{vm.name}\n{vm.id}"
@@ -85,7 +75,7 @@ def _vm_table_compact(run: AuditRun) -> Table:
         label = "\n".join(x for x in lines if x)
         by_status: dict[Status, list[str]] = {}
         for party in Party:
-            by_status.setdefault(vm.parties[party], []).append(PARTY_HEADER[party])
+            by_status.setdefault(vm.parties[party], []).append(PARTY_SHORT[party])
         parts = Text()
         for status in (Status.CAN_ACCESS, Status.UNDETERMINED, Status.CLAIMED_EXCLUDED):
             if by_status.get(status):

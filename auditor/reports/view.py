@@ -55,7 +55,7 @@ PARTY_LABEL: dict[Party, str] = {
     Party.IMAGE_PUBLISHER: "image publisher",
     Party.CPU_VENDOR: "CPU vendor",
 }
-#: Short column headers for the matrix (the same as the terminal table's).
+#: Short party names: matrix columns here, and the terminal table's headers.
 PARTY_SHORT: dict[Party, str] = {
     Party.CONTROL_PLANE: "ctrl",
     Party.HYPERVISOR: "hyperv",
