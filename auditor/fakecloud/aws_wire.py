@@ -20,7 +20,6 @@ from __future__ import annotations
 import base64
 import binascii
 import functools
-import json
 import math
 import re
 import urllib.parse
@@ -30,6 +29,8 @@ from datetime import UTC, datetime
 from typing import Any
 
 import botocore.session
+
+from auditor.fakecloud.paging import decode_token, encode_token
 
 XML_CONTENT_TYPE = "text/xml;charset=UTF-8"
 _XML_DECL = '<?xml version="1.0" encoding="UTF-8"?>\n'
@@ -503,27 +504,12 @@ _TOKEN_PREFIX = "fc1."
 
 def encode_page_token(operation: str, offset: int) -> str:
     """An opaque NextToken carrying the offset of the next page."""
-    raw = json.dumps({"op": operation, "offset": offset}, separators=(",", ":")).encode()
-    return _TOKEN_PREFIX + base64.urlsafe_b64encode(raw).decode("ascii").rstrip("=")
+    return encode_token(_TOKEN_PREFIX, operation, offset)
 
 
 def decode_page_token(token: str, operation: str) -> int:
     """The offset in ``token``; :class:`QueryRequestError` for anything fakecloud did not issue."""
-    invalid = QueryRequestError("InvalidParameterValue", f"The token '{token[:80]}' is invalid.")
-    if not token.startswith(_TOKEN_PREFIX) or len(token) > 512:
-        raise invalid
-    body = token[len(_TOKEN_PREFIX) :]
-    try:
-        raw = base64.urlsafe_b64decode(body + "=" * (-len(body) % 4))
-        data = json.loads(raw)
-    except (binascii.Error, ValueError) as err:
-        raise invalid from err
-    if (
-        not isinstance(data, dict)
-        or data.get("op") != operation
-        or type(data.get("offset")) is not int
-        or data["offset"] < 0
-    ):
-        raise invalid
-    offset: int = data["offset"]
+    offset = decode_token(token, _TOKEN_PREFIX, operation)
+    if offset is None:
+        raise QueryRequestError("InvalidParameterValue", f"The token '{token[:80]}' is invalid.")
     return offset

@@ -82,12 +82,9 @@ Behaviour worth knowing (each mirrors ARM, or says plainly that fakecloud cannot
 
 from __future__ import annotations
 
-import base64
-import binascii
 import datetime as _dt
 import difflib
 import enum
-import hashlib
 import importlib
 import json
 import logging
@@ -102,9 +99,11 @@ from dataclasses import dataclass
 from typing import Any
 
 from auditor.fakecloud.faults import Fault
+from auditor.fakecloud.paging import decode_token, encode_token, request_digest
 from auditor.fakecloud.replay import (
     ERROR_FILE_SHAPE,
     LoadedJson,
+    PreparedCache,
     ReplayError,
     error_file_fields,
     is_safe_name,
@@ -197,39 +196,20 @@ def _bad_request(code: str, message: str) -> ArmError:
 _TOKEN_PREFIX = "fca1."
 
 
-def _digest(*parts: object) -> str:
-    return hashlib.sha256(json.dumps(parts).encode()).hexdigest()[:16]
-
-
 def encode_skiptoken(operation: str, scope: str, offset: int) -> str:
     """An opaque ``$skiptoken`` carrying the next offset, bound to the request's scope."""
-    raw = json.dumps({"op": operation, "scope": scope, "offset": offset}, separators=(",", ":"))
-    return _TOKEN_PREFIX + base64.urlsafe_b64encode(raw.encode()).decode("ascii").rstrip("=")
+    return encode_token(_TOKEN_PREFIX, operation, offset, scope)
 
 
 def decode_skiptoken(token: str, operation: str, scope: str) -> int:
     """The offset in ``token``; 400 ``InvalidSkipToken`` for anything fakecloud did not issue."""
-    bad = _bad_request(
-        "InvalidSkipToken",
-        f"The value '{token[:80]}' of the '$skiptoken' query parameter is not valid "
-        "for this request.",
-    )
-    if not token.startswith(_TOKEN_PREFIX) or len(token) > 512:
-        raise bad
-    body = token[len(_TOKEN_PREFIX) :]
-    try:
-        data = json.loads(base64.urlsafe_b64decode(body + "=" * (-len(body) % 4)))
-    except (binascii.Error, ValueError) as err:
-        raise bad from err
-    if (
-        not isinstance(data, dict)
-        or data.get("op") != operation
-        or data.get("scope") != scope
-        or type(data.get("offset")) is not int
-        or data["offset"] < 0
-    ):
-        raise bad
-    offset: int = data["offset"]
+    offset = decode_token(token, _TOKEN_PREFIX, operation, scope)
+    if offset is None:
+        raise _bad_request(
+            "InvalidSkipToken",
+            f"The value '{token[:80]}' of the '$skiptoken' query parameter is not valid "
+            "for this request.",
+        )
     return offset
 
 
@@ -506,8 +486,7 @@ class AzureHandler:
     def __init__(self, ctx: HandlerContext) -> None:
         self.ctx = ctx
         self.store = ctx.replay
-        self._lock = threading.Lock()
-        self._prepared: dict[tuple[str, str], tuple[tuple[int, int, int], Any]] = {}
+        self._prepared = PreparedCache()
 
     # ------------------------------------------------------------------ dispatch
     def matches(self, request: FakeRequest) -> bool:
@@ -619,7 +598,7 @@ class AzureHandler:
             loc = self._sku_location(params)
             if loc is not None:
                 items = [i for i in items if loc in i.locations]
-        scope = _digest(
+        scope = request_digest(
             sub.lower(), (route.resource_group or "").lower(), params.get("$filter", "")
         )
         page = self._page(request, params, route.operation, scope, [i.data for i in items])
@@ -682,17 +661,7 @@ class AzureHandler:
         self, doc: LoadedJson, kind: str, prepare: Callable[[LoadedJson], Any]
     ) -> Any:
         """``prepare(doc)`` (validation + indexing), cached until the file changes."""
-        key = (str(doc.path), kind)
-        with self._lock:
-            hit = self._prepared.get(key)
-            if hit is not None and hit[0] == doc.stamp:
-                return hit[1]
-        value = prepare(doc)
-        with self._lock:
-            if len(self._prepared) > 1024:
-                self._prepared.clear()
-            self._prepared[key] = (doc.stamp, value)
-        return value
+        return self._prepared.get(doc, kind, prepare)
 
     def _items(self, coll: _Collection, sub: str) -> list[_Item]:
         doc = self._load("azure", sub, coll.stem)
@@ -744,7 +713,7 @@ class AzureHandler:
             return fault
         self._raise_error_file("azure", "subscriptions")
         subs = [self._subscription_doc(s) for s in self._subscription_folders()]
-        return self._ok(self._page(request, params, OP_SUBS_LIST, _digest(), subs), seen)
+        return self._ok(self._page(request, params, OP_SUBS_LIST, request_digest(), subs), seen)
 
     # ------------------------------------------------------------------ queries
     def _check_filter(self, route: _Route, params: Mapping[str, str]) -> None:

@@ -58,9 +58,6 @@ Behaviour worth knowing (each mirrors Google, or says plainly that fakecloud can
 
 from __future__ import annotations
 
-import base64
-import binascii
-import hashlib
 import importlib
 import json
 import logging
@@ -73,9 +70,11 @@ from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
 
 from auditor.fakecloud.faults import Fault
+from auditor.fakecloud.paging import decode_token, encode_token, request_digest
 from auditor.fakecloud.replay import (
     ERROR_FILE_SHAPE,
     LoadedJson,
+    PreparedCache,
     ReplayError,
     error_file_fields,
     is_safe_name,
@@ -339,34 +338,16 @@ def _balanced(text: str) -> bool:
 _TOKEN_PREFIX = "fcg1."
 
 
-def _digest(*parts: object) -> str:
-    return hashlib.sha256(json.dumps(parts).encode()).hexdigest()[:16]
-
-
 def encode_page_token(operation: str, scope: str, offset: int) -> str:
     """An opaque token carrying the next offset, bound to the request's ``scope`` digest."""
-    raw = json.dumps({"op": operation, "scope": scope, "offset": offset}, separators=(",", ":"))
-    return _TOKEN_PREFIX + base64.urlsafe_b64encode(raw.encode()).decode("ascii").rstrip("=")
+    return encode_token(_TOKEN_PREFIX, operation, offset, scope)
 
 
 def decode_page_token(token: str, operation: str, scope: str, error: GcpError) -> int:
     """The offset in ``token``; ``error`` for anything this request would not have issued."""
-    if not token.startswith(_TOKEN_PREFIX) or len(token) > 512:
+    offset = decode_token(token, _TOKEN_PREFIX, operation, scope)
+    if offset is None:
         raise error
-    body = token[len(_TOKEN_PREFIX) :]
-    try:
-        data = json.loads(base64.urlsafe_b64decode(body + "=" * (-len(body) % 4)))
-    except (binascii.Error, ValueError) as err:
-        raise error from err
-    if (
-        not isinstance(data, dict)
-        or data.get("op") != operation
-        or data.get("scope") != scope
-        or type(data.get("offset")) is not int
-        or data["offset"] < 0
-    ):
-        raise error
-    offset: int = data["offset"]
     return offset
 
 
@@ -508,8 +489,7 @@ class GcpHandler:
     def __init__(self, ctx: HandlerContext) -> None:
         self.ctx = ctx
         self.store = ctx.replay
-        self._lock = threading.Lock()
-        self._prepared: dict[tuple[str, str], tuple[tuple[int, int, int], Any]] = {}
+        self._prepared = PreparedCache()
 
     # ------------------------------------------------------------------ dispatch
     def matches(self, request: FakeRequest) -> bool:
@@ -608,17 +588,7 @@ class GcpHandler:
         self, doc: LoadedJson, kind: str, prepare: Callable[[LoadedJson], Any]
     ) -> Any:
         """``prepare(doc)`` (validation + indexing), cached until the file changes."""
-        key = (str(doc.path), kind)
-        with self._lock:
-            hit = self._prepared.get(key)
-            if hit is not None and hit[0] == doc.stamp:
-                return hit[1]
-        value = prepare(doc)
-        with self._lock:
-            if len(self._prepared) > 1024:
-                self._prepared.clear()
-            self._prepared[key] = (doc.stamp, value)
-        return value
+        return self._prepared.get(doc, kind, prepare)
 
     def _project(self, raw: str, seen: _Seen, permission: str, logging_api: bool) -> str:
         project = urllib.parse.unquote(raw)
@@ -744,7 +714,7 @@ class GcpHandler:
     def _aggregated(
         self, project: str, agg: _Aggregated, params: Mapping[str, str]
     ) -> dict[str, Any]:
-        scope = _digest(project)
+        scope = request_digest(project)
         offset, size = self._page_window(params, OP_AGGREGATED, scope, len(agg.flat))
         page = agg.flat[offset : offset + size]
         by_scope: dict[str, list[Mapping[str, Any]]] = {}
@@ -774,7 +744,7 @@ class GcpHandler:
         instances: list[Mapping[str, Any]],
         params: Mapping[str, str],
     ) -> dict[str, Any]:
-        scope = _digest(project, zone)
+        scope = request_digest(project, zone)
         offset, size = self._page_window(params, OP_LIST, scope, len(instances))
         out: dict[str, Any] = {
             "kind": "compute#instanceList",
@@ -832,7 +802,7 @@ class GcpHandler:
         )
         matching = [(ts, e) for ts, e in entries if predicate(e, ts)]
         matching.sort(key=lambda pair: pair[0], reverse=order == "timestamp desc")
-        scope = _digest(project, flt, order)
+        scope = request_digest(project, flt, order)
         token = _string_field(body, "pageToken")
         offset = 0
         if token:

@@ -14,6 +14,7 @@ import os
 import re
 import threading
 from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -182,3 +183,30 @@ class ReplayStore:
             ) from err
         except (ValueError, RecursionError) as err:
             raise ReplayFileError(f"{rel}: malformed JSON: {err}", path) from err
+
+
+class PreparedCache:
+    """Replay files parsed, validated and indexed once, reused until the file changes.
+
+    Shared by the cloud handlers: `prepare(doc)` runs again only when the file's stamp (inode,
+    size, mtime) differs; the cache is bounded and cleared when full.
+    """
+
+    MAX_ENTRIES = 1024
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._entries: dict[tuple[str, str], tuple[tuple[int, int, int], Any]] = {}
+
+    def get(self, doc: LoadedJson, kind: str, prepare: Callable[[LoadedJson], Any]) -> Any:
+        key = (str(doc.path), kind)
+        with self._lock:
+            hit = self._entries.get(key)
+            if hit is not None and hit[0] == doc.stamp:
+                return hit[1]
+        value = prepare(doc)
+        with self._lock:
+            if len(self._entries) > self.MAX_ENTRIES:
+                self._entries.clear()
+            self._entries[key] = (doc.stamp, value)
+        return value
