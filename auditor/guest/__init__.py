@@ -1,0 +1,1 @@
+"""Inside-the-VM side of cc-auditor: the evidence collector (standard library + cryptography only)."""

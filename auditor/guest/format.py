@@ -1,0 +1,83 @@
+"""The guest evidence file: what `ccaudit guest collect` writes and `ccaudit scan --guest-evidence`
+reads. Shared by both sides, so it imports nothing beyond the standard library.
+
+One JSON object, every blob base64 (standard alphabet, padded):
+
+```
+{
+  "format": "ccaudit-guest-evidence/1",
+  "collector_version": "0.1.0",
+  "collected_at": "2026-12-01T08:00:00Z",
+  "nonce": "<64 hex: the 32-byte challenge from `ccaudit guest challenge`>",
+  "vm": {"provider": "aws|gcp|azure|unknown", "id": "<the cloud's VM id>",
+         "identity_source": "aws-instance-identity-document|gcp-identity-token|azure-imds-attested|none",
+         "identity_document": "<b64, as the metadata service returned it>"},
+  "report_data": "<128 hex: SHA-512(nonce || identity), see binding_report_data>",
+  "tee": {"provider": "sev_guest|tdx_guest", "generation": <int>,
+          "outblob": "<b64 SNP report or TDX quote>", "auxblob": "<b64 cert table, may be absent>"},
+  "tpm": {"event_log": "<b64 binary_bios_measurements>"},
+  "ccel": {"table": "<b64 ACPI CCEL table>", "data": "<b64 CCEL event log>"},
+  "disk_encryption": {"root_device": "<dm-N or block device of />", "devices":
+         [{"name": "dm-0", "uuid": "CRYPT-LUKS2-...", "type": "LUKS2", "holds_root": true}]},
+  "kernel_cmdline": "<text>",
+  "key_release": "<compact JWS from the owner's key broker, optional>",
+  "errors": [{"source": "<what was read>", "message": "<why it is missing>"}]
+}
+```
+
+Sections the guest could not read are absent and named in `errors`; absence is never success.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from typing import Any
+
+FORMAT = "ccaudit-guest-evidence/1"
+MAX_FILE_BYTES = 16 * 1024 * 1024
+NONCE_BYTES = 32
+PROVIDERS = ("aws", "gcp", "azure", "unknown")
+
+_HEX64 = re.compile(r"^[0-9a-f]{64}$")
+
+
+class GuestEvidenceError(ValueError):
+    """The file is not a guest evidence file this version can read (format, size, fields)."""
+
+
+def identity_string(provider: str, vm_id: str) -> str:
+    """The VM identity bound into REPORT_DATA: `<provider>:<vm id>` (Azure vmId lower-case)."""
+    return f"{provider.lower()}:{vm_id.strip().lower() if provider == 'azure' else vm_id.strip()}"
+
+
+def binding_report_data(nonce: bytes, identity: str) -> bytes:
+    """REPORT_DATA the guest must request: SHA-512(nonce || UTF-8 identity), all 64 bytes."""
+    return hashlib.sha512(nonce + identity.encode("utf-8")).digest()
+
+
+def parse_evidence_file(data: bytes) -> dict[str, Any]:
+    """Validate the envelope of an evidence file (not its blobs: verifiers judge those)."""
+    if len(data) > MAX_FILE_BYTES:
+        raise GuestEvidenceError(f"larger than {MAX_FILE_BYTES} bytes")
+    try:
+        doc = json.loads(data)
+    except (UnicodeDecodeError, ValueError) as err:
+        raise GuestEvidenceError(f"not JSON: {err}") from err
+    if not isinstance(doc, dict):
+        raise GuestEvidenceError("not a JSON object")
+    if doc.get("format") != FORMAT:
+        raise GuestEvidenceError(f"format is {doc.get('format')!r}, expected {FORMAT!r}")
+    nonce = doc.get("nonce")
+    if not isinstance(nonce, str) or not _HEX64.match(nonce):
+        raise GuestEvidenceError("nonce must be 64 lower-case hex characters")
+    vm = doc.get("vm")
+    if not isinstance(vm, dict) or not isinstance(vm.get("id"), str) or not vm["id"]:
+        raise GuestEvidenceError("vm.id is missing")
+    if vm.get("provider") not in PROVIDERS:
+        raise GuestEvidenceError(f"vm.provider must be one of {', '.join(PROVIDERS)}")
+    for key in ("tee", "tpm", "ccel", "disk_encryption"):
+        if key in doc and doc[key] is not None and not isinstance(doc[key], dict):
+            raise GuestEvidenceError(f"{key} must be an object")
+    return doc
