@@ -33,6 +33,7 @@ LEVEL_REQUIREMENTS: dict[Level, tuple[tuple[Party, tuple[Status, ...]], ...]] = 
     ),
     Level.L4: (
         (Party.FIRMWARE, (Status.EXCLUDED,)),
+        (Party.CONTROL_PLANE, (Status.EXCLUDED,)),
         (Party.KEY_CUSTODIAN, (Status.EXCLUDED,)),
     ),
 }
@@ -43,8 +44,8 @@ LEVEL_MEANING: dict[Level, str] = {
     Level.L2: "hardware attestation exists but is verified by the provider's service or log",
     Level.L3: "the owner verified the raw hardware evidence: hypervisor and attestation "
     "service excluded; firmware or key custody still the provider's",
-    Level.L4: "owner-verified hardware evidence, endorsed firmware, debug and provider "
-    "migration off, current TCB, data keys outside the provider",
+    Level.L4: "owner-verified hardware evidence, endorsed firmware and launch, debug and "
+    "provider migration off, current TCB, data keys outside the provider",
 }
 
 

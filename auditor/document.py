@@ -27,7 +27,8 @@ SECTIONS: dict[str, str] = {
     "tpm_supported, boot_modes, hypervisor}",
     "boot": "{mode (legacy-bios | uefi | uefi-preferred), current_mode, secure_boot}",
     "tpm": "{present, version, implemented_by, ek: {present, source, certificate, "
-    "chain_verified, identity_match, verified, reason}}",
+    "chain_verified, identity_match, verified, reason}, event_log: {present, parsed, events, "
+    "secure_boot}}",
     "image": "{id, name, owner_id, owner_alias, owned_by_account, boot_mode, tpm_support}",
     "disks": "list of {id, device, boot, encrypted, custody, kms_key}",
     "metadata_service": "{enabled, tokens_required, hop_limit}",
@@ -35,8 +36,15 @@ SECTIONS: dict[str, str] = {
     "agents": "provider code in the guest: {vm_agent, extension_operations_allowed, "
     "extensions: [{name, publisher, type}], run_command}",
     "migration": "{live_migration, provider_controlled}: who can move the VM between hosts",
-    "hardware": "owner-verified hardware evidence (SNP report, TDX quote): set by guest evidence",
-    "guest": "guest-side facts collected inside the VM (disk encryption, agents)",
+    "hardware": "hardware report from guest evidence, verified by this tool: {present, "
+    "technology, authentic (vendor-signed, chain to pinned roots), bound (REPORT_DATA = this "
+    "audit's nonce and VM identity), fresh, verified (all three), trust_anchor, demo_anchor, "
+    "signer, product, debug, migrate_ma, smt, vmpl, measurement, measurement_matched (only "
+    "when references are given), measurement_reference, endorsement_verified, reported_tcb, "
+    "committed_tcb, tcb_below_minimum, tcb_bulletins, tcb_summary, caveat, reason}",
+    "guest": "guest-side facts from the evidence file: {evidence_file, disk_encryption: "
+    "{root_encrypted, devices}, key_release: {present, verified, broker, jurisdiction, "
+    "reason}, kernel_cmdline, collection_errors}",
     "attestation": "what the provider's attestation service or logs say: {provider_verdict: "
     "none | passed | failed, source, launch: {integrity_passed, debug_enabled, ...}, boot}",
     "gaps": "list of {call, code, message}: evidence the scan could not collect for this VM",

@@ -64,6 +64,9 @@ class Rule(BaseModel):
     party: Party
     effect: Status
     when: str = Field(min_length=1)
+    #: Optional CEL expression giving a string that says what matched (e.g. the bulletins a
+    #: TCB is below); appended to the finding's reason.
+    detail: str | None = None
     providers: list[str] | None = None
     severity: Severity = Severity.MEDIUM
     rationale: str = Field(min_length=3)
@@ -123,6 +126,16 @@ class PartyDefault(BaseModel):
         return " ".join(v.split())
 
 
+class ReferenceMeasurement(BaseModel):
+    """A launch measurement the owner expects (SNP MEASUREMENT or TDX MRTD), named."""
+
+    model_config = ConfigDict(extra="forbid")
+    name: str = Field(min_length=1)
+    technology: str = Field(default="SEV_SNP", pattern="^(SEV_SNP|TDX)$")
+    measurement: str = Field(pattern="^[0-9a-fA-F]{96}$")
+    source: str = ""
+
+
 class PackFile(BaseModel):
     """The YAML file as written."""
 
@@ -132,6 +145,7 @@ class PackFile(BaseModel):
     description: str = ""
     parties: dict[Party, PartyDefault] = Field(default_factory=dict)
     disable: list[str] = Field(default_factory=list)
+    reference_measurements: list[ReferenceMeasurement] = Field(default_factory=list)
     rules: list[Rule] = Field(default_factory=list)
 
     @field_validator("version", mode="before")
@@ -146,6 +160,7 @@ class CompiledRule:
     program: Any
     sections: tuple[str, ...]
     pack: str
+    detail_program: Any = None
 
 
 @dataclass(frozen=True)
@@ -171,7 +186,13 @@ def compile_rule(rule: Rule, path: str, pack: str) -> CompiledRule:
         program = cel.compile(rule.when)
     except Exception as err:  # the CEL binding raises ValueError with the position
         raise RulePackError(path, _format_cel_error(err), rule.id) from err
-    sections = referenced_sections(rule.when)
+    detail_program = None
+    if rule.detail:
+        try:
+            detail_program = cel.compile(rule.detail)
+        except Exception as err:
+            raise RulePackError(path, "detail: " + _format_cel_error(err), rule.id) from err
+    sections = referenced_sections(rule.when + " " + (rule.detail or ""))
     unknown = [s for s in sections if s not in SECTIONS]
     if unknown:
         raise RulePackError(
@@ -179,7 +200,13 @@ def compile_rule(rule: Rule, path: str, pack: str) -> CompiledRule:
             f"condition reads unknown field vm.{unknown[0]} (known: {', '.join(sorted(SECTIONS))})",
             rule.id,
         )
-    return CompiledRule(rule=rule, program=program, sections=tuple(sections), pack=pack)
+    return CompiledRule(
+        rule=rule,
+        program=program,
+        sections=tuple(sections),
+        pack=pack,
+        detail_program=detail_program,
+    )
 
 
 def _pydantic_message(err: ValidationError, data: Any) -> tuple[str, str | None]:

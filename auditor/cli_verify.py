@@ -1,0 +1,313 @@
+"""`ccaudit verify ...`: check one piece of hardware evidence by hand, for investigators.
+
+Reads a report or quote in whatever encoding it comes (raw, hex, base64), runs the same verifier
+the scan uses, and prints every check with its reason. Exit codes: 0 the evidence verifies, 1 it
+does not, 2 the input is unusable (truncated, unknown format, unreadable file) with a one-line
+reason and no traceback.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from enum import StrEnum
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from auditor.verify.blobs import decode_blob
+from auditor.verify.checks import Check
+from auditor.verify.errors import EvidenceFormatError
+from auditor.verify.options import HardwareOptionError, build_evidence_options, parse_reference
+
+verify_app = typer.Typer(
+    no_args_is_help=True,
+    help="Verify one SEV-SNP report, TDX quote or guest evidence file yourself, offline.",
+)
+MAX_INPUT = 16 * 1024 * 1024
+#: Checks that judge what the evidence says (policy), not whether it is genuine and bound.
+_POLICY = frozenset(
+    {
+        "policy_debug",
+        "policy_migrate_ma",
+        "tcb_minimum",
+        "td_debug",
+        "tcb_status",
+        "vmpl",
+    }
+)
+
+
+class OutputFormat(StrEnum):
+    text = "text"
+    json = "json"
+
+
+class _Unusable(Exception):
+    """Input the verifier cannot read: exit 2 with this one-line message."""
+
+
+def _read(path: Path, what: str) -> bytes:
+    try:
+        if path.stat().st_size > MAX_INPUT:
+            raise _Unusable(f"{path}: larger than {MAX_INPUT} bytes, not {what}")
+        return path.read_bytes()
+    except OSError as err:
+        raise _Unusable(f"{path}: cannot read {what}: {err.strerror or err}") from err
+
+
+def _at(value: str | None) -> datetime | None:
+    if value is None:
+        return datetime.now(UTC)
+    if value == "none":
+        return None
+    try:
+        moment = datetime.fromisoformat(value)
+    except ValueError as err:
+        raise _Unusable(f"--at {value!r}: not an ISO 8601 time (or 'none')") from err
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+
+
+def _hex(value: str | None, size: int, flag: str) -> bytes | None:
+    if value is None:
+        return None
+    try:
+        data = bytes.fromhex(value)
+    except ValueError as err:
+        raise _Unusable(f"{flag}: not hex") from err
+    if len(data) != size:
+        raise _Unusable(f"{flag}: expected {size} bytes, got {len(data)}")
+    return data
+
+
+def _valid(checks: Sequence[Check], authentic: bool) -> bool:
+    """Genuine, and every binding the user asked for holds; policy checks are reported apart."""
+    asked = [c for c in checks if c.name.split(".")[-1] not in _POLICY]
+    return authentic and all(c.ok for c in asked)
+
+
+def _emit(
+    fmt: OutputFormat,
+    kind: str,
+    valid: bool,
+    checks: Sequence[Check],
+    facts: dict[str, Any],
+    summary: str = "",
+) -> None:
+    if fmt is OutputFormat.json:
+        doc = {
+            "kind": kind,
+            "valid": valid,
+            "policy_ok": all(c.ok for c in checks),
+            "checks": [c.as_dict() for c in checks],
+            **facts,
+        }
+        if summary:
+            doc["summary"] = summary
+        typer.echo(json.dumps(doc, indent=2, sort_keys=False, default=str))
+        return
+    console = Console()
+    verdict = "[green]VERIFIES[/green]" if valid else "[red]DOES NOT VERIFY[/red]"
+    console.print(f"{kind}: {verdict}" + (f" - {summary}" if summary else ""))
+    table = Table(show_header=True, header_style="bold")
+    table.add_column("check")
+    table.add_column("ok")
+    table.add_column("reason", overflow="fold")
+    for c in checks:
+        table.add_row(c.name, "[green]yes[/green]" if c.ok else "[red]no[/red]", c.reason)
+    console.print(table)
+    for key in ("version", "product", "signer", "measurement", "report_data", "chip_id", "mrtd"):
+        if facts.get(key) not in (None, ""):
+            console.print(f"{key}: {facts[key]}")
+    for key in ("policy", "reported_tcb", "committed_tcb", "td_attributes", "tcb_status"):
+        if facts.get(key) not in (None, {}, ""):
+            console.print(f"{key}: {json.dumps(facts[key], default=str)}")
+
+
+def _run(action: Any) -> None:
+    try:
+        code = action()
+    except (_Unusable, EvidenceFormatError, HardwareOptionError) as err:
+        typer.echo(f"error: {err}", err=True)
+        raise typer.Exit(2) from None
+    raise typer.Exit(code)
+
+
+@verify_app.command("snp")
+def verify_snp_cmd(
+    report: Annotated[Path, typer.Argument(help="SEV-SNP report: raw binary, hex or base64.")],
+    cert: Annotated[
+        Path | None, typer.Option("--cert", help="VCEK or VLEK certificate (PEM or DER).")
+    ] = None,
+    chain: Annotated[
+        Path | None,
+        typer.Option("--chain", help="PEM bundle with ASK/ASVK and ARK (checked against pins)."),
+    ] = None,
+    auxblob: Annotated[
+        Path | None,
+        typer.Option("--auxblob", help="Extended-report certificate table (configfs auxblob)."),
+    ] = None,
+    report_data: Annotated[
+        str | None, typer.Option("--report-data", help="Expected REPORT_DATA, 128 hex.")
+    ] = None,
+    measurement: Annotated[
+        list[str] | None,
+        typer.Option("--measurement", help="Reference launch measurement NAME=HEX (repeatable)."),
+    ] = None,
+    tcb_table: Annotated[
+        Path | None, typer.Option("--tcb-table", help="Own minimum-TCB table (YAML).")
+    ] = None,
+    at: Annotated[
+        str | None,
+        typer.Option("--at", help="Judge certificate validity at this ISO time; 'none' skips."),
+    ] = None,
+    offline: Annotated[
+        bool, typer.Option("--offline", help="Never fetch the VCEK from AMD KDS.")
+    ] = False,
+    output: Annotated[OutputFormat, typer.Option("--format")] = OutputFormat.text,
+) -> None:
+    """Verify a SEV-SNP report: signature, VCEK/VLEK chain to pinned AMD roots, TCB, policy."""
+
+    def action() -> int:
+        from auditor.verify.snp import SnpOptions, verify_snp
+
+        data, _ = decode_blob(_read(report, "an SNP report"), expect_min=0x4A0)
+        refs = [parse_reference(m) for m in measurement or []]
+        opts = build_evidence_options(tcb_table=tcb_table)
+        result = verify_snp(
+            data,
+            cert=_read(cert, "a certificate") if cert else None,
+            chain=_read(chain, "a PEM chain") if chain else (),
+            auxblob=decode_blob(_read(auxblob, "a cert table"))[0] if auxblob else None,
+            options=SnpOptions(
+                at=_at(at),
+                expected_report_data=_hex(report_data, 64, "--report-data"),
+                reference_measurements=refs,
+                tcb_minimums=opts.tcb_table,
+                offline=offline,
+            ),
+        )
+        parse = result.check("parse")
+        if parse is False:
+            raise _Unusable(result.reason)
+        valid = _valid(result.checks, result.authentic)
+        _emit(output, "sev-snp report", valid, result.checks, dict(result.facts))
+        return 0 if valid else 1
+
+    _run(action)
+
+
+@verify_app.command("tdx")
+def verify_tdx_cmd(
+    quote: Annotated[Path, typer.Argument(help="TDX quote v4: raw binary, hex or base64.")],
+    collateral: Annotated[
+        Path | None,
+        typer.Option("--collateral", help="Directory with TCB Info, QE Identity, CRLs."),
+    ] = None,
+    report_data: Annotated[
+        str | None, typer.Option("--report-data", help="Expected REPORTDATA, 128 hex.")
+    ] = None,
+    mrtd: Annotated[
+        list[str] | None, typer.Option("--mrtd", help="Reference MRTD NAME=HEX (repeatable).")
+    ] = None,
+    ccel: Annotated[
+        Path | None,
+        typer.Option("--ccel", help="CCEL event log (ACPI data/CCEL) to replay into RTMRs."),
+    ] = None,
+    at: Annotated[
+        str | None,
+        typer.Option("--at", help="Judge certificate validity at this ISO time; 'none' skips."),
+    ] = None,
+    output: Annotated[OutputFormat, typer.Option("--format")] = OutputFormat.text,
+) -> None:
+    """Verify a TDX quote: PCK chain to the pinned Intel root, QE and quote signatures, TCB."""
+
+    def action() -> int:
+        from auditor.verify.tdx import TdxOptions, verify_tdx
+
+        data, _ = decode_blob(_read(quote, "a TDX quote"), expect_min=0x278)
+        opts = build_evidence_options(tdx_collateral=collateral)
+        result = verify_tdx(
+            data,
+            TdxOptions(
+                at=_at(at),
+                collateral=opts.tdx_collateral,
+                expected_report_data=_hex(report_data, 64, "--report-data"),
+                reference_mrtd=[parse_reference(m) for m in mrtd or []],
+                ccel_data=_read(ccel, "a CCEL log") if ccel else None,
+            ),
+        )
+        if result.check("parse") is False:
+            raise _Unusable(result.reason)
+        valid = _valid(result.checks, result.authentic)
+        _emit(output, "tdx quote", valid, result.checks, dict(result.facts))
+        return 0 if valid else 1
+
+    _run(action)
+
+
+@verify_app.command("evidence")
+def verify_evidence_cmd(
+    file: Annotated[Path, typer.Argument(help="Evidence file from `ccaudit guest collect`.")],
+    state: Annotated[
+        Path | None,
+        typer.Option("--state", help="Audit state directory holding issued nonces."),
+    ] = None,
+    measurement: Annotated[
+        list[str] | None,
+        typer.Option("--measurement", help="Reference launch measurement NAME=HEX (repeatable)."),
+    ] = None,
+    key_broker_key: Annotated[
+        list[Path] | None,
+        typer.Option("--key-broker-key", help="PEM public key of your key broker (repeatable)."),
+    ] = None,
+    endorsement_root: Annotated[
+        Path | None, typer.Option("--endorsement-root", help="GCE endorsement root (PEM).")
+    ] = None,
+    at: Annotated[
+        str | None,
+        typer.Option("--at", help="Judge certificate validity at this ISO time; 'none' skips."),
+    ] = None,
+    output: Annotated[OutputFormat, typer.Option("--format")] = OutputFormat.text,
+) -> None:
+    """Verify a guest evidence file: the hardware report, its binding to nonce and VM, the rest."""
+
+    def action() -> int:
+        from auditor.guest.format import GuestEvidenceError, parse_evidence_file
+        from auditor.verify.evidence import verify_guest_evidence
+
+        raw = _read(file, "an evidence file")
+        try:
+            doc = parse_evidence_file(raw)
+        except GuestEvidenceError as err:
+            raise _Unusable(f"{file}: {err}") from err
+        opts = build_evidence_options(
+            reference_measurements=measurement or [],
+            key_broker_keys=key_broker_key or [],
+            endorsement_root=endorsement_root,
+            offline=True,
+        )
+        opts.at = _at(at)
+        if state is not None:
+            import hashlib
+
+            from auditor.guest.nonces import STORE_FILE, NonceStore
+
+            store = NonceStore(state / STORE_FILE)
+            digest = hashlib.sha256(raw).hexdigest()
+            vm_id = str(doc["vm"]["id"])
+            opts.nonce_check = lambda nonce: store.check(nonce, vm_id, digest)
+        result = verify_guest_evidence(doc, opts)
+        hardware = result.hardware
+        valid = bool(hardware.get("authentic") and hardware.get("bound"))
+        if state is not None:
+            valid = valid and result.check("nonce") is True
+        facts = {"vm": doc.get("vm", {}).get("id"), "hardware": hardware, "guest": result.guest}
+        _emit(output, "guest evidence", valid, result.checks, facts, result.summary)
+        return 0 if valid else 1
+
+    _run(action)

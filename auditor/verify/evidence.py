@@ -1,0 +1,391 @@
+"""One guest evidence file, verified as a whole: the hardware report, its binding, the rest.
+
+A guest evidence file (auditor/guest/format.py) carries a SEV-SNP report or a TDX quote, the
+certificates that came with it, the vTPM or CCEL event log, disk-encryption state and perhaps a
+key-release receipt. This module runs each verifier on its part and adds what none of them can
+judge alone: is the report *bound* to this VM and this audit (REPORT_DATA = SHA-512(nonce ||
+identity)), is the nonce fresh, does the file name the VM it was attached to. The result is one
+list of checks (for `ccaudit verify evidence` and the bundle) and the facts rules read
+(`vm.hardware`, `vm.guest`, `vm.tpm.event_log`).
+
+Only a report that is authentic, bound and fresh is `verified`; an authentic report that is not
+bound is "genuine, not bound to this VM" and raises nothing.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from cryptography import x509
+
+from auditor.guest.format import binding_report_data, identity_string
+from auditor.verify.checks import Check, CheckedResult
+from auditor.verify.errors import EvidenceFormatError
+from auditor.verify.key_release import BrokerKey, verify_key_release
+
+#: Named next to every verdict that rests on the demo fleet's self-made AMD chain.
+DEMO_CAVEAT = "demo trust anchor, not AMD"
+TECH_BY_TSM = {"sev_guest": "SEV_SNP", "tdx_guest": "TDX"}
+NonceCheck = Callable[[str], tuple[bool, str]]
+
+
+@dataclass
+class EvidenceOptions:
+    """What the owner trusts and expects when judging guest evidence."""
+
+    at: datetime | None = None
+    amd_trust: Any = None  # auditor.verify.snp.AmdTrust; None = AMD's pinned roots
+    reference_measurements: Sequence[tuple[str, str]] = ()
+    tcb_table: Any = None  # auditor.verify.snp.TcbTable; None = the shipped table
+    offline: bool = True
+    cache_dir: Path | None = None
+    tdx_collateral: Any = None  # auditor.verify.tdx.TdxCollateral
+    key_broker_keys: Sequence[BrokerKey] = ()
+    endorsement_root: x509.Certificate | None = None  # GCE firmware endorsement root
+    nonce_check: NonceCheck | None = None
+
+
+@dataclass
+class GuestEvidenceResult(CheckedResult):
+    """Every check, plus the document facts the verify stage writes for rules."""
+
+    technology: str | None = None
+    hardware: dict[str, Any] = field(default_factory=dict)
+    guest: dict[str, Any] = field(default_factory=dict)
+    event_log: dict[str, Any] = field(default_factory=dict)
+    summary: str = ""
+
+
+def _b64(doc: Mapping[str, Any], *path: str) -> bytes | None:
+    node: Any = doc
+    for key in path:
+        if not isinstance(node, Mapping) or key not in node:
+            return None
+        node = node[key]
+    if not isinstance(node, str) or not node:
+        return None
+    try:
+        return base64.b64decode(node, validate=True)
+    except (binascii.Error, ValueError) as err:
+        raise EvidenceFormatError(f"{'.'.join(path)} is not base64: {err}") from err
+
+
+def _prefixed(prefix: str, checks: Sequence[Check]) -> list[Check]:
+    return [Check(f"{prefix}.{c.name}", c.ok, c.reason) for c in checks]
+
+
+def verify_guest_evidence(
+    doc: Mapping[str, Any],
+    options: EvidenceOptions | None = None,
+    expected_vm: tuple[str, str] | None = None,
+) -> GuestEvidenceResult:
+    """Verify a parsed evidence file; `expected_vm` = (provider, id) of the VM it is attached to."""
+    opts = options or EvidenceOptions()
+    result = GuestEvidenceResult()
+    vm = doc.get("vm") or {}
+    provider = str(vm.get("provider", "unknown"))
+    vm_id = str(vm.get("id", ""))
+    if expected_vm is not None:
+        want = identity_string(*expected_vm)
+        got = identity_string(provider, vm_id)
+        result.checks.append(
+            Check(
+                "identity",
+                want == got,
+                f"the file names {got}" + ("" if want == got else f", attached to {want}"),
+            )
+        )
+        provider, vm_id = expected_vm
+    identity = identity_string(provider, vm_id)
+    nonce_hex = str(doc.get("nonce", ""))
+    fresh: bool | None = None
+    if opts.nonce_check is not None:
+        fresh, why = opts.nonce_check(nonce_hex)
+        result.checks.append(Check("nonce", fresh, why))
+    binding = binding_report_data(bytes.fromhex(nonce_hex), identity)
+
+    tee = doc.get("tee") if isinstance(doc.get("tee"), Mapping) else None
+    hardware: dict[str, Any] = {"present": False}
+    if tee is not None:
+        hardware = _verify_tee(tee, binding, opts, result)
+    else:
+        result.checks.append(
+            Check("tee", False, "no SEV-SNP report or TDX quote in the file (see its errors)")
+        )
+    if fresh is not None:
+        hardware["fresh"] = fresh
+    if hardware.get("present"):
+        hardware["verified"] = bool(
+            hardware.get("authentic")
+            and hardware.get("bound")
+            and fresh is not False
+            and result.check("identity") is not False
+        )
+        hardware["reason"] = _summary(hardware, result)
+        result.summary = hardware["reason"]
+    else:
+        hardware.update(authentic=False, bound=False, verified=False)
+        result.summary = hardware["reason"] = "no usable hardware report in the evidence file"
+    result.hardware = hardware
+    result.event_log = _event_log(doc, result)
+    result.guest = _guest_facts(doc, identity, binding.hex(), opts, result)
+    return result
+
+
+def _verify_tee(
+    tee: Mapping[str, Any], binding: bytes, opts: EvidenceOptions, result: GuestEvidenceResult
+) -> dict[str, Any]:
+    kind = str(tee.get("provider", ""))
+    blob = _b64(tee, "outblob")
+    aux = _b64(tee, "auxblob")
+    if blob is None:
+        result.checks.append(Check("tee", False, f"tee.outblob is missing ({kind or '?'})"))
+        return {"present": False}
+    technology = TECH_BY_TSM.get(kind)
+    if technology is None:
+        result.checks.append(Check("tee", False, f"unknown configfs-tsm provider {kind!r}"))
+        return {"present": False}
+    result.technology = technology
+    if technology == "SEV_SNP":
+        return _verify_snp(blob, aux, binding, opts, result)
+    return _verify_tdx(blob, binding, opts, result)
+
+
+def _verify_snp(
+    blob: bytes, aux: bytes | None, binding: bytes, opts: EvidenceOptions, r: GuestEvidenceResult
+) -> dict[str, Any]:
+    from auditor.verify.snp import SnpOptions, verify_snp
+
+    snp = verify_snp(
+        blob,
+        auxblob=aux,
+        options=SnpOptions(
+            at=opts.at,
+            trust=opts.amd_trust,
+            expected_report_data=binding,
+            reference_measurements=opts.reference_measurements,
+            tcb_minimums=opts.tcb_table,
+            offline=opts.offline,
+            cache_dir=opts.cache_dir,
+        ),
+    )
+    r.checks.extend(_prefixed("snp", snp.checks))
+    facts = dict(snp.facts)
+    policy = facts.get("policy") or {}
+    tcb = facts.get("tcb_minimum") or {}
+    anchor = str(facts.get("trust_anchor") or "")
+    hardware: dict[str, Any] = {
+        "present": True,
+        "technology": "SEV_SNP",
+        "authentic": bool(snp.authentic),
+        "bound": snp.check("report_data") is True,
+        "trust_anchor": anchor,
+        "demo_anchor": anchor == DEMO_CAVEAT,
+        "signer": facts.get("signer"),
+        "product": facts.get("product"),
+        "debug": policy.get("debug"),
+        "migrate_ma": policy.get("migrate_ma"),
+        "smt": policy.get("smt"),
+        "vmpl": facts.get("vmpl"),
+        "measurement": facts.get("measurement"),
+        "reported_tcb": facts.get("reported_tcb"),
+        "committed_tcb": facts.get("committed_tcb"),
+        "firmware": facts.get("firmware"),
+        "tcb_below_minimum": tcb.get("ok") is False if tcb else None,
+        "tcb_bulletins": sorted({str(b.get("bulletin")) for b in tcb.get("below", [])}),
+        "tcb_summary": _tcb_summary(tcb.get("below", [])),
+        "csp_id": facts.get("csp_id"),
+    }
+    _measurement_facts(hardware, snp.check("measurement"), facts.get("measurement_match"))
+    if aux is not None and snp.report is not None:
+        _endorsement(aux, snp.report.measurement, opts, r, hardware)
+    if hardware["demo_anchor"]:
+        hardware["caveat"] = DEMO_CAVEAT
+    return {k: v for k, v in hardware.items() if v is not None}
+
+
+def _verify_tdx(
+    blob: bytes, binding: bytes, opts: EvidenceOptions, r: GuestEvidenceResult
+) -> dict[str, Any]:
+    from auditor.verify.tdx import TdxOptions, verify_tdx
+
+    tdx = verify_tdx(
+        blob,
+        TdxOptions(
+            at=opts.at,
+            collateral=opts.tdx_collateral,
+            expected_report_data=binding,
+            reference_mrtd=opts.reference_measurements,
+        ),
+    )
+    r.checks.extend(_prefixed("tdx", tdx.checks))
+    facts = dict(tdx.facts)
+    attrs = facts.get("td_attributes") or {}
+    hardware: dict[str, Any] = {
+        "present": True,
+        "technology": "TDX",
+        "authentic": bool(tdx.authentic),
+        "bound": tdx.check("report_data") is True,
+        "trust_anchor": facts.get("trust_anchor"),
+        "demo_anchor": False,
+        "signer": "pck",
+        "debug": attrs.get("debug"),
+        "migrate_ma": False,
+        "measurement": facts.get("mrtd"),
+        "rtmr": facts.get("rtmr"),
+        "tcb_status": facts.get("tcb_status"),
+        "tcb_below_minimum": (
+            tdx.check("tcb_status") is False if tdx.check("tcb_status") is not None else None
+        ),
+        "tcb_bulletins": [],
+    }
+    _measurement_facts(hardware, tdx.check("mrtd"), facts.get("mrtd_match"))
+    return {k: v for k, v in hardware.items() if v is not None}
+
+
+def _endorsement(
+    aux: bytes,
+    measurement: bytes,
+    opts: EvidenceOptions,
+    r: GuestEvidenceResult,
+    hardware: dict[str, Any],
+) -> None:
+    """GCE delivers a signed firmware endorsement in the SNP cert table: check it if present."""
+    from auditor.verify.gce_endorsement import endorsement_from_auxblob, verify_launch_endorsement
+
+    try:
+        data = endorsement_from_auxblob(aux)
+    except EvidenceFormatError as err:
+        r.checks.append(Check("endorsement", False, f"cert table unreadable: {err}"))
+        return
+    if data is None:
+        return
+    if opts.endorsement_root is None:
+        r.checks.append(
+            Check(
+                "endorsement",
+                False,
+                "a GCE firmware endorsement is present but no endorsement root was given "
+                "(--endorsement-root)",
+            )
+        )
+        hardware["endorsement_verified"] = False
+        return
+    endorsed = verify_launch_endorsement(
+        data, opts.endorsement_root, measurement=measurement, at=opts.at
+    )
+    r.checks.extend(_prefixed("endorsement", endorsed.checks))
+    hardware["endorsement_verified"] = endorsed.ok
+
+
+def _tcb_summary(below: Sequence[Mapping[str, Any]]) -> str | None:
+    """'microcode 68 < 219 (AMD-SB-3019, CVE-2024-56161); ...' for findings to quote."""
+    parts = [
+        f"{b.get('component')} {b.get('reported')} < {b.get('minimum')} "
+        f"({b.get('bulletin')}{', ' + str(b['cve']) if b.get('cve') else ''})"
+        for b in below
+    ]
+    return "; ".join(parts) or None
+
+
+def _measurement_facts(hardware: dict[str, Any], ok: bool | None, name: Any) -> None:
+    """`measurement_matched` only exists when the owner gave references: absent = not judged."""
+    if ok is None:
+        return
+    hardware["measurement_matched"] = ok
+    if ok and name:
+        hardware["measurement_reference"] = str(name)
+
+
+def _summary(hardware: Mapping[str, Any], result: GuestEvidenceResult) -> str:
+    vendor = "Intel-signed" if hardware.get("technology") == "TDX" else "AMD-signed"
+    caveat = f" ({DEMO_CAVEAT})" if hardware.get("demo_anchor") else ""
+    if not hardware.get("authentic"):
+        failed = [c for c in result.checks if not c.ok and c.name.split(".")[0] in ("snp", "tdx")]
+        why = failed[0].reason if failed else "verification failed"
+        return f"hardware report does not verify: {why}"
+    if not hardware.get("bound"):
+        return (
+            f"genuine {vendor} report{caveat}, not bound to this VM (REPORT_DATA is not "
+            "this audit's nonce and VM identity)"
+        )
+    if hardware.get("fresh") is False:
+        return f"genuine {vendor} report{caveat}, bound to this VM, but the nonce is stale"
+    if result.check("identity") is False:
+        return f"genuine {vendor} report{caveat} for another VM"
+    return f"genuine {vendor} report{caveat}, bound to this VM and this audit's nonce"
+
+
+def _event_log(doc: Mapping[str, Any], result: GuestEvidenceResult) -> dict[str, Any]:
+    data = _b64(doc, "tpm", "event_log")
+    if data is None:
+        return {}
+    from auditor.verify.eventlog import parse_event_log, secure_boot_state
+
+    try:
+        log = parse_event_log(data)
+    except EvidenceFormatError as err:
+        result.checks.append(Check("event_log", False, f"vTPM event log unreadable: {err}"))
+        return {"present": True, "parsed": False}
+    result.checks.append(Check("event_log", True, f"{len(log.events)} events parsed"))
+    facts: dict[str, Any] = {"present": True, "parsed": True, "events": len(log.events)}
+    state = secure_boot_state(log)
+    if state.get("secure_boot") is not None:
+        facts["secure_boot"] = state["secure_boot"]
+    return facts
+
+
+def _guest_facts(
+    doc: Mapping[str, Any],
+    identity: str,
+    report_data_hex: str,
+    opts: EvidenceOptions,
+    result: GuestEvidenceResult,
+) -> dict[str, Any]:
+    guest: dict[str, Any] = {"evidence_file": True}
+    disk = doc.get("disk_encryption")
+    if isinstance(disk, Mapping):
+        devices = [d for d in disk.get("devices") or [] if isinstance(d, Mapping)]
+        luks = [d for d in devices if str(d.get("type", "")).upper().startswith("LUKS")]
+        guest["disk_encryption"] = {
+            "root_encrypted": any(bool(d.get("holds_root")) for d in luks),
+            "devices": [
+                {"name": str(d.get("name", "")), "type": str(d.get("type", ""))} for d in devices
+            ],
+        }
+    cmdline = doc.get("kernel_cmdline")
+    if isinstance(cmdline, str):
+        guest["kernel_cmdline"] = cmdline[:4096]
+    receipt = doc.get("key_release")
+    if isinstance(receipt, str) and receipt:
+        kr = verify_key_release(receipt, opts.key_broker_keys, identity, report_data_hex)
+        result.checks.extend(kr.checks)
+        guest["key_release"] = {
+            "present": True,
+            "verified": kr.ok,
+            "broker": str(kr.claims.get("iss", "")),
+            "jurisdiction": str(kr.claims.get("jurisdiction", "")),
+            "reason": kr.reason,
+        }
+    errors = doc.get("errors")
+    if isinstance(errors, list) and errors:
+        guest["collection_errors"] = [
+            f"{e.get('source', '?')}: {e.get('message', '')}"
+            for e in errors[:20]
+            if isinstance(e, Mapping)
+        ]
+    return guest
+
+
+def load_endorsement_root(path: Path) -> x509.Certificate:
+    """A user-supplied GCE firmware endorsement root (no public copy is pinned yet)."""
+    try:
+        return x509.load_pem_x509_certificate(path.read_bytes())
+    except (OSError, ValueError) as err:
+        raise EvidenceFormatError(f"endorsement root {path}: {err}") from err
