@@ -1,7 +1,9 @@
 """cc-auditor: who can still read the data on a confidential VM.
 
-The public surface is small: `scan` and `load_run`, and the model classes. Everything else is
-internal and free to change.
+The public surface is small: `scan`, `load_run` and `diff`, and the model classes. Everything
+else is internal and free to change. `scan` and `load_run` return an `auditor.notebook.Run`: the
+`AuditRun` (as `.model`) with pandas DataFrames `vms`, `parties`, `findings`, `evidence` and
+rich HTML for notebooks; `auditor.api` has the same functions returning the `AuditRun` itself.
 
 Names are resolved lazily (PEP 562) so that `auditor.guest`, the collector that runs inside a VM
 with only the standard library and `cryptography`, can be imported without pydantic, the cloud
@@ -16,7 +18,8 @@ from typing import TYPE_CHECKING, Any
 from auditor._version import __version__
 
 if TYPE_CHECKING:
-    from auditor.api import ScanError, load_run, scan
+    from auditor.api import ScanError
+    from auditor.drift import RunDiff
     from auditor.model import (
         VM,
         Answer,
@@ -32,11 +35,16 @@ if TYPE_CHECKING:
         Technology,
         VMResult,
     )
+    from auditor.notebook import Run, RunVM, diff, load_run, scan
 
 _LAZY: dict[str, str] = {
     "ScanError": "auditor.api",
-    "load_run": "auditor.api",
-    "scan": "auditor.api",
+    "load_run": "auditor.notebook",
+    "scan": "auditor.notebook",
+    "diff": "auditor.notebook",
+    "Run": "auditor.notebook",
+    "RunVM": "auditor.notebook",
+    "RunDiff": "auditor.drift",
     **{
         name: "auditor.model"
         for name in (
@@ -77,12 +85,16 @@ __all__ = [
     "Level",
     "Party",
     "PartyStatus",
+    "Run",
+    "RunDiff",
+    "RunVM",
     "ScanError",
     "Source",
     "Status",
     "Technology",
     "VMResult",
     "__version__",
+    "diff",
     "load_run",
     "scan",
 ]

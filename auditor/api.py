@@ -7,24 +7,33 @@
 from __future__ import annotations
 
 import contextlib
+import inspect
 import json
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from datetime import datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 from auditor.collect import ProgressListener
+from auditor.config import Config, ConfigError, load_config
+from auditor.drift import RunDiff, diff_runs
 from auditor.engine import Engine
+from auditor.guest.nonces import STORE_FILE as NONCE_FILE
+from auditor.guest.nonces import NonceStore, default_state_dir
 from auditor.model import AuditRun, Scope
 from auditor.providers.aws import AwsProvider, AwsTarget
 from auditor.providers.azure import AzureProvider
 from auditor.providers.base import Provider
 from auditor.providers.gcp import GcpProvider
 from auditor.rules.loader import load_packs
-from auditor.run import RAW_DIR, REPLAY_META, load_run, run_audit
+from auditor.run import RAW_DIR, REPLAY_META, new_run_id, run_audit
+from auditor.shard import ShardError, parse_shard
+from auditor.store import RunStore, StoreError
 from auditor.verify.maa import load_jwks
+from auditor.verify.options import HardwareOptionError, build_evidence_options
 from auditor.verify.stage import VerifyOptions
 
-__all__ = ["ScanError", "load_run", "replay_root", "scan"]
+__all__ = ["ScanError", "diff", "load_run", "replay_root", "scan"]
 
 SUPPORTED_PROVIDERS = ("aws", "gcp", "azure")
 #: Where a run keeps the MAA signing keys it verified with, so `reverify` needs no network.
@@ -135,6 +144,33 @@ def _verify_options(
     return VerifyOptions(maa_issuers=pinned, maa_jwks=jwks, fetch_online=fetch)
 
 
+def _hardware_options(
+    verify_options: VerifyOptions,
+    engine: Engine,
+    *,
+    nonce_state: str | Path | None,
+    demo_trust_anchor: str | Path | None,
+    **given: Any,
+) -> None:
+    """Guest-evidence trust: references (packs, then flags), keys, roots, and the nonce store."""
+    pack_refs = [
+        (ref.name, ref.measurement.lower())
+        for pack in engine.packs
+        for ref in pack.spec.reference_measurements
+    ]
+    state = Path(nonce_state) if nonce_state is not None else default_state_dir()
+    try:
+        verify_options.evidence = build_evidence_options(
+            pack_references=pack_refs,
+            cache_dir=state / "cache",
+            demo_trust_anchor=demo_trust_anchor,
+            **given,
+        )
+    except HardwareOptionError as err:
+        raise ScanError(str(err)) from err
+    verify_options.nonce_store = NonceStore(state / NONCE_FILE)
+
+
 def recorded_at(root: Path) -> datetime | None:
     """When a replay was recorded (its replay.json), so time windows replay the same way."""
     meta = root / REPLAY_META
@@ -186,19 +222,58 @@ def scan(
     maa_issuers: Sequence[str] = (),
     maa_jwks: str | Path | None = None,
     maa_fetch_keys: bool = False,
+    shard: str | None = None,
+    nonce_state: str | Path | None = None,
+    reference_measurements: Sequence[str | Mapping[str, Any] | tuple[str, str]] = (),
+    tcb_table: str | Path | None = None,
+    key_broker_keys: Sequence[str | Path] = (),
+    endorsement_root: str | Path | None = None,
+    tdx_collateral: str | Path | None = None,
+    offline: bool = False,
+    demo_trust_anchor: str | Path | None = None,
+    config: str | Path | Config | None = None,
+    store: str | Path | RunStore | None = None,
 ) -> AuditRun:
     """Audit one or more clouds (live, at `endpoint_url`, or a `replay` directory).
 
     `provider`: "aws", "gcp", "azure", a list of them, or None (a replay's clouds; live: aws).
     Raises `ScanError` for unusable options and `auditor.rules.RulePackError` for a bad pack,
-    both before any cloud call is made.
+    both before any cloud call is made. `shard="K/N"` reads only shard K of N of the scopes
+    (auditor.shard); `ccaudit merge` combines the shard runs. Interrupted, it raises
+    `auditor.run.ScanInterrupted` carrying the partial run (also written to `run_dir`).
+
+    `config`: a `ccaudit.yaml` (path or `auditor.config.Config`); every option it sets applies
+    unless given here. `store`: keep the run in this run store (`runs/<run-id>/`, sealed with a
+    manifest and indexed) unless `run_dir` says where.
     """
+    if config is not None:
+        return scan(**_with_config(dict(locals())))
+    run_store = _store(store)
+    if run_store is not None and run_dir is None:
+        run_id = run_id or new_run_id()
+        run_dir = run_store.run_dir(run_id)
     if replay is not None and endpoint_url is not None:
         raise ScanError("--replay and --endpoint-url are exclusive: replay starts its own endpoint")
     if log_window_days < 1:
         raise ScanError("--log-window must be at least 1 day")
+    try:
+        slice_ = parse_shard(shard) if shard is not None else None
+    except ShardError as err:
+        raise ScanError(str(err)) from err
     engine = Engine(load_packs(list(rules)))
     verify_options = _verify_options(maa_issuers, maa_jwks, maa_fetch_keys)
+    _hardware_options(
+        verify_options,
+        engine,
+        nonce_state=nonce_state,
+        reference_measurements=reference_measurements,
+        tcb_table=tcb_table,
+        key_broker_keys=key_broker_keys,
+        endorsement_root=endorsement_root,
+        tdx_collateral=tdx_collateral,
+        offline=offline or replay is not None,
+        demo_trust_anchor=demo_trust_anchor,
+    )
     guest_dir = Path(guest_evidence) if guest_evidence is not None else None
     if guest_dir is not None and not guest_dir.is_dir():
         raise ScanError(f"--guest-evidence {guest_dir} is not a directory")
@@ -214,6 +289,11 @@ def scan(
         log_window_days=log_window_days if "gcp" in names else None,
         maa_issuers=list(verify_options.maa_issuers),
         maa_jwks=MAA_JWKS_COLLATERAL if verify_options.maa_jwks is not None else None,
+        shard=slice_.label if slice_ is not None else None,
+        reference_measurements=[
+            {"name": n, "measurement": m} for n, m in verify_options.evidence.reference_measurements
+        ],
+        demo_trust_anchor=demo_trust_anchor is not None,
     )
     with _endpoint(root, endpoint_url) as endpoint:
         built: list[Provider] = []
@@ -234,5 +314,57 @@ def scan(
             as_of=as_of,
             guest_evidence=guest_dir,
             verify_options=verify_options,
+            shard=slice_,
         )
+    if run_store is not None and run_dir is not None:
+        from auditor.bundle import BundleError, write_manifest
+
+        try:
+            write_manifest(Path(run_dir), run)
+            run_store.add(run, Path(run_dir))
+        except (BundleError, StoreError, OSError) as err:
+            raise ScanError(f"cannot keep run {run.run_id} in {run_store.root}: {err}") from err
     return run
+
+
+def _store(store: str | Path | RunStore | None) -> RunStore | None:
+    if store is None or isinstance(store, RunStore):
+        return store
+    return RunStore(store)
+
+
+def _with_config(args: dict[str, Any]) -> dict[str, Any]:
+    """`scan` arguments with a config's values filled in where the caller left the default."""
+    config = args.pop("config")
+    try:
+        cfg = config if isinstance(config, Config) else load_config(config)
+    except ConfigError as err:
+        raise ScanError(str(err)) from err
+    defaults = {n: p.default for n, p in inspect.signature(scan).parameters.items()}
+    for name, value in cfg.scan_options().items():
+        given = args.get(name, defaults[name])
+        unset = given is None or (isinstance(given, list | tuple) and not given)
+        if unset or given == defaults[name]:
+            args[name] = value
+    if args.get("store") is None and cfg.store is not None:
+        args["store"] = cfg.path(cfg.store)
+    return args
+
+
+def load_run(path_or_id: str | Path, store: str | Path | RunStore | None = None) -> AuditRun:
+    """A stored run: a run directory (or its result.json), a run id in the store, or `latest`.
+
+    `store`: the run store that resolves ids (default: $CCAUDIT_HOME or ~/.local/share/ccaudit).
+    Raises `auditor.store.StoreError` when nothing matches.
+    """
+    return (_store(store) or RunStore()).load(path_or_id)
+
+
+def diff(
+    a: AuditRun | str | Path,
+    b: AuditRun | str | Path,
+    store: str | Path | RunStore | None = None,
+) -> RunDiff:
+    """What changed from baseline `a` to run `b` (runs, run directories or run ids)."""
+    runs = [r if isinstance(r, AuditRun) else load_run(r, store) for r in (a, b)]
+    return diff_runs(runs[0], runs[1])

@@ -1,27 +1,35 @@
 """`ccaudit`: the command line. A thin layer over `auditor.api`, with progress and exit codes.
 
-Exit codes: 0 done and nothing below the threshold; 1 a VM below `--fail-below`; 2 usage or
-configuration error; 3 collection incomplete (gaps listed). When 1 and 3 both apply: 1.
+Exit codes: 0 done and no policy gate failed; 1 a gate failed (`--fail-below`,
+`--fail-on-regression`, `--max-undetermined`); 2 usage or configuration error; 3 collection
+incomplete (gaps listed). When 1 and 3 both apply: 1.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import shutil
+import signal
 import sys
+import tempfile
+import threading
 import time
+from collections.abc import Iterator
 from enum import StrEnum
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any, NoReturn
 
 import typer
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from auditor import reports
+from auditor import cli_history, reports
 from auditor._version import __version__
 from auditor.api import ScanError, scan
+from auditor.cli_guest import guest_app
+from auditor.cli_verify import measure_app, verify_app
 from auditor.collect import ProgressListener
 from auditor.document import SECTIONS
 from auditor.engine import Engine
@@ -44,8 +52,9 @@ CPU vendor) cc-auditor decides CAN_ACCESS, CLAIMED_EXCLUDED (the provider says s
 EXCLUDED (owner-verified hardware evidence) or UNDETERMINED (evidence missing), and an
 assurance level L0..L4.
 
-Exit codes: 0 ok; 1 a VM below --fail-below; 2 usage/configuration error;
-3 collection incomplete (the gaps are listed). 1 wins over 3.
+Exit codes: 0 ok; 1 a policy gate failed (--fail-below, --fail-on-regression,
+--max-undetermined); 2 usage/configuration error; 3 collection incomplete (the gaps are
+listed). 1 wins over 3.
 """
 
 app = typer.Typer(help=HELP, no_args_is_help=True, add_completion=False, rich_markup_mode=None)
@@ -57,6 +66,10 @@ app.add_typer(rules_app, name="rules")
 app.add_typer(fake_app, name="fakecloud")
 app.add_typer(keys_app, name="keys")
 app.add_typer(bundle_app, name="bundle")
+app.add_typer(guest_app, name="guest")
+app.add_typer(verify_app, name="verify")
+app.add_typer(measure_app, name="measure")
+cli_history.register(app)  # `diff`, `history`
 
 err_console = Console(stderr=True)
 
@@ -237,6 +250,8 @@ def _run_scan(
     run_dir: Path | None,
     concurrency: int,
     run_id: str | None = None,
+    shard: str | None = None,
+    hardware: dict[str, Any] | None = None,
 ) -> AuditRun:
     try:
         with _CliProgress(err_console) as progress:
@@ -258,9 +273,65 @@ def _run_scan(
                 concurrency=concurrency,
                 progress=progress,
                 run_id=run_id,
+                shard=shard,
+                **(hardware or {}),
             )
     except (ScanError, RulePackError) as err:
         raise _fail(str(err)) from err
+
+
+#: Exit status of an interrupted scan: 128 + the signal (130 for SIGINT, 143 for SIGTERM).
+INTERRUPT_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+
+@contextlib.contextmanager
+def _interruptible() -> Iterator[list[int]]:
+    """SIGINT and SIGTERM raise KeyboardInterrupt in the scan (main thread only), so that the
+    partial run is written and marked interrupted instead of the process dying mid-write."""
+    received: list[int] = []
+    if threading.current_thread() is not threading.main_thread():
+        yield received
+        return
+
+    def handler(signum: int, frame: object) -> None:
+        received.append(signum)
+        raise KeyboardInterrupt
+
+    previous = {sig: signal.signal(sig, handler) for sig in INTERRUPT_SIGNALS}
+    try:
+        yield received
+    finally:
+        for sig, old in previous.items():
+            signal.signal(sig, old)
+
+
+def _interrupted(
+    stop: KeyboardInterrupt, target: Path | None, signing_key: Path | None, received: list[int]
+) -> NoReturn:
+    """Seal the partial run (it says `interrupted`), explain, exit 128 + signal."""
+    from auditor.run import ScanInterrupted
+
+    code = 128 + (received[0] if received else int(signal.SIGINT))
+    if isinstance(stop, ScanInterrupted):
+        run = stop.run
+        if target is not None:
+            _seal(target, run, signing_key)
+        unread = sum(1 for c in run.coverage.scopes if c.status == "interrupted")
+        err_console.print(
+            f"[yellow]interrupted:[/] {len(run.vms)} VMs from the scopes already read were "
+            f"evaluated; {unread} scope(s) not read are listed as gaps"
+            + (f"; partial run saved in {target} (coverage.interrupted = true)" if target else ""),
+            highlight=False,
+            soft_wrap=True,
+        )
+    else:
+        err_console.print(
+            "[yellow]interrupted[/] before the run was written"
+            + (f"; {target} is marked INCOMPLETE" if target else ""),
+            highlight=False,
+            soft_wrap=True,
+        )
+    raise typer.Exit(code)
 
 
 @app.command("scan")
@@ -324,8 +395,10 @@ def scan_cmd(
         Path | None,
         typer.Option(
             metavar="DIR",
-            help="Evidence collected inside the VMs (Azure MAA tokens *.jwt), attached to the "
-            "VMs they name; files that match no VM are listed as gaps.",
+            help="Evidence collected inside the VMs: `ccaudit guest collect` files (*.json: "
+            "SEV-SNP report or TDX quote, event log, disk encryption) and Azure MAA tokens "
+            "(*.jwt), attached to the VMs they name. Files that match no VM, are stale or "
+            "not bound are listed as gaps and never raise a VM.",
         ),
     ] = None,
     maa_issuer: Annotated[
@@ -346,6 +419,61 @@ def scan_cmd(
             "--maa-fetch-keys",
             help="Fetch signing keys from each pinned issuer's /certs (network) when no "
             "--maa-jwks is given; the token's jku is never used.",
+        ),
+    ] = False,
+    nonce_state: Annotated[
+        Path | None,
+        typer.Option(
+            metavar="DIR",
+            help="Audit state holding the nonces `ccaudit guest challenge` issued (default: "
+            "$CCAUDIT_HOME or ~/.local/share/ccaudit). Evidence with an unknown, expired or "
+            "reused nonce is stale.",
+        ),
+    ] = None,
+    reference_measurement: Annotated[
+        list[str] | None,
+        typer.Option(
+            metavar="NAME=HEX",
+            help="Launch measurement you trust (SNP MEASUREMENT or TDX MRTD, 96 hex); "
+            "repeatable. Compute one with `ccaudit measure snp`. Rule packs may list more.",
+        ),
+    ] = None,
+    tcb_table: Annotated[
+        Path | None,
+        typer.Option(
+            metavar="FILE",
+            help="Your own minimum-TCB table (YAML, same shape as the shipped one) instead of "
+            "the one derived from AMD security bulletins.",
+        ),
+    ] = None,
+    key_broker_key: Annotated[
+        list[Path] | None,
+        typer.Option(
+            metavar="PEM",
+            help="Public key of your key broker; its key-release receipts in guest evidence "
+            "show data keys come from outside the provider. Repeatable.",
+        ),
+    ] = None,
+    endorsement_root: Annotated[
+        Path | None,
+        typer.Option(
+            metavar="PEM",
+            help="Root certificate for GCE firmware launch endorsements (GCE-cc-tcb-root).",
+        ),
+    ] = None,
+    tdx_collateral: Annotated[
+        Path | None,
+        typer.Option(
+            metavar="DIR",
+            help="Intel TCB Info, QE Identity and CRLs for judging TDX quotes' TCB status.",
+        ),
+    ] = None,
+    offline: Annotated[
+        bool,
+        typer.Option(
+            "--offline",
+            help="Never fetch AMD KDS certificates; use those in the evidence or the cache. "
+            "Replays are always offline.",
         ),
     ] = False,
     endpoint_url: Annotated[
@@ -384,7 +512,7 @@ def scan_cmd(
         Path | None,
         typer.Option(
             help="Where to keep the run (raw/ responses, result.json). "
-            "Default: ./ccaudit-runs/<run-id>."
+            "Default: <store>/runs/<run-id>."
         ),
     ] = None,
     no_save: Annotated[
@@ -403,37 +531,114 @@ def scan_cmd(
             min=1, max=256, metavar="N", help="Scopes (account x region) read in parallel."
         ),
     ] = 8,
+    shard: Annotated[
+        str | None,
+        typer.Option(
+            metavar="K/N",
+            help="Read only shard K of N (1-based) of the scopes, chosen by a stable hash of "
+            "(provider, account, region); join the shard runs with `ccaudit merge`.",
+        ),
+    ] = None,
+    config: Annotated[
+        Path | None,
+        typer.Option(
+            metavar="FILE",
+            help="ccaudit.yaml: scope, rule packs, reference measurements, outputs, signing "
+            "key, thresholds, store (docs/config.md). Flags override it.",
+        ),
+    ] = None,
+    baseline: Annotated[
+        str | None,
+        typer.Option(
+            metavar="RUN",
+            help="Compare with this run (directory, run id, or `latest` = the newest earlier "
+            "run of the same scope in the store); writes diff.json and diff.md.",
+        ),
+    ] = None,
+    fail_on_regression: Annotated[
+        bool | None,
+        typer.Option(
+            "--fail-on-regression/--no-fail-on-regression",
+            help="Exit 1 if any VM's level or any party status is worse than in --baseline.",
+        ),
+    ] = None,
+    max_undetermined: Annotated[
+        int | None,
+        typer.Option(
+            min=0, metavar="N", help="Exit 1 if more than N party statuses are UNDETERMINED."
+        ),
+    ] = None,
+    store: Annotated[
+        Path | None,
+        typer.Option(
+            metavar="DIR",
+            help="Run store: runs/<run-id>/ and index.sqlite "
+            "(default: $CCAUDIT_HOME or ~/.local/share/ccaudit).",
+        ),
+    ] = None,
 ) -> None:
     """Collect, evaluate and report on one cloud (live or from a replay directory)."""
     formats = _formats(fmt)
+    cfg = cli_history.load_cli_config(config)
+    run_store = cli_history.run_store(store, cfg)
+    chosen = cli_history.policy(
+        cfg,
+        fail_below=fail_below.value if fail_below else None,
+        fail_on_regression=fail_on_regression,
+        max_undetermined=max_undetermined,
+        baseline=baseline,
+        store=run_store,
+    )
+    if signing_key is None and cfg is not None:
+        signing_key = cfg.path(cfg.signing_key)
     run_id = new_run_id()
-    target = None if no_save else (run_dir or Path("ccaudit-runs") / run_id)
+    target = None if no_save else (run_dir or run_store.run_dir(run_id))
     projects = list(project or [])
     if projects_file is not None:
         projects.extend(_read_projects(projects_file))
-    run = _run_scan(
-        run_id=run_id,
-        providers=[p.value for p in provider or []],
-        projects=projects,
-        subscriptions=list(subscription or []),
-        log_window=log_window,
-        guest_evidence=guest_evidence,
-        maa_issuers=list(maa_issuer or []),
-        maa_jwks=maa_jwks,
-        maa_fetch_keys=maa_fetch_keys,
-        replay=replay,
-        profiles=profile or [],
-        regions=_split(regions) or None,
-        endpoint_url=endpoint_url,
-        rules=rules or [],
-        run_dir=target,
-        concurrency=concurrency,
-    )
+    with _interruptible() as received:
+        try:
+            run = _run_scan(
+                run_id=run_id,
+                providers=[p.value for p in provider or []],
+                projects=projects,
+                subscriptions=list(subscription or []),
+                log_window=log_window,
+                guest_evidence=guest_evidence,
+                maa_issuers=list(maa_issuer or []),
+                maa_jwks=maa_jwks,
+                maa_fetch_keys=maa_fetch_keys,
+                replay=replay,
+                profiles=profile or [],
+                regions=_split(regions) or None,
+                endpoint_url=endpoint_url,
+                rules=rules or [],
+                run_dir=target,
+                concurrency=concurrency,
+                shard=shard,
+                hardware={
+                    "nonce_state": nonce_state,
+                    "reference_measurements": list(reference_measurement or []),
+                    "tcb_table": tcb_table,
+                    "key_broker_keys": list(key_broker_key or []),
+                    "endorsement_root": endorsement_root,
+                    "tdx_collateral": tdx_collateral,
+                    "offline": offline,
+                    "config": cfg.without_store() if cfg is not None else None,
+                },
+            )
+        except KeyboardInterrupt as stop:
+            _interrupted(stop, target, signing_key, received)
     _emit(run, formats, output, target)
+    drift, note = cli_history.compare(run, chosen, run_store)
+    if drift is not None:
+        cli_history.write_diff(drift, target)
     if target is not None:
         _seal(target, run, signing_key)
+        cli_history.index(run_store, run, target)
         err_console.print(f"run saved in {target}", highlight=False, soft_wrap=True)
-    code = exit_code(run, Level(fail_below.value) if fail_below else None)
+    cli_history.write_outputs(run, cfg)
+    code, _ = cli_history.gate_exit(run, chosen, drift, note)
     if code == EXIT_INCOMPLETE or (code and not run.coverage.complete):
         err_console.print(
             f"[yellow]collection incomplete:[/] {len(run.coverage.gaps)} gap(s), listed above",
@@ -464,6 +669,62 @@ def report_cmd(
     if output is not None:
         output.mkdir(parents=True, exist_ok=True)
     _emit(run, formats, None, output or base)
+
+
+@app.command("merge")
+def merge_cmd(
+    run_dirs: Annotated[
+        list[Path], typer.Argument(metavar="RUN_DIR...", help="Shard run directories to join.")
+    ],
+    output: Annotated[
+        Path | None,
+        typer.Option(help="New directory for the merged run. Default: ./ccaudit-runs/<run-id>."),
+    ] = None,
+    signing_key: Annotated[
+        Path | None,
+        typer.Option(metavar="FILE", help="Ed25519 private key to sign the merged manifest."),
+    ] = None,
+    fmt: Annotated[
+        list[str] | None,
+        typer.Option("--format", metavar="FORMATS", help="Formats to render (as for scan)."),
+    ] = None,
+) -> None:
+    """Join shard runs (scan --shard K/N) into one run: one result, one manifest, all coverage.
+
+    Refuses runs with different rule packs, tool versions or overlapping scopes. Exit 3 when
+    the merged coverage is incomplete (a gap in any shard, or a shard not given).
+    """
+    from auditor.merge import MergeError, merge_runs
+
+    formats = _formats(fmt)
+    run_id = new_run_id()
+    target = output or Path("ccaudit-runs") / run_id
+    try:
+        merged = merge_runs(run_dirs, target, signing_key=signing_key, run_id=run_id)
+    except MergeError as err:
+        raise _fail(str(err)) from err
+    run = merged.run
+    _emit(run, formats, None, target)
+    if any(f != reports.TERMINAL for f in formats):  # reports were added: seal them too
+        _seal(target, run, signing_key)
+    for rel in merged.conflicts:
+        err_console.print(
+            f"[yellow]note:[/] shards disagree on {rel}; the first run's copy was kept "
+            "(listed in merge.json)",
+            highlight=False,
+            soft_wrap=True,
+        )
+    err_console.print(
+        f"merged {len(run_dirs)} run(s) into {target} ({len(run.vms)} VMs)",
+        highlight=False,
+        soft_wrap=True,
+    )
+    code = exit_code(run, None)
+    if code == EXIT_INCOMPLETE:
+        err_console.print(
+            f"[yellow]collection incomplete:[/] {len(run.coverage.gaps)} gap(s)", highlight=False
+        )
+    raise typer.Exit(code)
 
 
 @keys_app.command("create")
@@ -573,19 +834,30 @@ def demo_cmd(
             raise _fail(f"{out} exists and is not a previous demo run; choose another --out")
         shutil.rmtree(out)  # a previous demo: replaced, not mixed into the new bundle
     guest = fleet / "guest-evidence"
-    run = _run_scan(
-        providers=[],
-        replay=fleet,
-        guest_evidence=guest if guest.is_dir() else None,
-        maa_issuers=[DEMO_MAA_ISSUER],
-        maa_jwks=fleet / "maa-demo-jwks.json" if guest.is_dir() else None,
-        profiles=[],
-        regions=None,
-        endpoint_url=None,
-        rules=[],
-        run_dir=out,
-        concurrency=8,
-    )
+    references = fleet / "reference-measurements.yaml"
+    with tempfile.TemporaryDirectory(prefix="ccaudit-demo-state-") as state:
+        # the demo's issued nonces, copied: the scan records their use, the package stays as is
+        if (fleet / "audit-state" / "nonces.json").is_file():
+            shutil.copy(fleet / "audit-state" / "nonces.json", Path(state) / "nonces.json")
+        run = _run_scan(
+            providers=[],
+            replay=fleet,
+            guest_evidence=guest if guest.is_dir() else None,
+            maa_issuers=[DEMO_MAA_ISSUER],
+            maa_jwks=fleet / "maa-demo-jwks.json" if guest.is_dir() else None,
+            profiles=[],
+            regions=None,
+            endpoint_url=None,
+            rules=[references] if references.is_file() else [],
+            run_dir=out,
+            concurrency=8,
+            hardware={
+                "nonce_state": Path(state),
+                "demo_trust_anchor": fleet / "demo-trust-anchor",
+                "key_broker_keys": sorted((fleet / "demo-key-broker").glob("*.pem")),
+                "offline": True,
+            },
+        )
     _emit(run, DEMO_FORMATS, None, out)
     _seal(out, run, None)
     code = exit_code(run, None)

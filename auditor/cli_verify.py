@@ -268,6 +268,15 @@ def verify_evidence_cmd(
     endorsement_root: Annotated[
         Path | None, typer.Option("--endorsement-root", help="GCE endorsement root (PEM).")
     ] = None,
+    demo_trust_anchor: Annotated[
+        Path | None,
+        typer.Option(
+            "--demo-trust-anchor",
+            metavar="DIR",
+            help="Demo only: also trust this self-made AMD-style chain (the demo fleet's); "
+            "every verdict resting on it says 'demo trust anchor, not AMD'.",
+        ),
+    ] = None,
     at: Annotated[
         str | None,
         typer.Option("--at", help="Judge certificate validity at this ISO time; 'none' skips."),
@@ -289,6 +298,7 @@ def verify_evidence_cmd(
             reference_measurements=measurement or [],
             key_broker_keys=key_broker_key or [],
             endorsement_root=endorsement_root,
+            demo_trust_anchor=demo_trust_anchor,
             offline=True,
         )
         opts.at = _at(at)
@@ -309,5 +319,75 @@ def verify_evidence_cmd(
         facts = {"vm": doc.get("vm", {}).get("id"), "hardware": hardware, "guest": result.guest}
         _emit(output, "guest evidence", valid, result.checks, facts, result.summary)
         return 0 if valid else 1
+
+    _run(action)
+
+
+measure_app = typer.Typer(
+    no_args_is_help=True,
+    help="Compute the launch measurement you expect, to pin as a reference.",
+)
+
+
+class VmmType(StrEnum):
+    qemu = "qemu"
+    ec2 = "ec2"
+    gce = "gce"
+
+
+@measure_app.command("snp")
+def measure_snp_cmd(
+    ovmf: Annotated[Path, typer.Option("--ovmf", help="The OVMF firmware image the VM boots.")],
+    vcpus: Annotated[int, typer.Option("--vcpus", min=1, max=512, help="vCPU count.")] = 1,
+    vcpu_type: Annotated[
+        str, typer.Option("--vcpu-type", help="CPU model as sev-snp-measure names it.")
+    ] = "EPYC-v4",
+    vmm_type: Annotated[
+        VmmType, typer.Option("--vmm-type", help="qemu, ec2 (AWS) or gce (Google).")
+    ] = VmmType.qemu,
+    kernel: Annotated[Path | None, typer.Option("--kernel", help="Direct-boot kernel.")] = None,
+    initrd: Annotated[Path | None, typer.Option("--initrd", help="Direct-boot initrd.")] = None,
+    append: Annotated[
+        str | None, typer.Option("--append", help="Kernel command line (direct boot).")
+    ] = None,
+    guest_features: Annotated[
+        str,
+        typer.Option(
+            "--guest-features",
+            help="SEV_FEATURES as hex (0x1 = SNP only; kernels >= 6.6 often use 0x21).",
+        ),
+    ] = "0x1",
+    name: Annotated[
+        str | None,
+        typer.Option("--name", help="Print NAME=HEX for --reference-measurement."),
+    ] = None,
+) -> None:
+    """Expected SEV-SNP launch MEASUREMENT (sev-snp-measure), for --reference-measurement."""
+
+    def action() -> int:
+        from auditor.verify.measurement import expected_snp_measurement
+
+        for path, flag in ((ovmf, "--ovmf"), (kernel, "--kernel"), (initrd, "--initrd")):
+            if path is not None and not path.is_file():
+                raise _Unusable(f"{flag} {path}: no such file")
+        try:
+            features = int(guest_features, 0)
+        except ValueError as err:
+            raise _Unusable(f"--guest-features {guest_features!r}: not a number") from err
+        try:
+            digest = expected_snp_measurement(
+                ovmf,
+                vcpus,
+                vcpu_type=vcpu_type,
+                vmm_type=vmm_type.value,
+                kernel=kernel,
+                initrd=initrd,
+                append=append,
+                guest_features=features,
+            )
+        except (ValueError, KeyError, OSError) as err:
+            raise _Unusable(f"cannot compute the measurement: {err}") from err
+        typer.echo(f"{name}={digest}" if name else digest)
+        return 0
 
     _run(action)

@@ -10,10 +10,13 @@ from __future__ import annotations
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
 
-from auditor.model import VM, Coverage, Gap, ScopeCoverage
-from auditor.providers.base import Provider, ScopeKey, ScopeResult
+from auditor.model import VM, Coverage, Evidence, Gap, ScopeCoverage
+from auditor.providers.base import CallPool, Provider, ScopeKey, ScopeResult
 from auditor.recording import EvidenceSink
+from auditor.shard import Shard
 
 
 class ProgressListener:
@@ -34,6 +37,65 @@ class Collection:
     vms: list[VM] = field(default_factory=list)
     coverage: Coverage = field(default_factory=lambda: Coverage(complete=True))
     calls: int = 0
+    interrupted: bool = False
+
+
+class SinkClosed(BaseException):
+    """Raised in a collecting thread that writes after an interruption closed the sink.
+
+    A BaseException so that the providers' `except Exception` (which turns call failures into
+    gaps) lets it through: the thread stops at its next write instead of finishing its scope.
+    """
+
+
+class StoppableSink(EvidenceSink):
+    """An EvidenceSink that refuses every write once `close()` is called (on interruption).
+
+    Scopes still in flight when a scan is interrupted stop at their next write, so nothing is
+    added to the run directory or to the evidence after the partial result is decided.
+    """
+
+    def __init__(self, raw_dir: Path | None = None) -> None:
+        super().__init__(raw_dir)
+        self._closed = False
+
+    def close(self) -> None:
+        with self._lock:
+            self._closed = True
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise SinkClosed("the scan was interrupted")
+
+    def _write(self, ref: str, data: Any) -> None:
+        self._check_open()
+        super()._write(ref, data)
+
+    def _save_evidence(self, kind: str, name: str, data: bytes) -> str:
+        self._check_open()
+        return super()._save_evidence(kind, name, data)
+
+    def add(self, evidence: Evidence) -> str:
+        with self._lock:
+            self._check_open()
+            self.evidence.setdefault(evidence.sha256, evidence)
+        return evidence.sha256
+
+
+def _interrupted_gap(provider: str, account: str | None, region: str | None, what: str) -> Gap:
+    return Gap(
+        provider=provider,
+        account=account,
+        region=region,
+        call="collect",
+        code="Interrupted",
+        message=f"the scan was interrupted before {what} was read",
+        affects="scope",
+    )
 
 
 def _scope_status(result: ScopeResult) -> str:
@@ -47,18 +109,39 @@ def collect(
     sink: EvidenceSink,
     concurrency: int = 8,
     progress: ProgressListener | None = None,
+    shard: Shard | None = None,
 ) -> Collection:
-    """Run every provider's plan, then all their scopes concurrently."""
+    """Run every provider's plan, then all their scopes concurrently.
+
+    With `shard`, every plan still runs in full (it is cheap and names the scopes), and only
+    the scopes and planning gaps that shard owns are kept (auditor.shard).
+    """
     listener = progress or ProgressListener()
     out = Collection()
     gaps: list[Gap] = []
     work: list[tuple[Provider, ScopeKey]] = []
-    for provider in providers:
+    for n, provider in enumerate(providers):
         listener.planning(provider.name)
-        plan = provider.plan(sink)
+        try:
+            plan = provider.plan(sink)
+        except (KeyboardInterrupt, SinkClosed):
+            _stop(sink)
+            out.interrupted = True
+            for missed in providers[n:]:
+                gap = _interrupted_gap(missed.name, None, None, f"{missed.name}'s scope list")
+                gaps.append(gap)
+                out.coverage.scopes.append(
+                    ScopeCoverage(
+                        provider=missed.name, account="?", status="interrupted", errors=[gap]
+                    )
+                )
+            break
         out.calls += plan.calls
-        gaps.extend(plan.gaps)
-        for gap in plan.gaps:
+        plan_gaps = [
+            g for g in plan.gaps if shard is None or shard.owns(g.provider, g.account, g.region)
+        ]
+        gaps.extend(plan_gaps)
+        for gap in plan_gaps:
             out.coverage.scopes.append(
                 ScopeCoverage(
                     provider=gap.provider,
@@ -68,16 +151,35 @@ def collect(
                     errors=[gap],
                 )
             )
-        work.extend((provider, scope) for scope in plan.scopes)
+        work.extend(
+            (provider, scope)
+            for scope in plan.scopes
+            if shard is None or shard.owns(scope.provider, scope.account, scope.region)
+        )
     listener.planned(len(work))
 
     results: list[ScopeResult] = []
-    with ThreadPoolExecutor(max_workers=max(1, concurrency), thread_name_prefix="scope") as pool:
-        futures = {pool.submit(p.collect, s, sink): (p, s) for p, s in work}
+    # `concurrency` bounds calls in flight: scopes list in a slot each, and their per-VM calls
+    # fan out over the same slots (providers with a `pool` attribute get the CallPool).
+    calls = CallPool(concurrency)
+    for provider in providers:
+        if hasattr(provider, "pool"):
+            provider.pool = calls
+    pool = ThreadPoolExecutor(max_workers=max(1, concurrency), thread_name_prefix="scope")
+    futures = (
+        {}
+        if out.interrupted
+        else {pool.submit(calls.run_scope, p.collect, s, sink): (p, s) for p, s in work}
+    )
+    try:
+        if out.interrupted:
+            raise KeyboardInterrupt  # interrupted while planning: no scope is started
         for fut in as_completed(futures):
             provider, scope = futures[fut]
             try:
                 result = fut.result()
+            except SinkClosed:
+                continue
             except Exception as err:  # a provider bug must not lose the other scopes
                 result = ScopeResult(
                     scope=scope,
@@ -96,6 +198,30 @@ def collect(
                 )
             results.append(result)
             listener.scope_done(result)
+    except KeyboardInterrupt:
+        # Stop here: unstarted scopes are cancelled, running ones stop at their next write
+        # (bounded by one call and its SDK retries); what finished is kept.
+        _stop(sink)
+        out.interrupted = True
+        calls.close()
+        pool.shutdown(wait=True, cancel_futures=True)
+        finished = {r.scope for r in results}
+        for _, scope in work:
+            if scope not in finished:
+                gap = _interrupted_gap(scope.provider, scope.account, scope.region, scope.label)
+                gaps.append(gap)
+                out.coverage.scopes.append(
+                    ScopeCoverage(
+                        provider=scope.provider,
+                        account=scope.account,
+                        region=scope.region,
+                        status="interrupted",
+                        errors=[gap],
+                    )
+                )
+    finally:
+        pool.shutdown(wait=True)
+        calls.close()
 
     results.sort(key=lambda r: (r.scope.provider, r.scope.account, r.scope.region or ""))
     for result in results:
@@ -116,4 +242,10 @@ def collect(
     out.vms.sort(key=lambda vm: (vm.provider, vm.account, vm.region, vm.id))
     out.coverage.gaps = gaps
     out.coverage.complete = not gaps
+    out.coverage.interrupted = out.interrupted
     return out
+
+
+def _stop(sink: EvidenceSink) -> None:
+    if isinstance(sink, StoppableSink):
+        sink.close()

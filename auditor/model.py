@@ -304,7 +304,9 @@ class ScopeCoverage(_Model):
     provider: str
     account: str
     region: str | None = None
-    status: str = Field(description="`complete`, `partial` (some calls failed) or `failed`")
+    status: str = Field(
+        description="`complete`, `partial` (some calls failed), `failed` or `interrupted`"
+    )
     vms: int = 0
     calls: int = 0
     errors: list[Gap] = Field(default_factory=list)
@@ -316,6 +318,10 @@ class Coverage(_Model):
     complete: bool
     scopes: list[ScopeCoverage] = Field(default_factory=list)
     gaps: list[Gap] = Field(default_factory=list)
+    interrupted: bool = Field(
+        default=False,
+        description="the scan was stopped (SIGINT/SIGTERM): scopes not read are `interrupted`",
+    )
 
 
 class ToolInfo(_Model):
@@ -338,6 +344,17 @@ class Scope(_Model):
     maa_issuers: list[str] = Field(default_factory=list)
     maa_jwks: str | None = Field(
         default=None, description="run-relative path of the MAA signing keys used (collateral)"
+    )
+    shard: str | None = Field(
+        default=None, description="`K/N` when only shard K of N of the scopes was read"
+    )
+    reference_measurements: list[dict[str, str]] = Field(
+        default_factory=list,
+        description="launch measurements the owner trusts: {name, measurement (hex)}",
+    )
+    demo_trust_anchor: bool = Field(
+        default=False,
+        description="the demo fleet's self-made AMD chain was trusted (demo mode only, not AMD)",
     )
 
 

@@ -16,17 +16,21 @@ from datetime import datetime
 from pathlib import Path
 
 from auditor._version import __version__
-from auditor.collect import ProgressListener, collect
+from auditor.collect import ProgressListener, StoppableSink, collect
 from auditor.engine import Engine
-from auditor.model import AuditRun, Scope, ToolInfo, utcnow
+from auditor.model import AuditRun, Gap, Scope, ToolInfo, utcnow
 from auditor.providers.base import Provider
 from auditor.providers.guest import import_guest_evidence
-from auditor.recording import EvidenceSink
+from auditor.shard import Shard
 from auditor.verify.stage import VerifyOptions, verify_vms
 
 RESULT_FILE = "result.json"
 RAW_DIR = "raw"
 REPLAY_META = "replay.json"
+#: Present while a scan writes its run directory; removed once result.json is in place.
+INCOMPLETE_MARKER = "INCOMPLETE"
+#: The guest-evidence gap code for a file that names no scanned VM.
+NO_MATCHING_VM = "NoMatchingVM"
 _DEPENDENCIES = (
     "boto3",
     "botocore",
@@ -34,6 +38,23 @@ _DEPENDENCIES = (
     "common-expression-language",
     "cryptography",
 )
+
+
+class ScanInterrupted(KeyboardInterrupt):
+    """The scan was interrupted (SIGINT/SIGTERM); `run` is the partial run that was kept.
+
+    A KeyboardInterrupt, so that code not expecting it still stops. `run.coverage` says
+    `interrupted: true`, `complete: false`, and names every scope not read as a gap.
+    """
+
+    def __init__(self, run: AuditRun, run_dir: Path | None) -> None:
+        super().__init__(f"scan interrupted; partial run {run.run_id}")
+        self.run = run
+        self.run_dir = run_dir
+
+
+class RunIncompleteError(ValueError):
+    """A run directory whose scan never finished writing it (killed before result.json)."""
 
 
 def new_run_id() -> str:
@@ -62,17 +83,29 @@ def run_audit(
     as_of: datetime | None = None,
     guest_evidence: Path | None = None,
     verify_options: VerifyOptions | None = None,
+    shard: Shard | None = None,
 ) -> AuditRun:
     """Collect, verify, evaluate every VM, and (with `run_dir`) write the run to disk.
 
     `as_of` is the time evidence is judged at (certificate validity, log windows): now for a
     live scan, the recording time for a replay, so a replay gives the same verdicts later.
+    `shard` reads only that shard's scopes (auditor.shard).
+
+    Interrupted (KeyboardInterrupt, which the CLI also raises for SIGTERM) while collecting,
+    the VMs of the scopes already read are evaluated, the run is written with
+    `coverage.interrupted` and the unread scopes as gaps, and `ScanInterrupted` is raised.
+    Until result.json is written the run directory holds an INCOMPLETE marker, so a scan
+    killed outright leaves a directory that says so (`load_run` refuses it).
     """
     started = utcnow()
     at = as_of or started
     rid = run_id or new_run_id()
-    sink = EvidenceSink(run_dir / RAW_DIR if run_dir else None)
+    sink = StoppableSink(run_dir / RAW_DIR if run_dir else None)
     if run_dir is not None:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        (run_dir / INCOMPLETE_MARKER).write_text(
+            f"run {rid}: the scan did not finish writing this directory\n", encoding="utf-8"
+        )
         sink.save_meta(REPLAY_META, {"recorded_at": at.isoformat(), "run_id": rid})
         for pack in engine.packs:  # user packs travel with the run, named by their hash
             if not pack.ref.path.startswith("builtin:"):
@@ -82,9 +115,11 @@ def run_audit(
             sink.save_collateral(
                 "maa-jwks.json", json.dumps(verify_options.maa_jwks, indent=2).encode()
             )
-    collection = collect(providers, sink, concurrency=concurrency, progress=progress)
-    if guest_evidence is not None:
+    collection = collect(providers, sink, concurrency=concurrency, progress=progress, shard=shard)
+    if guest_evidence is not None and not collection.interrupted:
         problems = import_guest_evidence(guest_evidence, collection.vms, sink)
+        if shard is not None:
+            problems = [_in_shard_words(g, shard) for g in problems]
         collection.coverage.gaps.extend(problems)
         collection.coverage.complete = collection.coverage.complete and not problems
     verify_vms(collection.vms, sink.evidence, at, verify_options)
@@ -105,7 +140,17 @@ def run_audit(
     )
     if run_dir is not None:
         write_run(run, run_dir)
+    if collection.interrupted:
+        raise ScanInterrupted(run, run_dir)
     return run
+
+
+def _in_shard_words(gap: Gap, shard: Shard) -> Gap:
+    """A guest file matching no VM of *this shard* may match one of another: say so; `ccaudit
+    merge` keeps the gap only if no shard matched the file."""
+    if gap.code != NO_MATCHING_VM:
+        return gap
+    return gap.model_copy(update={"message": f"{gap.message} (shard {shard.label})"})
 
 
 def write_run(run: AuditRun, run_dir: Path) -> Path:
@@ -115,6 +160,9 @@ def write_run(run: AuditRun, run_dir: Path) -> Path:
     tmp = target.with_suffix(".json.tmp")
     tmp.write_text(run.model_dump_json(indent=2) + "\n", encoding="utf-8")
     tmp.replace(target)
+    marker = run_dir / INCOMPLETE_MARKER
+    if marker.exists():
+        marker.unlink()
     return target
 
 
@@ -122,5 +170,10 @@ def load_run(path: str | Path) -> AuditRun:
     """Read a stored run: a run directory or its result.json."""
     p = Path(path)
     if p.is_dir():
+        if not (p / RESULT_FILE).is_file() and (p / INCOMPLETE_MARKER).is_file():
+            raise RunIncompleteError(
+                f"{p}: the scan that wrote this run directory never finished (no {RESULT_FILE}; "
+                f"{INCOMPLETE_MARKER} marker present)"
+            )
         p = p / RESULT_FILE
     return AuditRun.model_validate_json(p.read_bytes())

@@ -31,6 +31,12 @@ def _aws_env(monkeypatch: pytest.MonkeyPatch) -> None:
         monkeypatch.delenv(var, raising=False)
 
 
+@pytest.fixture(autouse=True)
+def _run_store(monkeypatch: pytest.MonkeyPatch, tmp_path_factory: pytest.TempPathFactory) -> None:
+    """Scans keep their runs in a throwaway store, never in the user's ~/.local/share/ccaudit."""
+    monkeypatch.setenv("CCAUDIT_HOME", str(tmp_path_factory.mktemp("ccaudit-home")))
+
+
 _LOOPBACK = {"127.0.0.1", "::1", "localhost", "0.0.0.0", "", None}
 
 

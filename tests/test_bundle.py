@@ -18,7 +18,7 @@ from typing import Any
 
 import pytest
 
-from auditor import load_run, scan
+from auditor.api import load_run, scan
 from auditor.bundle import (
     MANIFEST_FILE,
     SIGNATURE_FILE,

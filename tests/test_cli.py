@@ -158,10 +158,10 @@ def test_complete_scan_exits_0(tmp_path: Path) -> None:
 def test_default_run_dir_is_named_by_run_id(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("CCAUDIT_HOME", str(tmp_path / "store"))  # the default run store
     code, _, _ = _scan("--replay", str(DEMO_FLEET))
     assert code == 3
-    (run_dir,) = (tmp_path / "ccaudit-runs").iterdir()
+    (run_dir,) = (tmp_path / "store" / "runs").iterdir()
     data = json.loads((run_dir / "result.json").read_text())
     assert data["run_id"] == run_dir.name
 

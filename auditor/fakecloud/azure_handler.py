@@ -612,13 +612,14 @@ class AzureHandler:
         if fault is None:
             return None
         headers: dict[str, str] = {}
+        retry_after = str(self.ctx.faults.config.retry_after_seconds)
         if fault is Fault.THROTTLE:
             status, code = 429, "TooManyRequests"
             message = (
                 "The request is being throttled as too many requests have been received for "
-                f"subscription '{seen.subscription}'. Retry after {RETRY_AFTER_SECONDS} second(s)."
+                f"subscription '{seen.subscription}'. Retry after {retry_after} second(s)."
             )
-            headers["Retry-After"] = RETRY_AFTER_SECONDS
+            headers["Retry-After"] = retry_after
         elif fault is Fault.INTERNAL_ERROR:
             status, code = 500, "InternalServerError"
             message = "The server encountered an internal error. Please retry the request."

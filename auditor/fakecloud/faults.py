@@ -25,8 +25,42 @@ class FakeCloudConfigError(ValueError):
     """``fakecloud.yaml`` (or a FaultConfig) is invalid; the message names the file and field."""
 
 
+class CallMatch(BaseModel):
+    """Which served calls a scenario applies to; a field left out matches anything.
+
+    ``account`` is the AWS account, GCP project or Azure subscription; ``operation`` the name
+    fakecloud logs (``DescribeInstances``, ``instances.aggregatedList``, ``disks.list``...).
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid", strict=True)
+
+    cloud: str | None = None
+    account: str | None = None
+    region: str | None = None
+    operation: str | None = None
+    resource: str | None = None
+
+    def matches(
+        self,
+        cloud: str,
+        account: str | None,
+        region: str | None,
+        operation: str | None,
+        resource: str | None,
+    ) -> bool:
+        wanted = (self.cloud, self.account, self.region, self.operation, self.resource)
+        actual = (cloud, account, region, operation, resource)
+        return all(w is None or w == a for w, a in zip(wanted, actual, strict=True))
+
+
 class FaultConfig(BaseModel):
-    """What to inject. Fields set explicitly (constructor/CLI) override ``fakecloud.yaml``."""
+    """What to inject. Fields set explicitly (constructor/CLI) override ``fakecloud.yaml``.
+
+    Besides the random rates: ``hang`` holds the answer to matching calls for
+    ``hang_seconds`` (a scope that times out on the client), ``malformed`` cuts every matching
+    successful answer in half (a response that does not parse), and ``retry_after_seconds`` is
+    the ``Retry-After`` a throttled Azure call carries (0 keeps throttled tests fast).
+    """
 
     model_config = ConfigDict(frozen=True, extra="forbid", strict=True)
 
@@ -36,6 +70,10 @@ class FaultConfig(BaseModel):
     throttle_first: int = Field(default=0, ge=0)
     seed: int = 0
     page_size: int = Field(default=50, ge=1, le=100_000)
+    hang: tuple[CallMatch, ...] = Field(default=(), strict=False)
+    hang_seconds: float = Field(default=30.0, ge=0.0, le=3600.0)
+    malformed: tuple[CallMatch, ...] = Field(default=(), strict=False)
+    retry_after_seconds: int = Field(default=1, ge=0, le=3600)
 
     @model_validator(mode="after")
     def _rates_fit(self) -> FaultConfig:
@@ -61,7 +99,7 @@ def load_fault_config(replay_dir: Path) -> FaultConfig:
         if path.stat().st_size > _MAX_CONFIG_BYTES:
             raise FakeCloudConfigError(f"{path}: larger than {_MAX_CONFIG_BYTES} bytes")
         raw: Any = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, yaml.YAMLError) as err:
+    except (OSError, UnicodeDecodeError, yaml.YAMLError, RecursionError) as err:
         raise FakeCloudConfigError(f"{path}: cannot read: {err}") from err
     if raw is None:
         return FaultConfig()

@@ -331,6 +331,18 @@ class FakeCloud:
         with self._log_lock:
             self.request_log.append(record)
 
+    def _scenario(self, cloud: str, response: FakeResponse) -> FakeResponse:
+        """The configured ``hang`` and ``malformed`` scenarios (faults.FaultConfig)."""
+        cfg = self.faults
+        where = (cloud, response.account, response.region, response.operation, response.resource)
+        if any(m.matches(*where) for m in cfg.hang):
+            time.sleep(cfg.hang_seconds)  # the client's read timeout fires first
+            response.fault = "hang"
+        if response.status == 200 and any(m.matches(*where) for m in cfg.malformed):
+            response.body = response.body[: len(response.body) // 2]
+            response.fault = "malformed"
+        return response
+
     def _handle(self, request: FakeRequest) -> FakeResponse:
         """Route one request; never raises (a handler bug becomes a logged 500)."""
         delay = self._injector.latency_seconds
@@ -354,6 +366,7 @@ class FakeCloud:
                 response = FakeResponse(
                     status=500, body=b"fakecloud: internal error\n", content_type="text/plain"
                 )
+        response = self._scenario(cloud, response)
         self._record(
             RequestRecord(
                 cloud=cloud,

@@ -10,8 +10,10 @@ One JSON object, every blob base64 (standard alphabet, padded):
   "collected_at": "2026-12-01T08:00:00Z",
   "nonce": "<64 hex: the 32-byte challenge from `ccaudit guest challenge`>",
   "vm": {"provider": "aws|gcp|azure|unknown", "id": "<the cloud's VM id>",
-         "identity_source": "aws-instance-identity-document|gcp-identity-token|azure-imds-attested|none",
-         "identity_document": "<b64, as the metadata service returned it>"},
+         "identity_source": "aws-instance-identity-document|gcp-identity-token|"
+                            "azure-imds-attested|none",
+         "identity_document": "<b64, as the metadata service returned it>",
+         "identity_signature": "<b64 AWS instance-identity/pkcs7 response, AWS only, optional>"},
   "report_data": "<128 hex: SHA-512(nonce || identity), see binding_report_data>",
   "tee": {"provider": "sev_guest|tdx_guest", "generation": <int>,
           "outblob": "<b64 SNP report or TDX quote>", "auxblob": "<b64 cert table, may be absent>"},
@@ -63,7 +65,7 @@ def parse_evidence_file(data: bytes) -> dict[str, Any]:
         raise GuestEvidenceError(f"larger than {MAX_FILE_BYTES} bytes")
     try:
         doc = json.loads(data)
-    except (UnicodeDecodeError, ValueError) as err:
+    except (UnicodeDecodeError, ValueError, RecursionError) as err:
         raise GuestEvidenceError(f"not JSON: {err}") from err
     if not isinstance(doc, dict):
         raise GuestEvidenceError("not a JSON object")

@@ -19,10 +19,12 @@ from auditor._version import __version__
 from auditor.model import VM, Disk, Gap, Technology
 from auditor.providers.base import (
     CallFailed,
+    CallPool,
     Plan,
     ScopeKey,
     ScopeResult,
     collected_vm,
+    fan_out,
     make_gap,
     record_evidence,
 )
@@ -30,6 +32,17 @@ from auditor.recording import EvidenceSink, jsonable, raw_path
 
 PROVIDER = "aws"
 GLOBAL_REGION = "us-east-1"
+
+# Retries and timeouts: botocore's own, configured here and nowhere else (docs/reliability.md).
+# "standard" mode retries throttling (RequestLimitExceeded, Throttling), transient 5xx and
+# connection/read timeouts with jittered exponential backoff (1 s base for throttling, capped
+# at 20 s) and a client-side retry quota. "adaptive" mode adds a client-side rate limiter, but
+# it is per client and every scope has its own client, so it would not coordinate; standard
+# is the deliberate choice. 8 attempts outlast a burst of throttling without stalling a scan.
+RETRY_MODE = "standard"
+MAX_ATTEMPTS = 8
+CONNECT_TIMEOUT_S = 10.0
+READ_TIMEOUT_S = 60.0
 _SKIP_STATES = {"terminated", "shutting-down"}
 _EK_KEY_TYPE = "rsa-2048"
 _EK_FORMAT = "der"
@@ -90,14 +103,19 @@ class AwsProvider:
     """Collects EC2 evidence for each target account and region, concurrently by region."""
 
     name = PROVIDER
+    #: Set by collect(): bounds calls in flight and runs the per-instance calls in parallel.
+    pool: CallPool | None = None
 
     def __init__(
         self,
         targets: Sequence[AwsTarget] = (AwsTarget(),),
         regions: Sequence[str] | None = None,
         endpoint_url: str | None = None,
-        max_attempts: int = 8,
+        max_attempts: int = MAX_ATTEMPTS,
         max_pool_connections: int = 16,
+        retry_mode: str = RETRY_MODE,
+        connect_timeout: float = CONNECT_TIMEOUT_S,
+        read_timeout: float = READ_TIMEOUT_S,
     ) -> None:
         self.targets = list(targets) or [AwsTarget()]
         self.regions = list(regions) if regions else None
@@ -106,12 +124,11 @@ class AwsProvider:
         self._lock = threading.Lock()
         from botocore.config import Config
 
-        # botocore's own standard retry mode handles throttling (RequestLimitExceeded) and
-        # transient 5xx with backoff and a retry quota; no retry loop of ours on top.
+        # botocore's own retries (see RETRY_MODE above); no retry loop of ours on top.
         self._config = Config(
-            retries={"mode": "standard", "max_attempts": max_attempts},
-            connect_timeout=10,
-            read_timeout=60,
+            retries={"mode": retry_mode, "max_attempts": max_attempts},
+            connect_timeout=connect_timeout,
+            read_timeout=read_timeout,
             max_pool_connections=max_pool_connections,
             user_agent_extra=f"cc-auditor/{__version__}",
         )
@@ -213,9 +230,12 @@ class AwsProvider:
         )
         image_info = call.lookup("DescribeImages", "Images", "ImageId", images, ("image",))
         volumes = call.all_or_none("DescribeVolumes", "Volumes", ("disks",))
+        tpm_ids = [str(i["InstanceId"]) for i, _ in live if i.get("TpmSupport") == "v2.0"]
+        eks = dict(zip(tpm_ids, fan_out(self.pool, call.try_ek_public_key, tpm_ids), strict=True))
+        result.calls += len(tpm_ids)
 
         for inst, res in live:
-            vm = self._vm(inst, res, account, region, call, type_info, image_info, volumes)
+            vm = self._vm(inst, res, account, region, call, type_info, image_info, volumes, eks)
             result.vms.append(vm)
         return result
 
@@ -229,6 +249,7 @@ class AwsProvider:
         type_info: _Lookup,
         image_info: _Lookup,
         volumes: list[dict[str, Any]] | None,
+        eks: dict[str, tuple[dict[str, Any], str] | CallFailed],
     ) -> VM:
         iid = str(inst["InstanceId"])
         tags = {t.get("Key", ""): t.get("Value", "") for t in inst.get("Tags", [])}
@@ -311,12 +332,12 @@ class AwsProvider:
         if tpm["present"]:
             tpm["version"] = "2.0"
             tpm["implemented_by"] = "provider"
-            try:
-                ek, ek_sha = call.ek_public_key(iid)
-                tpm["ek"] = ek
+            got = eks[iid]
+            if isinstance(got, CallFailed):
+                gaps.append(got.gap)
+            else:
+                tpm["ek"], ek_sha = got
                 evidence["tpm"].append(ek_sha)
-            except CallFailed as failed:
-                gaps.append(failed.gap)
         doc["tpm"] = tpm
 
         # image: who published what boots
@@ -554,12 +575,18 @@ class _Caller:
             ref=ref or f"{self._path(op)}.json",
         )
 
+    def try_ek_public_key(self, iid: str) -> tuple[dict[str, Any], str] | CallFailed:
+        """`ek_public_key`, with a failure returned (run concurrently; the caller counts it)."""
+        try:
+            return self.ek_public_key(iid)
+        except CallFailed as failed:
+            return failed
+
     def ek_public_key(self, iid: str) -> tuple[dict[str, Any], str]:
         """NitroTPM EK public key; vouched for by the EC2 API only (AWS has no EK certificate)."""
         op = "GetInstanceTpmEkPub"
         relpath = self._path(op, iid)
         try:
-            self.result.calls += 1
             resp = _strip_meta(
                 self.ec2.get_instance_tpm_ek_pub(
                     InstanceId=iid, KeyType=_EK_KEY_TYPE, KeyFormat=_EK_FORMAT

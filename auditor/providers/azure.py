@@ -18,16 +18,29 @@ from typing import Any
 from auditor.model import VM, Disk, Gap, Technology
 from auditor.providers.base import (
     CallFailed,
+    CallPool,
     Plan,
     ScopeKey,
     ScopeResult,
     collected_vm,
+    fan_out,
     make_gap,
     record_evidence,
 )
 from auditor.recording import EvidenceSink, raw_path
 
 PROVIDER = "azure"
+
+# Retries and timeouts: azure-core's own RetryPolicy, configured here and nowhere else
+# (docs/reliability.md). It retries 408, 429, 500, 502, 503, 504 and connection/read errors;
+# a `Retry-After` header (ARM sends it with 429) sets the wait, otherwise the backoff is
+# RETRY_BACKOFF_S * 2^(retry-1), at most RETRY_BACKOFF_MAX_S. Every other error
+# (403 AuthorizationFailed, 404, a body that does not parse) is not retried: it is a gap.
+RETRY_TOTAL = 8
+RETRY_BACKOFF_S = 0.8
+RETRY_BACKOFF_MAX_S = 60.0
+CONNECT_TIMEOUT_S = 10.0
+READ_TIMEOUT_S = 60.0
 ARM_SCOPE = "https://management.azure.com/.default"
 _CAPABILITY = {"SNP": Technology.SEV_SNP, "TDX": Technology.TDX}
 # Fallback only when resource_skus gives no capability for the size (e.g. the call failed).
@@ -93,20 +106,26 @@ class AzureProvider:
     """Collects Azure Compute evidence per subscription, concurrently by subscription."""
 
     name = PROVIDER
+    #: Set by collect(): bounds calls in flight and runs the per-VM calls in parallel.
+    pool: CallPool | None = None
 
     def __init__(
         self,
         subscriptions: Sequence[str] = (),
         endpoint_url: str | None = None,
         replay: bool = False,
-        retry_total: int = 8,
-        retry_backoff: float = 0.8,
+        retry_total: int = RETRY_TOTAL,
+        retry_backoff: float = RETRY_BACKOFF_S,
+        connect_timeout: float = CONNECT_TIMEOUT_S,
+        read_timeout: float = READ_TIMEOUT_S,
     ) -> None:
         self.subscriptions = list(subscriptions)
         self.endpoint_url = endpoint_url
         self.replay = replay
         self.retry_total = retry_total
         self.retry_backoff = retry_backoff
+        self.connect_timeout = connect_timeout
+        self.read_timeout = read_timeout
         self._credential: Any = None
         self._lock = threading.Lock()
 
@@ -123,11 +142,13 @@ class AzureProvider:
             return self._credential
 
     def _client_kwargs(self) -> dict[str, Any]:
-        # azure-core's RetryPolicy honours Retry-After on 429/503; configured, not wrapped.
+        # azure-core's RetryPolicy (see RETRY_TOTAL above); configured, not wrapped.
         kwargs: dict[str, Any] = {
             "retry_total": self.retry_total,
             "retry_backoff_factor": self.retry_backoff,
-            "retry_backoff_max": 60,
+            "retry_backoff_max": RETRY_BACKOFF_MAX_S,
+            "connection_timeout": self.connect_timeout,
+            "read_timeout": self.read_timeout,
         }
         if self.endpoint_url:
             kwargs["base_url"] = self.endpoint_url
@@ -204,19 +225,30 @@ class AzureProvider:
             client.disk_encryption_sets.list,
         )
         skus = call.skus(client, sorted({str(v.get("location", "")) for v in vms}))
-        for vm in vms:
-            result.vms.append(self._vm(sub, vm, client, call, disks, des, skus))
+
+        def extensions(vm: dict[str, Any]) -> _Items | CallFailed:
+            name = str(vm.get("name", ""))
+            rg = resource_group_of(str(vm.get("id", "")))
+            try:
+                return call.extensions(client, rg, name, str(vm.get("location", "")))
+            except CallFailed as failed:
+                return failed
+
+        exts = fan_out(self.pool, extensions, vms)
+        result.calls += len(vms)
+        for vm, ext in zip(vms, exts, strict=True):
+            result.vms.append(self._vm(sub, vm, call, disks, des, skus, ext))
         return result
 
     def _vm(
         self,
         sub: str,
         raw: dict[str, Any],
-        client: Any,
         call: _Caller,
         disks: _Items | None,
         des: _Items | None,
         skus: _Items | None,
+        exts: _Items | CallFailed,
     ) -> VM:
         props = raw.get("properties", {})
         name = str(raw.get("name", ""))
@@ -279,12 +311,12 @@ class AzureProvider:
             evidence["disks"] = [inst_sha, *shas]
             gaps.extend(disk_gaps)
 
-        try:
-            exts = call.extensions(client, rg, name, region)
+        if isinstance(exts, CallFailed):
+            gaps.append(exts.gap)
+            call.result.errors.append(exts.gap)
+        else:
             doc["agents"] = _agents(props, exts.values)
             evidence["agents"] = [inst_sha, *exts.shas.values()]
-        except CallFailed as failed:
-            gaps.append(failed.gap)
 
         return collected_vm(
             doc, technology=technology, disks=model_disks, evidence=evidence, gaps=gaps
@@ -539,13 +571,11 @@ class _Caller:
     def extensions(self, client: Any, rg: str, vm_name: str, region: str) -> _Items:
         rel = self._rel("virtualMachines", vm_name, "extensions")
         try:
-            self.result.calls += 1
             values = [
                 e.as_dict() for e in client.virtual_machine_extensions.list(rg, vm_name).value or []
             ]
         except Exception as err:
             failed = self._fail(err, rel, "virtualMachineExtensions.list", ("agents",), vm_name)
-            self.result.errors.append(failed.gap)
             raise failed from err
         self.sink.save_raw(rel, {"value": values})
         out = _Items()

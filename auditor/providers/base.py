@@ -7,12 +7,20 @@ becomes a `Gap` naming the call, the scope and the cloud's error, never an empty
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import contextlib
+import threading
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 from auditor.model import VM, Disk, Evidence, Gap, Source, Technology
 from auditor.recording import EvidenceSink, jsonable
+
+T = TypeVar("T")
+R = TypeVar("R")
+A = TypeVar("A")
+B = TypeVar("B")
 
 
 @dataclass(frozen=True)
@@ -148,3 +156,76 @@ def record_evidence(
             ref=ref,
         )
     )
+
+
+class CallPool:
+    """Bounds the cloud calls in flight across a whole scan, and runs per-VM calls in parallel.
+
+    `--concurrency N` means at most N calls in flight, whatever mix of scopes and per-VM calls
+    (`GetInstanceTpmEkPub`, `getShieldedInstanceIdentity`, extensions) is running. A scope
+    holds one slot while it lists (its pages depend on each other); `fan_out` hands the slot
+    back while the scope's per-VM calls run, each in a slot of its own, so one large scope
+    uses every free slot instead of calling its VMs one after another.
+    """
+
+    def __init__(self, concurrency: int) -> None:
+        self.concurrency = max(1, concurrency)
+        self._slots = threading.BoundedSemaphore(self.concurrency)
+        self._holding = threading.local()
+        self._pool = ThreadPoolExecutor(max_workers=self.concurrency, thread_name_prefix="call")
+
+    def _held(self) -> int:
+        return int(getattr(self._holding, "n", 0))
+
+    @contextlib.contextmanager
+    def slot(self) -> Iterator[None]:
+        """Hold one call slot (re-entrant within a thread)."""
+        if self._held():
+            yield
+            return
+        with self._slots:
+            self._holding.n = 1
+            try:
+                yield
+            finally:
+                self._holding.n = 0
+
+    def run_scope(self, fn: Callable[[A, B], R], a: A, b: B) -> R:
+        """Run one scope's collection in a slot (used by collect())."""
+        with self.slot():
+            return fn(a, b)
+
+    def _one(self, fn: Callable[[T], R], item: T) -> R:
+        with self.slot():
+            return fn(item)
+
+    def fan_out(self, fn: Callable[[T], R], items: Sequence[T]) -> list[R]:
+        """`[fn(i) for i in items]` with each call in its own slot; results in input order.
+
+        `fn` should turn call failures into values; anything it raises is re-raised here
+        (after the other calls finished), so an interruption still stops the scope.
+        """
+        if len(items) <= 1:
+            return [fn(i) for i in items]
+        held = self._held()
+        if held:
+            self._holding.n = 0
+            self._slots.release()
+        try:
+            futures = [self._pool.submit(self._one, fn, i) for i in items]
+            # result(), not wait(): a future cancelled by close() wakes result() but not wait()
+            return [f.result() for f in futures]
+        finally:
+            if held:
+                self._slots.acquire()
+                self._holding.n = held
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=True, cancel_futures=True)
+
+
+def fan_out(pool: CallPool | None, fn: Callable[[T], R], items: Sequence[T]) -> list[R]:
+    """Per-VM calls through the scan's CallPool, or one after another without one."""
+    if pool is None:
+        return [fn(i) for i in items]
+    return pool.fan_out(fn, items)

@@ -18,10 +18,12 @@ from typing import Any
 from auditor.model import VM, Disk, Gap, Source, Technology
 from auditor.providers.base import (
     CallFailed,
+    CallPool,
     Plan,
     ScopeKey,
     ScopeResult,
     collected_vm,
+    fan_out,
     make_gap,
     record_evidence,
 )
@@ -29,6 +31,18 @@ from auditor.recording import EvidenceSink, raw_path
 from auditor.verify.stage import GCE_EK_KIND
 
 PROVIDER = "gcp"
+
+# Retries and timeouts: google-api-core's own Retry, configured here and nowhere else
+# (docs/reliability.md). Retried: 429 RESOURCE_EXHAUSTED, 500, 502, 503, 504 and dropped
+# connections, with exponential backoff from RETRY_INITIAL_S doubling up to RETRY_MAXIMUM_S,
+# until RETRY_TIMEOUT_S has passed for the call. Every other error (403 PERMISSION_DENIED,
+# 404, a response that does not parse, a read timeout) is not retried: it becomes a gap.
+# Compute calls time out after CALL_TIMEOUT_S; Cloud Logging's client uses its own 60 s.
+RETRY_INITIAL_S = 1.0
+RETRY_MAXIMUM_S = 32.0
+RETRY_MULTIPLIER = 2.0
+RETRY_TIMEOUT_S = 300.0
+CALL_TIMEOUT_S = 60.0
 INTEGRITY_LOG = "compute.googleapis.com%2Fshielded_vm_integrity"
 _KNOWN_TYPES = {
     "SEV": Technology.SEV,
@@ -86,6 +100,8 @@ class GcpProvider:
     """Collects Compute Engine evidence per project, concurrently by project."""
 
     name = PROVIDER
+    #: Set by collect(): bounds calls in flight and runs the per-instance calls in parallel.
+    pool: CallPool | None = None
 
     def __init__(
         self,
@@ -94,16 +110,20 @@ class GcpProvider:
         anonymous: bool = False,
         log_window: timedelta = timedelta(days=30),
         as_of: datetime | None = None,
-        retry_initial: float = 1.0,
-        retry_timeout: float = 300.0,
+        retry_initial: float = RETRY_INITIAL_S,
+        retry_timeout: float = RETRY_TIMEOUT_S,
+        retry_maximum: float = RETRY_MAXIMUM_S,
+        call_timeout: float = CALL_TIMEOUT_S,
     ) -> None:
         self.projects = list(projects)
         self.endpoint_url = endpoint_url
         self.anonymous = anonymous
         self.log_window = log_window
         self.as_of = as_of
+        self.call_timeout = call_timeout
         self._lock = threading.Lock()
         self._credentials: Any = None
+        import requests
         from google.api_core import exceptions as gexc
         from google.api_core import retry as gretry
 
@@ -115,10 +135,12 @@ class GcpProvider:
                 gexc.InternalServerError,
                 gexc.BadGateway,
                 gexc.GatewayTimeout,
+                requests.exceptions.ConnectionError,
+                requests.exceptions.ChunkedEncodingError,
             ),
             initial=retry_initial,
-            maximum=max(retry_initial * 32, 1.0),
-            multiplier=2.0,
+            maximum=max(retry_maximum, retry_initial),
+            multiplier=RETRY_MULTIPLIER,
             timeout=retry_timeout,
         )
 
@@ -205,8 +227,22 @@ class GcpProvider:
             logs_gap = failed.gap
             result.errors.append(failed.gap)
 
+        shielded = [
+            (zone, str(inst.get("name", inst.get("id", ""))))
+            for zone, inst in live
+            if inst.get("shieldedInstanceConfig", {}).get("enableVtpm", False)
+        ]
+
+        def identity(where: tuple[str, str]) -> tuple[dict[str, Any], str] | CallFailed:
+            try:
+                return self._identity(client, project, where[0], where[1], sink, result)
+            except CallFailed as failed:
+                return failed
+
+        identities = dict(zip(shielded, fan_out(self.pool, identity, shielded), strict=True))
+        result.calls += len(shielded)
         for zone, inst in live:
-            vm = self._vm(project, zone, inst, client, sink, result, entries, logs_gap)
+            vm = self._vm(project, zone, inst, sink, result, entries, logs_gap, identities)
             result.vms.append(vm)
         return result
 
@@ -219,7 +255,9 @@ class GcpProvider:
         by_zone: dict[str, list[dict[str, Any]]] = {}
         try:
             request = compute_v1.AggregatedListInstancesRequest(project=project, max_results=500)
-            pager = client.aggregated_list(request=request, retry=self._retry, timeout=60)
+            pager = client.aggregated_list(
+                request=request, retry=self._retry, timeout=self.call_timeout
+            )
             for page in pager.pages:
                 result.calls += 1
                 for scope_key, scoped in page.items.items():
@@ -295,9 +333,12 @@ class GcpProvider:
     ) -> tuple[dict[str, Any], str]:
         relpath = raw_path("gcp", project, "shieldedInstanceIdentity", zone, name)
         try:
-            result.calls += 1
             resp = client.get_shielded_instance_identity(
-                project=project, zone=zone, instance=name, retry=self._retry, timeout=60
+                project=project,
+                zone=zone,
+                instance=name,
+                retry=self._retry,
+                timeout=self.call_timeout,
             )
         except Exception as err:
             sink.save_error(relpath, _status(err), *_code_message(err, project))
@@ -331,11 +372,11 @@ class GcpProvider:
         project: str,
         zone: str,
         inst: dict[str, Any],
-        client: Any,
         sink: EvidenceSink,
         result: ScopeResult,
         logs: dict[str, list[dict[str, Any]]],
         logs_gap: Gap | None,
+        identities: dict[tuple[str, str], tuple[dict[str, Any], str] | CallFailed],
     ) -> VM:
         region = region_of(zone)
         iid = str(inst.get("id", ""))
@@ -404,13 +445,13 @@ class GcpProvider:
 
         gaps: list[Gap] = []
         if doc["tpm"]["present"]:
-            try:
-                _, id_sha = self._identity(client, project, zone, name, sink, result)
-                evidence["tpm"] = [inst_sha, id_sha]
+            got = identities[(zone, name)]
+            if isinstance(got, CallFailed):
+                gaps.append(got.gap)
+                result.errors.append(got.gap)
+            else:
+                evidence["tpm"] = [inst_sha, got[1]]
                 doc["tpm"]["ek"] = {"present": True, "source": "control_plane", "certificate": True}
-            except CallFailed as failed:
-                gaps.append(failed.gap)
-                result.errors.append(failed.gap)
 
         if logs_gap is not None:
             gaps.append(logs_gap)

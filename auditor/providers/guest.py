@@ -43,7 +43,7 @@ def _unverified_claims(token: str) -> dict[str, Any]:
     body = parts[1] + "=" * (-len(parts[1]) % 4)
     try:
         data = json.loads(base64.urlsafe_b64decode(body))
-    except (binascii.Error, ValueError) as err:
+    except (binascii.Error, ValueError, RecursionError) as err:
         raise ValueError(f"payload is not base64url JSON: {err}") from err
     if not isinstance(data, dict):
         raise ValueError("payload is not a JSON object")

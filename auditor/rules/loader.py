@@ -242,6 +242,8 @@ def load_pack(path: str | Path) -> RulePack:
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
         problem = getattr(err, "problem", None) or str(err)
         raise RulePackError(shown, f"YAML syntax error{where}: {problem}") from err
+    except RecursionError as err:  # untrusted input: nesting deep enough to exhaust the stack
+        raise RulePackError(shown, "YAML nested too deeply") from err
     if not isinstance(data, dict):
         raise RulePackError(shown, "a rule pack is a mapping with 'pack' and 'rules'")
     try:

@@ -81,3 +81,26 @@ def load_pinned(folder: str, pins: dict[str, tuple[str, bool]], name: str) -> Tr
 def gcp_vtpm_store() -> TrustStore:
     """Google's vTPM EK/AK CA roots: the only anchors a GCE EK certificate may chain to."""
     return load_pinned("gcp", GCP_VTPM_PINS, "Google Compute Engine vTPM EK/AK CA")
+
+
+#: Azure vTPM EK/AK CAs (public Microsoft PKI certificates, see anchors/azure/NOTICE).
+AZURE_VTPM_PINS: dict[str, tuple[str, bool]] = {
+    "azure_virtual_tpm_root_ca_2023.pem": (
+        "e6c596b17f8ffefba5c300f714cfb1260c6028704ecf7becc4ab5018efb00e95",
+        True,
+    ),
+    "microsoft_rsa_devices_root_ca_2021.pem": (
+        "8c2bb9144d4970c94fb8105cc5d860a58e2e675eb360fdd8c14b30833aaaec1d",
+        True,
+    ),
+    "global_virtual_tpm_ca_03.pem": (
+        "fd7c92dabce4dcec9feaa30f8b087ada0598413189182152b881f5564064a29c",
+        False,
+    ),
+}
+
+
+@lru_cache(maxsize=1)
+def azure_vtpm_store() -> TrustStore:
+    """Microsoft's vTPM roots: the anchors an Azure vTPM EK or AK certificate may chain to."""
+    return load_pinned("azure", AZURE_VTPM_PINS, "Microsoft Azure vTPM CA")

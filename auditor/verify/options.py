@@ -93,7 +93,7 @@ def build_evidence_options(
         except (OSError, ValueError) as err:
             raise HardwareOptionError(f"demo trust anchor {demo_trust_anchor}: {err}") from err
     return EvidenceOptions(
-        amd_trust=trust,
+        demo_trust=trust,
         reference_measurements=tuple(refs),
         tcb_table=table,
         offline=offline,

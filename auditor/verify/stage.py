@@ -9,17 +9,22 @@ from __future__ import annotations
 
 import base64
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any
 
-from auditor.model import VM, Evidence, Verification
+from auditor.guest.format import GuestEvidenceError, parse_evidence_file
+from auditor.model import VM, Evidence, Gap, Verification
+from auditor.providers.base import make_gap
 from auditor.verify.anchors import gcp_vtpm_store
+from auditor.verify.errors import EvidenceFormatError
+from auditor.verify.evidence import EvidenceOptions, verify_guest_evidence
 from auditor.verify.gce_identity import Expected, verify_ek_certificate
 from auditor.verify.maa import MaaPolicy, MaaResult, fetch_jwks, verify_maa_token
 
 GCE_EK_KIND = "shielded_instance_identity"
 MAA_KIND = "maa_token"
+GUEST_KIND = "guest_evidence"
 #: Checks that make a token authentic; the others judge what it says.
 _MAA_AUTHENTICITY = ("parse", "algorithm", "issuer", "key", "signature", "expiry")
 
@@ -31,6 +36,10 @@ class VerifyOptions:
     maa_issuers: tuple[str, ...] = ()
     maa_jwks: dict[str, Any] | None = None
     fetch_online: bool = False
+    #: Guest evidence: what the owner trusts and expects (see auditor.verify.evidence).
+    evidence: EvidenceOptions = field(default_factory=EvidenceOptions)
+    #: Where issued nonces are kept (auditor.guest.nonces.NonceStore); None = nonces unchecked.
+    nonce_store: Any = None
     _fetched: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     def jwks_for(self, issuer: str | None) -> tuple[dict[str, Any], str]:
@@ -152,3 +161,66 @@ def verify_vms(
             ev = evidence.get(sha)
             if ev is not None and ev.kind == MAA_KIND:
                 _verify_maa(vm, ev, at, opts)
+        for sha in vm.evidence.get("hardware", []):
+            ev = evidence.get(sha)
+            if ev is not None and ev.kind == GUEST_KIND:
+                _verify_guest(vm, ev, at, opts)
+
+
+def _guest_gap(vm: VM, ev: Evidence, code: str, message: str) -> Gap:
+    return make_gap(
+        vm.provider,
+        "guest-evidence",
+        code,
+        f"{ev.ref or ev.sha256[:12]}: {message}",
+        vm.account,
+        region=vm.region,
+        resource=vm.id,
+        sections=["hardware"],
+    )
+
+
+def _verify_guest(vm: VM, ev: Evidence, at: datetime, opts: VerifyOptions) -> None:
+    """Verify one guest evidence file for `vm`; the first verified file wins `vm.hardware`."""
+    try:
+        doc = parse_evidence_file(base64.b64decode(str(ev.raw)))
+    except (GuestEvidenceError, ValueError) as err:
+        vm.gaps.append(_guest_gap(vm, ev, "MalformedEvidence", str(err)))
+        return
+    store = opts.nonce_store
+    options = opts.evidence
+    if store is not None:
+
+        def check(nonce: str) -> tuple[bool, str]:
+            try:
+                ok, why = store.check(nonce, vm.id, ev.sha256, now=at)
+                if ok:
+                    store.mark_used(nonce, ev.sha256)
+            except (OSError, ValueError) as err:  # unreadable or corrupt nonce store
+                return False, f"nonce state unusable: {err}"
+            return bool(ok), str(why)
+
+        options = replace(options, nonce_check=check)
+    if options.at is None:
+        options = replace(options, at=at)
+    try:
+        result = verify_guest_evidence(doc, options, expected_vm=(vm.provider, vm.id))
+    except EvidenceFormatError as err:
+        vm.gaps.append(_guest_gap(vm, ev, "MalformedEvidence", str(err)))
+        return
+    ev.verification = Verification(
+        verifier="evidence.verify_guest_evidence",
+        ok=result.ok,
+        checks=[c.as_dict() for c in result.checks],
+        reason=result.summary if result.ok else f"{result.summary}; {result.reason}",
+    )
+    hardware = result.hardware
+    if hardware.get("present") and not hardware.get("verified"):
+        vm.gaps.append(_guest_gap(vm, ev, "EvidenceNotUsable", result.summary))
+    current = vm.document.get("hardware")
+    if current is None or (hardware.get("verified") and not current.get("verified")):
+        vm.document["hardware"] = hardware
+    if result.guest:
+        vm.document.setdefault("guest", {}).update(result.guest)
+    if result.event_log:
+        vm.document.setdefault("tpm", {})["event_log"] = result.event_log

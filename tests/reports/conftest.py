@@ -14,7 +14,7 @@ from types import SimpleNamespace
 
 import pytest
 
-from auditor import scan
+from auditor.api import scan
 from auditor.assurance import gdpr_reading, level_for
 from auditor.model import (
     AuditRun,

@@ -7,7 +7,8 @@ from pathlib import Path
 import pytest
 from junitparser import Error, Failure, JUnitXml, Properties, Skipped, TestCase
 
-from auditor import reports, scan
+from auditor import reports
+from auditor.api import scan
 from auditor.model import PROVIDER_PARTIES, AuditRun, Party, Status
 from auditor.reports import junit, tables
 

@@ -10,7 +10,8 @@ from typing import Any
 
 import pytest
 
-from auditor import reports, scan
+from auditor import reports
+from auditor.api import scan
 from auditor.model import AuditRun, Party, Status
 from auditor.reports import oscal
 

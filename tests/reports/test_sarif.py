@@ -13,7 +13,8 @@ from typing import Any
 import jsonschema
 import pytest
 
-from auditor import reports, scan
+from auditor import reports
+from auditor.api import scan
 from auditor.model import AuditRun, Severity, Status
 from auditor.reports import sarif, tables
 

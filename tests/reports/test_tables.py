@@ -11,7 +11,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from auditor import reports, scan
+from auditor import reports
+from auditor.api import scan
 from auditor.model import AuditRun, Party
 from auditor.reports import parquet, tables
 

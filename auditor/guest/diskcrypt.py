@@ -1,0 +1,193 @@
+"""Is the root filesystem on guest-side dm-crypt? Read from procfs and sysfs, nothing executed.
+
+Provider-side disk encryption decrypts outside the TEE; only encryption the guest does itself
+(LUKS/dm-crypt, key released to the guest) keeps the disk-key custodian out. The root mount's
+device comes from `/proc/self/mountinfo` (major:minor) or `/proc/mounts` (source path); the
+device-mapper stack under it is followed through `/sys/block/<dev>/slaves/` (LVM on LUKS, LUKS on
+RAID), and every dm-crypt device is named by its `/sys/block/dm-N/dm/uuid`
+(`CRYPT-LUKS2-<luks uuid>-<name>` for LUKS2). Standard library only.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+MAX_DEPTH = 16
+# dm uuids cryptsetup gives to devices that verify or protect integrity but do not encrypt.
+NOT_ENCRYPTION = ("VERITY", "INTEGRITY", "SUBDEV")
+
+
+class DiskCryptError(Exception):
+    """The block-device layout could not be read (the text names the file and why)."""
+
+
+def _read(path: Path) -> str:
+    with path.open("rb") as fh:
+        return fh.read(1024 * 1024).decode("utf-8", "replace")
+
+
+def _unescape(field: str) -> str:
+    """Mount tables escape space, tab, newline and backslash as octal (`\\040`)."""
+    out, i = [], 0
+    while i < len(field):
+        chunk = field[i + 1 : i + 4]
+        if field[i] == "\\" and len(chunk) == 3 and all(c in "01234567" for c in chunk):
+            out.append(chr(int(chunk, 8)))
+            i += 4
+        else:
+            out.append(field[i])
+            i += 1
+    return "".join(out)
+
+
+def root_mount(root: Path) -> tuple[str | None, str | None]:
+    """(major:minor, source) of the filesystem mounted on `/`, the last (visible) mount wins."""
+    mountinfo = root / "proc" / "self" / "mountinfo"
+    try:
+        found: tuple[str | None, str | None] | None = None
+        for line in _read(mountinfo).splitlines():
+            fields = line.split()
+            if "-" not in fields[6:]:
+                continue
+            sep = fields.index("-", 6)
+            if len(fields) > sep + 2 and _unescape(fields[4]) == "/":
+                found = (fields[2], _unescape(fields[sep + 2]))
+        if found is not None:
+            return found
+    except OSError:
+        pass
+    mounts = root / "proc" / "mounts"
+    try:
+        text = _read(mounts)
+    except OSError as err:
+        raise DiskCryptError(f"cannot read {mountinfo} or {mounts}: {err.strerror}") from err
+    source: str | None = None
+    for line in text.splitlines():
+        fields = line.split()
+        if len(fields) >= 2 and _unescape(fields[1]) == "/":
+            source = _unescape(fields[0])
+    if source is None:
+        raise DiskCryptError(f"no filesystem mounted on / in {mountinfo} or {mounts}")
+    return None, source
+
+
+class BlockDevices:
+    """The block devices the kernel lists under `<root>/sys/block` (and their partitions)."""
+
+    def __init__(self, root: Path) -> None:
+        self.sys_block = root / "sys" / "block"
+        self.sys_dev_block = root / "sys" / "dev" / "block"
+        if not self.sys_block.is_dir():
+            raise DiskCryptError(f"{self.sys_block} does not exist")
+
+    def _dirs(self) -> dict[str, Path]:
+        """Every device and partition name -> its sysfs directory."""
+        found: dict[str, Path] = {}
+        for disk in sorted(self.sys_block.iterdir()):
+            found[disk.name] = disk
+            try:
+                for child in disk.iterdir():
+                    if child.name.startswith(disk.name) and (child / "dev").is_file():
+                        found[child.name] = child
+            except OSError:
+                continue
+        return found
+
+    def by_devnum(self, devnum: str) -> str | None:
+        link = self.sys_dev_block / devnum
+        if link.is_symlink():
+            return os.path.basename(os.readlink(link))
+        for name, path in self._dirs().items():
+            try:
+                if _read(path / "dev").strip() == devnum:
+                    return name
+            except OSError:
+                continue
+        return None
+
+    def by_source(self, source: str) -> str | None:
+        if source.startswith("/dev/mapper/"):
+            wanted = source.removeprefix("/dev/mapper/")
+            for name in self.dm_devices():
+                if self.dm_attribute(name, "name") == wanted:
+                    return name
+            return None
+        if source.startswith("/dev/"):
+            name = source.removeprefix("/dev/")
+            return name if name in self._dirs() else None
+        return None
+
+    def dm_devices(self) -> list[str]:
+        return sorted(
+            (p.name for p in self.sys_block.iterdir() if p.name.startswith("dm-")),
+            key=lambda n: (len(n), n),
+        )
+
+    def dm_attribute(self, name: str, attribute: str) -> str | None:
+        try:
+            return _read(self.sys_block / name / "dm" / attribute).strip()
+        except OSError:
+            return None
+
+    def lower_devices(self, name: str) -> set[str]:
+        """`name` and every device beneath it in the stack (through `slaves/`)."""
+        seen: set[str] = set()
+        frontier = [(name, 0)]
+        while frontier:
+            current, depth = frontier.pop()
+            if current in seen or depth > MAX_DEPTH:
+                continue
+            seen.add(current)
+            slaves = self.sys_block / current / "slaves"
+            try:
+                frontier.extend((s, depth + 1) for s in sorted(os.listdir(slaves)))
+            except OSError:
+                continue
+        return seen
+
+
+def crypt_type(dm_uuid: str) -> str | None:
+    """`LUKS2` for `CRYPT-LUKS2-...`; None when the dm device is not dm-crypt encryption."""
+    parts = dm_uuid.split("-", 2)
+    if len(parts) < 2 or parts[0] != "CRYPT" or not parts[1] or parts[1] in NOT_ENCRYPTION:
+        return None
+    return parts[1]
+
+
+def disk_encryption(root: Path) -> tuple[dict[str, Any], list[tuple[str, str]]]:
+    """The `disk_encryption` section and the problems met while building it.
+
+    Raises DiskCryptError when sysfs itself cannot be read (no section at all).
+    """
+    devices = BlockDevices(root)
+    problems: list[tuple[str, str]] = []
+    root_device: str | None = None
+    try:
+        devnum, source = root_mount(root)
+        if devnum and not devnum.startswith("0:"):
+            root_device = devices.by_devnum(devnum)
+        if root_device is None and source:
+            root_device = devices.by_source(source)
+        if root_device is None:
+            problems.append(
+                ("root device", f"root filesystem ({source or devnum}) maps to no block device")
+            )
+    except DiskCryptError as err:
+        problems.append(("root device", str(err)))
+    under_root = devices.lower_devices(root_device) if root_device else set()
+    found: list[dict[str, Any]] = []
+    for name in devices.dm_devices():
+        uuid = devices.dm_attribute(name, "uuid")
+        if uuid is None:
+            problems.append((f"{devices.sys_block / name / 'dm' / 'uuid'}", "not readable"))
+            continue
+        kind = crypt_type(uuid)
+        if kind is None:
+            continue
+        found.append({"name": name, "uuid": uuid, "type": kind, "holds_root": name in under_root})
+    section: dict[str, Any] = {"devices": found}
+    if root_device is not None:
+        section = {"root_device": root_device, **section}
+    return section, problems

@@ -1,0 +1,339 @@
+"""Combine shard runs (`ccaudit scan --shard K/N`) into one run: `ccaudit merge RUN_DIR...`.
+
+Scale-out stays on engines people already run (a Kubernetes Indexed Job, a CI matrix): each
+runs one shard and this joins their run directories. The merge re-evaluates nothing: VMs,
+verdicts and evidence are taken as each shard recorded them, which is sound only when every
+shard judged with the same rule packs and tool, and read disjoint scopes. Anything else is
+refused with a MergeError naming the runs. Coverage of every shard is kept, and a shard that
+was not given becomes a gap, so a merge of 3 of 4 shards never reads as complete.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from auditor.model import AuditRun, Coverage, Gap, Scope, ScopeCoverage
+from auditor.run import (
+    NO_MATCHING_VM,
+    RAW_DIR,
+    REPLAY_META,
+    load_run,
+    new_run_id,
+    write_run,
+)
+from auditor.shard import ShardError, parse_shard
+
+#: Written beside result.json: which runs were merged, and files they disagreed on.
+MERGE_FILE = "merge.json"
+_COPIED = (RAW_DIR, "evidence")
+_SHARD_NOTE = re.compile(r" \(shard \d+/\d+\)$")
+_PROVIDER_ORDER = ("aws", "gcp", "azure")
+
+
+class MergeError(Exception):
+    """Runs that cannot be merged into one (different rule packs, overlapping scopes, ...)."""
+
+
+@dataclass
+class MergeResult:
+    """The merged run, where it was written, and what the inputs disagreed on."""
+
+    run: AuditRun
+    run_dir: Path
+    conflicts: list[str] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class _Input:
+    path: Path
+    run: AuditRun
+
+
+def _load(paths: Sequence[Path]) -> list[_Input]:
+    from auditor.bundle import MANIFEST_FILE, verify_bundle
+
+    inputs: list[_Input] = []
+    for path in paths:
+        run_dir = Path(path)
+        if not run_dir.is_dir():
+            raise MergeError(f"{run_dir}: not a run directory")
+        try:
+            run = load_run(run_dir)
+        except (OSError, ValueError) as err:
+            raise MergeError(f"{run_dir}: cannot read the run: {err}") from err
+        if (run_dir / MANIFEST_FILE).is_file():
+            report = verify_bundle(run_dir)
+            failed = [c for c in report.checks if c.name in ("manifest", "files") and not c.ok]
+            if failed:
+                reasons = "; ".join(c.reason for c in failed)
+                raise MergeError(f"{run_dir}: its manifest does not match its files: {reasons}")
+        inputs.append(_Input(run_dir, run))
+    return inputs
+
+
+def _scope_key(c: ScopeCoverage) -> tuple[str, str, str]:
+    return (c.provider, c.account, c.region or "")
+
+
+def _check_compatible(inputs: list[_Input]) -> None:
+    """Refuse what cannot be one run: the message names the runs and what differs."""
+    first = inputs[0]
+    ids: dict[str, Path] = {}
+    for item in inputs:
+        if item.run.run_id in ids:
+            raise MergeError(
+                f"run {item.run.run_id} given twice ({ids[item.run.run_id]} and {item.path})"
+            )
+        ids[item.run.run_id] = item.path
+
+    def packs(run: AuditRun) -> list[str]:
+        return [f"{p.name} {p.version} sha256:{p.sha256}" for p in run.rule_packs]
+
+    for item in inputs[1:]:
+        if packs(item.run) != packs(first.run):
+            raise MergeError(
+                "the runs used different rule packs, so their verdicts are not comparable: "
+                f"{first.path} used [{'; '.join(packs(first.run))}], "
+                f"{item.path} used [{'; '.join(packs(item.run))}]"
+            )
+        if item.run.tool.version != first.run.tool.version:
+            raise MergeError(
+                f"the runs were made by different cc-auditor versions: {first.path} by "
+                f"{first.run.tool.version}, {item.path} by {item.run.tool.version}"
+            )
+        for name in ("log_window_days", "maa_issuers"):
+            a, b = getattr(first.run.scope, name), getattr(item.run.scope, name)
+            if a != b:
+                raise MergeError(
+                    f"the runs were judged with different settings: scope.{name} is {a!r} in "
+                    f"{first.path} and {b!r} in {item.path}"
+                )
+
+    owner: dict[tuple[str, str, str], Path] = {}
+    vm_owner: dict[tuple[str, str, str, str], Path] = {}
+    for item in inputs:
+        for cov in item.run.coverage.scopes:
+            key = _scope_key(cov)
+            if key in owner:
+                where = "/".join(k for k in key if k)
+                raise MergeError(
+                    f"overlapping scopes: {where} was read by both {owner[key]} and {item.path}"
+                )
+            owner[key] = item.path
+        for vm in item.run.vms:
+            vkey = (vm.provider, vm.account, vm.region, vm.id)
+            if vkey in vm_owner:
+                raise MergeError(
+                    f"overlapping scopes: VM {'/'.join(vkey)} is in both {vm_owner[vkey]} and "
+                    f"{item.path}"
+                )
+            vm_owner[vkey] = item.path
+
+
+def _shard_gaps(inputs: list[_Input]) -> list[Gap]:
+    """A gap for each shard of N that was not given; refuse mixed N or a shard given twice."""
+    shards: dict[int, Path] = {}
+    count: int | None = None
+    for item in inputs:
+        label = item.run.scope.shard
+        if label is None:
+            continue
+        try:
+            shard = parse_shard(label)
+        except ShardError as err:
+            raise MergeError(f"{item.path}: {err}") from err
+        if count is not None and shard.count != count:
+            raise MergeError(
+                f"the runs are shards of different splits: {item.path} is {label}, "
+                f"others are of {count}"
+            )
+        count = shard.count
+        if shard.index in shards:
+            raise MergeError(
+                f"overlapping scopes: shard {label} given twice ({shards[shard.index]} and "
+                f"{item.path})"
+            )
+        shards[shard.index] = item.path
+    if count is None:
+        return []
+    providers = sorted({p for i in inputs for p in i.run.scope.providers})
+    return [
+        Gap(
+            provider=",".join(providers) or "?",
+            call="merge",
+            code="MissingShard",
+            message=f"shard {k}/{count} was not merged: the scopes it owns were not read",
+            affects="scope",
+        )
+        for k in range(1, count + 1)
+        if k not in shards
+    ]
+
+
+def _merged_gaps(inputs: list[_Input]) -> list[Gap]:
+    """Every gap of every run; a guest file matching no VM is kept only if no shard matched
+    it (a shard only sees its own VMs, so another shard may have attached the file)."""
+    out: list[Gap] = []
+    unmatched: dict[str, list[Gap]] = {}
+    sharded = [i for i in inputs if i.run.scope.shard is not None]
+    for item in inputs:
+        for gap in item.run.coverage.gaps:
+            if (
+                item.run.scope.shard is not None
+                and gap.provider == "guest"
+                and gap.code == NO_MATCHING_VM
+            ):
+                unmatched.setdefault(gap.resource or gap.message, []).append(gap)
+            else:
+                out.append(gap)
+    for gaps in unmatched.values():
+        if len(gaps) == len(sharded):
+            first = gaps[0]
+            out.append(first.model_copy(update={"message": _SHARD_NOTE.sub("", first.message)}))
+    return out
+
+
+def _merged_scope(inputs: list[_Input]) -> Scope:
+    first = inputs[0].run.scope
+    providers = {p for i in inputs for p in i.run.scope.providers}
+    ordered = [p for p in _PROVIDER_ORDER if p in providers]
+    ordered += sorted(providers - set(_PROVIDER_ORDER))
+    return first.model_copy(
+        update={
+            "providers": ordered,
+            "accounts": sorted({a for i in inputs for a in i.run.scope.accounts}),
+            "regions": sorted({r for i in inputs for r in i.run.scope.regions}),
+            "shard": None,
+        }
+    )
+
+
+def _copy_tree(src: Path, dst: Path, rel_root: str, conflicts: list[str]) -> None:
+    """Copy files under src into dst; a file already there with other bytes keeps the first
+    copy and is listed as a conflict (e.g. an account-level response read by every shard)."""
+    for path in sorted(src.rglob("*")):
+        if path.is_symlink():
+            raise MergeError(f"{path}: symbolic link in a run directory; refusing to copy it")
+        if not path.is_file():
+            continue
+        rel = path.relative_to(src)
+        target = dst / rel
+        if target.exists():
+            if target.read_bytes() != path.read_bytes():
+                conflicts.append(f"{rel_root}/{rel.as_posix()}")
+            continue
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(path, target)
+
+
+def merge_runs(
+    run_dirs: Sequence[str | Path],
+    output: str | Path,
+    signing_key: str | Path | None = None,
+    run_id: str | None = None,
+) -> MergeResult:
+    """Merge run directories into `output` (new or empty): result.json, raw/ and evidence/ of
+    every run, merge.json, and a new manifest (signed with `signing_key` if given).
+
+    Raises MergeError when the runs cannot be one run; nothing is written then.
+    """
+    if not run_dirs:
+        raise MergeError("no run directories to merge")
+    inputs = _load([Path(p) for p in run_dirs])
+    _check_compatible(inputs)
+    out_dir = Path(output)
+    if out_dir.exists() and (not out_dir.is_dir() or any(out_dir.iterdir())):
+        raise MergeError(f"{out_dir} exists and is not empty; choose a new --output directory")
+    missing = _shard_gaps(inputs)
+    gaps = _merged_gaps(inputs) + missing
+
+    scopes = sorted(
+        (c for i in inputs for c in i.run.coverage.scopes),
+        key=lambda c: (c.provider, c.account, c.region or ""),
+    )
+    evidence = {sha: ev for i in inputs for sha, ev in i.run.evidence.items()}
+    first = inputs[0].run
+    run = AuditRun(
+        tool=first.tool,
+        run_id=run_id or new_run_id(),
+        started_at=min(i.run.started_at for i in inputs),
+        finished_at=max(i.run.finished_at for i in inputs),
+        scope=_merged_scope(inputs),
+        rule_packs=first.rule_packs,
+        coverage=Coverage(
+            complete=not gaps,
+            scopes=scopes,
+            gaps=gaps,
+            interrupted=any(i.run.coverage.interrupted for i in inputs),
+        ),
+        vms=sorted(
+            (vm for i in inputs for vm in i.run.vms),
+            key=lambda vm: (vm.provider, vm.account, vm.region, vm.id),
+        ),
+        evidence=dict(sorted(evidence.items())),
+    )
+
+    conflicts: list[str] = []
+    out_dir.mkdir(parents=True, exist_ok=True)
+    for item in inputs:
+        for sub in _COPIED:
+            if (item.path / sub).is_dir():
+                _copy_tree(item.path / sub, out_dir / sub, sub, conflicts)
+    raw = out_dir / RAW_DIR
+    if raw.is_dir():  # when the responses were recorded: the earliest shard's time
+        recorded = _earliest_recorded(inputs)
+        meta = {"recorded_at": recorded, "run_id": run.run_id} if recorded else None
+        if meta is not None:
+            (raw / REPLAY_META).write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
+        conflicts = [c for c in conflicts if c != f"{RAW_DIR}/{REPLAY_META}"]
+    listed = sorted(set(conflicts))
+    record = {
+        "run_id": run.run_id,
+        "merged_from": [
+            {
+                "run_id": i.run.run_id,
+                "shard": i.run.scope.shard,
+                "path": str(i.path),
+                "manifest_sha256": _manifest_sha(i.path),
+            }
+            for i in inputs
+        ],
+        "conflicts": listed,
+    }
+    (out_dir / MERGE_FILE).write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
+    write_run(run, out_dir)
+    from auditor.bundle import BundleError, write_manifest
+
+    try:
+        write_manifest(out_dir, run, signing_key=Path(signing_key) if signing_key else None)
+    except (BundleError, OSError, ValueError) as err:
+        raise MergeError(f"cannot seal {out_dir}: {err}") from err
+    return MergeResult(run=run, run_dir=out_dir, conflicts=listed)
+
+
+def _earliest_recorded(inputs: list[_Input]) -> str | None:
+    times: list[str] = []
+    for item in inputs:
+        meta = item.path / RAW_DIR / REPLAY_META
+        try:
+            data = json.loads(meta.read_text(encoding="utf-8"))
+            times.append(str(data["recorded_at"]))
+        except (OSError, ValueError, KeyError, TypeError):
+            continue
+    return min(times) if times else None
+
+
+def _manifest_sha(run_dir: Path) -> str | None:
+    from auditor.bundle import MANIFEST_FILE, manifest_sha256
+
+    if not (run_dir / MANIFEST_FILE).is_file():
+        return None
+    return manifest_sha256(run_dir)
+
+
+__all__ = ["MERGE_FILE", "MergeError", "MergeResult", "merge_runs"]

@@ -1,0 +1,93 @@
+"""The SEV-SNP launch measurement a guest should have, computed from the files the owner names.
+
+A report's MEASUREMENT only means something next to an expected value. For firmware the owner
+can build or download (OVMF, and for direct boot a kernel, initrd and command line), the expected
+value is computed offline by replaying SNP_LAUNCH_UPDATE, which virtee's `sev-snp-measure` does;
+this module wraps it with checked inputs and clear errors.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from sevsnpmeasure import guest, vcpu_types, vmm_types  # type: ignore[import-untyped]
+from sevsnpmeasure.sev_mode import SevMode  # type: ignore[import-untyped]
+
+VMM_TYPES = {"qemu": "QEMU", "ec2": "ec2", "gce": "gce"}
+MAX_VCPUS = 512
+
+
+class MeasurementError(ValueError):
+    """The inputs cannot produce an expected measurement (missing file, bad OVMF, bad option)."""
+
+
+def vcpu_signature(vcpu_type: str) -> int:
+    """The CPUID(1).EAX signature QEMU gives a vCPU model ("EPYC-v4", "EPYC-Milan", ...)."""
+    sigs: dict[str, int] = vcpu_types.CPU_SIGS
+    if vcpu_type not in sigs:
+        raise MeasurementError(f"unknown vCPU type {vcpu_type!r}; known: {', '.join(sigs)}")
+    return sigs[vcpu_type]
+
+
+def _existing(path: Path | None, what: str) -> str:
+    if path is None:
+        return ""
+    if not path.is_file():
+        raise MeasurementError(f"{what} {path} is not a readable file")
+    return str(path)
+
+
+def expected_snp_measurement(
+    ovmf: Path,
+    vcpus: int,
+    vcpu_type: str = "EPYC-v4",
+    vmm_type: str = "qemu",
+    kernel: Path | None = None,
+    initrd: Path | None = None,
+    append: str | None = None,
+    guest_features: int = 0x1,
+) -> str:
+    """Hex of the 48-byte launch digest for an SNP guest (mode `snp` of sev-snp-measure).
+
+    `guest_features` is SEV_FEATURES (bit 0 SNPActive; Linux >= 6.6 guests usually run with
+    0x21, DebugSwap on); `vmm_type` is "qemu", "ec2" or "gce", whose initial vCPU state
+    differs. `initrd` and `append` only count with a `kernel` (measured direct boot).
+    """
+    vmm = VMM_TYPES.get(vmm_type.lower())
+    if vmm is None:
+        raise MeasurementError(f"unknown VMM type {vmm_type!r}; expected one of {list(VMM_TYPES)}")
+    if not 1 <= vcpus <= MAX_VCPUS:
+        raise MeasurementError(f"vcpus must be between 1 and {MAX_VCPUS}, not {vcpus}")
+    if not 0 <= guest_features < 1 << 64:
+        raise MeasurementError(f"guest_features 0x{guest_features:x} does not fit 64 bits")
+    if kernel is None and (initrd is not None or append is not None):
+        raise MeasurementError("initrd and append are only measured with a kernel")
+    ovmf_file = _existing(ovmf, "OVMF image")
+    try:
+        digest: bytes = guest.calc_launch_digest(
+            SevMode.SEV_SNP,
+            vcpus,
+            vcpu_signature(vcpu_type),
+            ovmf_file,
+            _existing(kernel, "kernel"),
+            _existing(initrd, "initrd"),
+            append or "",
+            guest_features,
+            vmm_type=vmm_types.VMMType[vmm],
+        )
+    except MeasurementError:
+        raise
+    except (OSError, ValueError, RuntimeError, AssertionError, IndexError, KeyError) as err:
+        raise MeasurementError(f"sev-snp-measure could not measure {ovmf}: {err}") from err
+    return digest.hex()
+
+
+def expected_snp_ovmf_hash(ovmf: Path) -> str:
+    """Hex of the OVMF-only part of the digest (`snp:ovmf-hash`), to precompute once per build."""
+    try:
+        digest: bytes = guest.calc_snp_ovmf_hash(_existing(ovmf, "OVMF image"))
+    except MeasurementError:
+        raise
+    except (OSError, ValueError, RuntimeError, AssertionError, IndexError, KeyError) as err:
+        raise MeasurementError(f"sev-snp-measure could not hash {ovmf}: {err}") from err
+    return digest.hex()

@@ -1,0 +1,200 @@
+"""Regenerate the demo fleet's guest evidence (run from the repository root).
+
+    .venv/bin/python examples/demo-fleet/make_guest_evidence.py
+
+Real attestation vectors cannot be bound to demo VMs (their REPORT_DATA is not our nonce), so to
+show L3 and L4 end to end this script makes a *demo trust anchor*: a self-made ARK -> ASK -> VCEK
+chain (auditor/verify/demo_anchor.py), and signs SEV-SNP reports bound to demo VMs with it. The
+anchor is trusted only by `ccaudit demo`; every verdict resting on it says "demo trust anchor,
+not AMD". It also writes the nonces it bound into the demo's audit state, a key-broker receipt
+for the L4 VM, and evidence files that carry *real* AMD and Intel vectors, which verify as
+genuine but are not bound to the VMs they are attached to.
+
+Outputs (committed): demo-trust-anchor/*.pem (public chain only), demo-key-broker/broker.pem
+(public key only), audit-state/nonces.json, guest-evidence/*.json, reference-measurements.yaml.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import shutil
+import sys
+from datetime import UTC, datetime
+from pathlib import Path
+
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+
+HERE = Path(__file__).resolve().parent
+REPO = HERE.parent.parent
+sys.path.insert(0, str(REPO))
+
+from auditor.guest.format import FORMAT, binding_report_data, identity_string  # noqa: E402
+from auditor.guest.nonces import STORE_FILE, NonceStore  # noqa: E402
+from auditor.verify.amd import build_cert_table  # noqa: E402
+from auditor.verify.demo_anchor import make_demo_chain, sign_demo_report  # noqa: E402
+from auditor.verify.key_release import sign_key_release  # noqa: E402
+
+VECTORS = REPO / "tests" / "data" / "vectors"
+ISSUED_AT = datetime(2026, 11, 21, 9, 0, tzinfo=UTC)
+COLLECTED_AT = "2026-11-21T09:05:00Z"
+#: The demo's reference firmware: what the owner rebuilt and measured (illustrative digest).
+REFERENCE_NAME = "aws-ovmf-2026.10-rebuilt"
+REFERENCE = hashlib.sha384(b"cc-auditor demo: AWS OVMF 2026.10, rebuilt from github.com/aws/uefi")
+AWS_ROOT_LUKS = {
+    "root_device": "dm-0",
+    "devices": [
+        {
+            "name": "dm-0",
+            "uuid": "CRYPT-LUKS2-6f1c0c5e8b2d4f0e9a7d3c2b1a0f9e8d-root",
+            "type": "LUKS2",
+            "holds_root": True,
+        }
+    ],
+}
+
+
+def b64(data: bytes) -> str:
+    return base64.b64encode(data).decode("ascii")
+
+
+def evidence(
+    provider: str,
+    vm_id: str,
+    nonce: str,
+    tee: dict[str, object] | None,
+    **extra: object,
+) -> dict[str, object]:
+    identity = identity_string(provider, vm_id)
+    doc: dict[str, object] = {
+        "format": FORMAT,
+        "collector_version": "0.1.0",
+        "collected_at": COLLECTED_AT,
+        "nonce": nonce,
+        "vm": {"provider": provider, "id": vm_id, "identity_source": "none"},
+        "report_data": binding_report_data(bytes.fromhex(nonce), identity).hex(),
+    }
+    if tee is not None:
+        doc["tee"] = tee
+    doc.update(extra)
+    doc.setdefault("errors", [])
+    return doc
+
+
+def main() -> None:
+    out = HERE / "guest-evidence"
+    state_dir = HERE / "audit-state"
+    anchor_dir = HERE / "demo-trust-anchor"
+    broker_dir = HERE / "demo-key-broker"
+    for folder in (state_dir, anchor_dir, broker_dir):
+        shutil.rmtree(folder, ignore_errors=True)
+        folder.mkdir()
+    for old in out.glob("*.json"):
+        old.unlink()
+    store = NonceStore(state_dir / STORE_FILE)
+
+    # The demo chip's TCB is above every Milan minimum in auditor/verify/tcb_minimums.yaml.
+    chain = make_demo_chain("Milan")
+    chain.to_pem_files(anchor_dir, include_private_key=False)
+    broker = ec.generate_private_key(ec.SECP384R1())
+    (broker_dir / "broker.pem").write_bytes(
+        broker.public_key().public_bytes(
+            serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+        )
+    )
+
+    def bound_snp(provider: str, vm_id: str) -> tuple[str, bytes, str]:
+        nonce = store.issue(vm_id, provider, now=ISSUED_AT)
+        report_data = binding_report_data(bytes.fromhex(nonce), identity_string(provider, vm_id))
+        report = sign_demo_report(chain, report_data=report_data, measurement=REFERENCE.digest())
+        return nonce, report, report_data.hex()
+
+    # L4: eu-hr-db, bound report, reference firmware, LUKS root, key from the owner's broker.
+    vm = "i-0d83016e1898302ed"
+    nonce, report, report_data = bound_snp("aws", vm)
+    receipt = sign_key_release(
+        broker,
+        {
+            "iss": "kbs.hr.example.eu",
+            "sub": identity_string("aws", vm),
+            "report_data": report_data,
+            "jurisdiction": "DE",
+            "iat": int(ISSUED_AT.timestamp()) + 300,
+        },
+    )
+    tee = {
+        "provider": "sev_guest",
+        "generation": 1,
+        "outblob": b64(report),
+        "auxblob": b64(chain.auxblob()),
+    }
+    doc = evidence(
+        "aws",
+        vm,
+        nonce,
+        tee,
+        disk_encryption=AWS_ROOT_LUKS,
+        kernel_cmdline="BOOT_IMAGE=/vmlinuz-6.12 root=/dev/mapper/root ro console=ttyS0",
+        key_release=receipt,
+    )
+    write(out / "eu-hr-db.json", doc)
+
+    # L3: eu-payments-api, bound report and reference firmware; keys stay in AWS KMS.
+    vm = "i-045a5d8d3c4039e06"
+    nonce, report, _ = bound_snp("aws", vm)
+    tee = {
+        "provider": "sev_guest",
+        "generation": 1,
+        "outblob": b64(report),
+        "auxblob": b64(chain.auxblob()),
+    }
+    write(out / "eu-payments-api.json", evidence("aws", vm, nonce, tee))
+
+    # A real AMD report (google/go-sev-guest, DEBUG=1), genuine but not bound to this VM.
+    vm = "i-0ea342d0eabd8c42e"
+    nonce = store.issue(vm, "aws", now=ISSUED_AT)
+    real = (VECTORS / "go-sev-guest" / "attestation.bin").read_bytes()
+    real_vcek = (VECTORS / "go-sev-guest" / "vcek.testcer").read_bytes()
+    tee = {
+        "provider": "sev_guest",
+        "generation": 1,
+        "outblob": b64(real),
+        "auxblob": b64(build_cert_table({"vcek": real_vcek})),
+    }
+    write(out / "us-payments-api-dr.json", evidence("aws", vm, nonce, tee))
+
+    # A real GCE TDX quote (google/go-tdx-guest) with its CCEL, not bound to this VM.
+    vm = "4471180926653312089"
+    nonce = store.issue(vm, "gcp", now=ISSUED_AT)
+    tdx = VECTORS / "go-tdx-guest"
+    quote = (tdx / "cos-113-tdx-quote.dat").read_bytes()
+    tee = {"provider": "tdx_guest", "generation": 1, "outblob": b64(quote)}
+    ccel = {
+        "table": b64((tdx / "ccel_table.dat").read_bytes()),
+        "data": b64((tdx / "ccel_data.dat").read_bytes()),
+    }
+    write(out / "claims-etl-tdx.json", evidence("gcp", vm, nonce, tee, ccel=ccel))
+
+    (HERE / "reference-measurements.yaml").write_text(
+        "# Rule pack with the launch measurements the demo owner trusts (ccaudit demo uses it).\n"
+        "pack: demo-references\n"
+        'version: "2026.11"\n'
+        "description: Reference launch measurements of the demo fleet's rebuilt firmware.\n"
+        "reference_measurements:\n"
+        f"  - name: {REFERENCE_NAME}\n"
+        "    technology: SEV_SNP\n"
+        f"    measurement: {REFERENCE.hexdigest()}\n"
+        "    source: rebuilt from github.com/aws/uefi and measured with sev-snp-measure\n",
+        encoding="utf-8",
+    )
+    print(f"wrote {len(list(out.glob('*.json')))} evidence files into {out}")
+
+
+def write(path: Path, doc: dict[str, object]) -> None:
+    path.write_text(json.dumps(doc, indent=2) + "\n", encoding="utf-8")
+
+
+if __name__ == "__main__":
+    main()

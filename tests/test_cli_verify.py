@@ -1,0 +1,224 @@
+"""`ccaudit verify snp|tdx|evidence` and `ccaudit measure snp`: the investigator's contract.
+
+JSON keys, exit codes (0 verifies, 1 does not, 2 unusable input with one line and no
+traceback) and encoding detection (raw, hex, base64), on the real vectors.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from auditor.cli import app
+
+runner = CliRunner()
+DATA = Path(__file__).parent / "data" / "vectors"
+FLEET = Path(__file__).resolve().parent.parent / "examples" / "demo-fleet"
+SNP = DATA / "go-sev-guest" / "attestation.bin"
+VCEK = DATA / "go-sev-guest" / "vcek.testcer"
+
+
+def _json(args: list[str]) -> tuple[int, dict[str, object]]:
+    result = runner.invoke(app, [*args, "--format", "json"])
+    assert result.exit_code in (0, 1), result.output
+    return result.exit_code, json.loads(result.stdout)
+
+
+def test_snp_json_contract_on_the_go_sev_guest_report() -> None:
+    code, doc = _json(["verify", "snp", str(SNP), "--cert", str(VCEK), "--at", "none"])
+    assert code == 0
+    assert doc["valid"] is True
+    assert doc["policy_ok"] is False  # DEBUG=1 and an old TCB are reported, not hidden
+    checks = {c["name"]: c for c in doc["checks"]}  # type: ignore[attr-defined]
+    assert checks["signature"]["ok"] and checks["chain"]["ok"]
+    assert checks["policy_debug"]["ok"] is False
+    assert "AMD-SB" in checks["tcb_minimum"]["reason"]
+    assert doc["version"] == 2
+    policy = doc["policy"]
+    assert isinstance(policy, dict)
+    assert policy["debug"] is True and policy["smt"] is True and policy["migrate_ma"] is False
+    for key in ("reported_tcb", "committed_tcb"):
+        tcb = doc[key]
+        assert isinstance(tcb, dict)
+        assert {"bootloader", "tee", "snp", "microcode"} <= set(tcb)
+    assert doc["reported_tcb"] == {"bootloader": 2, "tee": 0, "snp": 5, "microcode": 68}
+    assert len(str(doc["measurement"])) == 96
+    assert len(str(doc["chip_id"])) == 128
+    assert len(str(doc["report_data"])) == 128
+
+
+@pytest.mark.parametrize("encoding", ["hex", "base64"])
+def test_snp_report_encodings_are_detected(tmp_path: Path, encoding: str) -> None:
+    raw = SNP.read_bytes()
+    text = raw.hex() if encoding == "hex" else base64.b64encode(raw).decode()
+    path = tmp_path / f"report.{encoding}"
+    path.write_text(text + "\n")
+    code, doc = _json(["verify", "snp", str(path), "--cert", str(VCEK), "--at", "none"])
+    assert code == 0 and doc["valid"] is True
+
+
+def test_virtee_hex_report_with_chain() -> None:
+    code, doc = _json(
+        [
+            "verify",
+            "snp",
+            str(DATA / "virtee-sev" / "report_milan.hex"),
+            "--cert",
+            str(DATA / "virtee-sev" / "vcek_milan.der"),
+            "--chain",
+            str(DATA / "virtee-sev" / "cert_chain_milan"),
+            "--at",
+            "none",
+        ]
+    )
+    assert code == 0 and doc["valid"] is True
+
+
+def test_flipped_byte_does_not_verify(tmp_path: Path) -> None:
+    raw = bytearray(SNP.read_bytes())
+    raw[0x90] ^= 0x01  # MEASUREMENT
+    path = tmp_path / "flipped.bin"
+    path.write_bytes(bytes(raw))
+    code, doc = _json(["verify", "snp", str(path), "--cert", str(VCEK), "--at", "none"])
+    assert code == 1 and doc["valid"] is False
+    assert any(c["name"] == "signature" and not c["ok"] for c in doc["checks"])  # type: ignore[attr-defined]
+
+
+def test_wrong_report_data_does_not_verify() -> None:
+    code, doc = _json(
+        ["verify", "snp", str(SNP), "--cert", str(VCEK), "--at", "none", "--report-data", "11" * 64]
+    )
+    assert code == 1 and doc["valid"] is False
+
+
+@pytest.mark.parametrize(
+    ("content", "needle"),
+    [
+        (b"\x02\x00\x00\x00" + bytes(100), "truncated"),
+        (b"\x09" + bytes(0x4A0 - 1), "version"),
+    ],
+)
+def test_unusable_input_exits_2_with_one_line(tmp_path: Path, content: bytes, needle: str) -> None:
+    path = tmp_path / "bad.bin"
+    path.write_bytes(content)
+    result = runner.invoke(app, ["verify", "snp", str(path)])
+    assert result.exit_code == 2
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error:")
+    assert needle in lines[0].lower()
+    assert "Traceback" not in result.output
+
+
+def test_missing_file_exits_2() -> None:
+    result = runner.invoke(app, ["verify", "snp", "/nonexistent/report.bin"])
+    assert result.exit_code == 2
+    assert "cannot read" in result.stderr
+
+
+def test_tdx_quote_with_ccel_and_nonce() -> None:
+    tdx = DATA / "go-tdx-guest"
+    nonce = (tdx / "nonce.dat").read_bytes().hex()
+    args = ["verify", "tdx", str(tdx / "cos-113-tdx-quote.dat"), "--report-data", nonce]
+    args += ["--ccel", str(tdx / "ccel_data.dat"), "--at", "none"]
+    code, doc = _json(args)
+    assert code == 0 and doc["valid"] is True
+    names = {c["name"]: c["ok"] for c in doc["checks"]}  # type: ignore[attr-defined]
+    assert names["rtmr_replay"] and names["quote_signature"] and names["td_debug"]
+
+
+def test_tdx_collateral_reports_tcb_status() -> None:
+    tdx = DATA / "go-tdx-guest"
+    code, doc = _json(
+        [
+            "verify",
+            "tdx",
+            str(tdx / "tdx_prod_quote_SPR_E4.dat"),
+            "--collateral",
+            str(tdx),
+            "--at",
+            "2023-07-01T00:00:00",
+        ]
+    )
+    assert code == 0 and doc["valid"] is True  # genuine; its TCB status is a policy finding
+    checks = {c["name"]: c for c in doc["checks"]}  # type: ignore[attr-defined]
+    assert checks["tcb_status"]["ok"] is False
+    assert "no matching TCB level" in checks["tcb_status"]["reason"]
+
+
+def test_evidence_file_bound_with_the_demo_anchor(tmp_path: Path) -> None:
+    evidence = FLEET / "guest-evidence" / "eu-hr-db.json"
+    state = FLEET / "audit-state"
+    code, doc = _json(["verify", "evidence", str(evidence), "--state", str(state)])
+    assert code == 1  # the demo chain is not AMD: refused unless asked for
+    assert "does not verify" in str(doc["summary"])
+    code, doc = _json(
+        [
+            "verify",
+            "evidence",
+            str(evidence),
+            "--state",
+            str(state),
+            "--demo-trust-anchor",
+            str(FLEET / "demo-trust-anchor"),
+        ]
+    )
+    assert code == 0, doc
+    assert "demo trust anchor, not AMD" in str(doc["summary"])
+
+
+def test_evidence_with_a_real_but_unbound_report() -> None:
+    evidence = FLEET / "guest-evidence" / "us-payments-api-dr.json"
+    code, doc = _json(["verify", "evidence", str(evidence)])
+    assert code == 1
+    assert "genuine AMD-signed report, not bound to this VM" in str(doc["summary"])
+
+
+def test_evidence_file_that_is_not_one_exits_2(tmp_path: Path) -> None:
+    path = tmp_path / "x.json"
+    path.write_text('{"format": "something-else"}')
+    result = runner.invoke(app, ["verify", "evidence", str(path)])
+    assert result.exit_code == 2
+    assert "format" in result.stderr
+
+
+def test_measure_snp_reproduces_sev_snp_measure_vector(tmp_path: Path) -> None:
+    vectors = DATA / "sev-snp-measure"
+    lines = (vectors / "expected_measurements.txt").read_text().splitlines()
+    ec2 = lines[lines.index(next(x for x in lines if x.startswith("# AWS EC2"))) + 1].strip()
+    (tmp_path / "kernel").write_bytes(b"")
+    (tmp_path / "initrd").write_bytes(b"")
+    result = runner.invoke(
+        app,
+        [
+            "measure",
+            "snp",
+            "--ovmf",
+            str(vectors / "ovmf_AmdSev_suffix.bin"),
+            "--vcpus",
+            "1",
+            "--vmm-type",
+            "ec2",
+            "--guest-features",
+            "0x21",
+            "--name",
+            "aws",
+            "--kernel",
+            str(tmp_path / "kernel"),
+            "--initrd",
+            str(tmp_path / "initrd"),
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    name, digest = result.stdout.strip().split("=")
+    assert name == "aws"
+    assert digest == ec2
+
+
+def test_measure_snp_missing_ovmf_exits_2() -> None:
+    result = runner.invoke(app, ["measure", "snp", "--ovmf", "/nonexistent.fd"])
+    assert result.exit_code == 2
+    assert "no such file" in result.stderr

@@ -1,0 +1,190 @@
+"""The notebook API (`auditor.scan` -> `Run`: DataFrames, rich HTML) and the example notebook."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import re
+import sys
+from pathlib import Path
+
+import pytest
+
+import auditor
+from auditor.model import AuditRun, Evidence, canonical_json
+from auditor.notebook import EVIDENCE_COLUMNS, Run, RunVM
+from auditor.reports.tables import COLUMNS
+from tests.conftest import DEMO_FLEET, REPO
+
+NOTEBOOK = REPO / "examples" / "investigate.ipynb"
+MAA_ISSUER = "https://ccaudit-demo-maa.example"
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory: pytest.TempPathFactory) -> Run:
+    return auditor.scan(
+        replay=DEMO_FLEET,
+        guest_evidence=DEMO_FLEET / "guest-evidence",
+        maa_issuers=[MAA_ISSUER],
+        maa_jwks=DEMO_FLEET / "maa-demo-jwks.json",
+        store=tmp_path_factory.mktemp("store"),
+    )
+
+
+def test_public_functions_return_the_notebook_run(run: Run) -> None:
+    assert isinstance(run, Run) and isinstance(run.model, AuditRun)
+    # anything else reads through to the model
+    assert run.run_id == run.model.run_id
+    assert run.level_counts() == run.model.level_counts()
+    assert run.path is not None and (run.path / "result.json").is_file()
+
+
+def test_tables_are_dataframes_with_the_report_columns(run: Run) -> None:
+    for name in ("vms", "parties", "findings"):
+        df = getattr(run, name)
+        assert list(df.columns) == [c.name for c in COLUMNS[name]]
+    assert len(run.vms) == len(run.model.vms)
+    assert len(run.parties) == sum(len(vm.parties) for vm in run.model.vms)
+    assert len(run.findings) == sum(len(vm.findings) for vm in run.model.vms)
+    assert str(run.vms["level"].dtype) == "category"
+    # copies: a notebook user editing a table does not change the next one they read
+    vms = run.vms
+    vms.loc[:, "name"] = "changed"
+    assert (run.vms["name"] != "changed").any()
+
+
+def test_evidence_table_says_who_vouches_and_what_verified(run: Run) -> None:
+    ev = run.evidence
+    assert list(ev.columns) == list(EVIDENCE_COLUMNS)
+    assert set(ev["sha256"]) == set(run.model.evidence)
+    token = ev[ev["kind"] == "maa_token"]
+    assert len(token) == 1 and bool(token["verified"].iloc[0]) is True
+    (users,) = token["vms"]
+    (vm,) = [v for v in run.model.vms if v.key in users]
+    assert vm.name == "payroll-db-cvm"
+    unverified = ev[ev["kind"] == "api_resource"]
+    assert unverified["verified"].isna().all()  # read as given, never "passed"
+
+
+def test_vm_drill_down(run: Run) -> None:
+    vm = run.vm("payroll-db-cvm")
+    assert isinstance(vm, RunVM) and vm.model.name == "payroll-db-cvm"
+    assert vm.level == vm.model.level
+    assert run.vm(vm.model.id).model is vm.model and run.vm(vm.model.key).model is vm.model
+    assert list(vm.parties["party"].astype(str)) == [p.value for p in vm.model.parties]
+    assert set(vm.evidence["section"]) == set(vm.model.evidence)
+    assert len(vm.findings) == len(vm.model.findings)
+    with pytest.raises(KeyError, match="names 0 VMs"):
+        run.vm("no-such-vm")
+
+
+def _digest(e: Evidence, raw: object) -> str:
+    data = raw if isinstance(raw, bytes) else canonical_json(raw)
+    return hashlib.sha256(data).hexdigest()
+
+
+def test_raw_evidence_is_exactly_what_was_hashed(run: Run) -> None:
+    for sha, e in list(run.model.evidence.items())[:25]:
+        assert _digest(e, run.raw(sha)) == sha
+    binary = [e for e in run.model.evidence.values() if e.encoding == "base64"]
+    for e in binary:
+        assert run.raw(e.sha256[:16]) == base64.b64decode(e.raw)
+    vm = run.vm("payroll-db-cvm")
+    (token_sha,) = [s for s in vm.evidence["sha256"] if run.model.evidence[s].kind == "maa_token"]
+    assert vm.raw(token_sha) == run.raw(token_sha)
+    other = next(s for s in run.model.evidence if s not in set(vm.evidence["sha256"]))
+    with pytest.raises(KeyError):
+        vm.raw(other)
+
+
+_FETCHING = re.compile(r"""(?i)(\bsrc\s*=|\bhref\s*=|url\(|@import|<script|<link|<iframe)""")
+
+
+def test_html_reprs_are_self_contained_and_styled_like_the_report(run: Run) -> None:
+    page = run._repr_html_()
+    assert page.startswith('<div class="ccaudit-nb"><style>')
+    assert not _FETCHING.search(page)
+    assert run.run_id in page
+    for vm in run.model.vms[:5]:
+        assert f'<span class="lv {vm.level.value}">' in page
+    # every report rule is scoped to the output cell: nothing restyles the notebook page
+    style = page.split("<style>", 1)[1].split("</style>", 1)[0]
+    for rule in re.findall(r"([^{}]+)\{", style):
+        assert all(s.strip().startswith(".ccaudit-nb") for s in rule.split(","))
+    vm_page = run.vm("payroll-db-cvm")._repr_html_()
+    assert not _FETCHING.search(vm_page)
+    assert "payroll-db-cvm" in vm_page and "maa_token" in vm_page
+    assert '<span class="ok">verified</span>' in vm_page
+
+
+def test_html_escapes_cloud_supplied_text(run: Run) -> None:
+    model = run.model.model_copy(deep=True)
+    model.vms[0].name = '<img src=x onerror="alert(1)">'
+    page = Run(model)._repr_html_()
+    assert "<img" not in page and "&lt;img src=x" in page
+
+
+def test_load_run_by_id_and_latest_and_diff(run: Run) -> None:
+    assert run.path is not None
+    store = run.path.parent.parent
+    again = auditor.load_run(run.run_id, store=store)
+    assert isinstance(again, Run) and again.run_id == run.run_id and again.path == run.path
+    assert auditor.load_run("latest", store=store).run_id == run.run_id
+    d = auditor.diff(run, again)
+    assert isinstance(d, auditor.RunDiff) and not d.changed
+    assert "No change" in d._repr_markdown_()
+
+
+def test_diff_stays_a_function_after_the_drift_module_loads() -> None:
+    import auditor.drift  # a submodule import must not shadow the function auditor.diff
+
+    assert callable(auditor.diff) and auditor.diff.__module__ == "auditor.notebook"
+
+
+# -- the example notebook ---------------------------------------------------------------------
+
+
+def test_committed_notebook_has_no_outputs() -> None:
+    nb = json.loads(NOTEBOOK.read_text(encoding="utf-8"))
+    code = [c for c in nb["cells"] if c["cell_type"] == "code"]
+    assert code
+    for cell in code:
+        assert cell["outputs"] == [] and cell["execution_count"] is None, cell["source"][:1]
+
+
+def test_notebook_executes_top_to_bottom(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    nbformat = pytest.importorskip("nbformat")
+    nbclient = pytest.importorskip("nbclient")
+    pytest.importorskip("ipykernel")
+    # a kernel spec for this interpreter, so the notebook runs in the venv under test
+    spec = tmp_path / "jupyter" / "kernels" / "ccaudit-test"
+    spec.mkdir(parents=True)
+    (spec / "kernel.json").write_text(
+        json.dumps(
+            {
+                "argv": [sys.executable, "-m", "ipykernel_launcher", "-f", "{connection_file}"],
+                "display_name": "cc-auditor tests",
+                "language": "python",
+            }
+        ),
+        encoding="utf-8",
+    )
+    monkeypatch.setenv("JUPYTER_PATH", str(tmp_path / "jupyter"))
+    monkeypatch.delenv("MPLBACKEND", raising=False)  # the kernel's inline backend draws PNGs
+    nb = nbformat.read(NOTEBOOK, as_version=4)
+    client = nbclient.NotebookClient(
+        nb,
+        timeout=300,
+        kernel_name="ccaudit-test",
+        resources={"metadata": {"path": str(tmp_path)}},
+    )
+    client.execute()
+    outputs = [o for c in nb.cells if c.cell_type == "code" for o in c.outputs]
+    assert not [o for o in outputs if o.output_type == "error"]
+    html = [o["data"]["text/html"] for o in outputs if "text/html" in o.get("data", {})]
+    assert any('class="ccaudit-nb"' in h for h in html)  # the run's and the VM's rich repr
+    assert any("image/png" in o.get("data", {}) for o in outputs)  # the levels-per-cloud plot
+    text = "".join(o.get("text", "") for o in outputs if o.output_type == "stream")
+    assert re.search(r"\d+ of 20 VMs keep the provider in the trust set", text)
+    assert "ok   signature" in text
