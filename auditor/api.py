@@ -169,6 +169,35 @@ def _hardware_options(
     except HardwareOptionError as err:
         raise ScanError(str(err)) from err
     verify_options.nonce_store = NonceStore(state / NONCE_FILE)
+    verify_options.collateral = _trust_files(
+        given.get("key_broker_keys") or (),
+        demo_trust_anchor,
+        given.get("tcb_table"),
+        given.get("endorsement_root"),
+    )
+
+
+def _trust_files(
+    broker_keys: Sequence[str | Path],
+    demo_anchor: str | Path | None,
+    tcb_table: str | Path | None,
+    endorsement_root: str | Path | None,
+) -> dict[str, bytes]:
+    """The user's trust inputs by bundle name (already read and checked once by the options)."""
+    files: dict[str, bytes] = {}
+    try:
+        for i, key in enumerate(broker_keys):
+            files[f"key-broker/{i:02d}-{Path(key).name}"] = Path(key).read_bytes()
+        if demo_anchor is not None:
+            for pem in sorted(Path(demo_anchor).glob("*.pem")):
+                files[f"demo-trust-anchor/{pem.name}"] = pem.read_bytes()
+        if tcb_table is not None:
+            files["tcb-table.yaml"] = Path(tcb_table).read_bytes()
+        if endorsement_root is not None:
+            files["endorsement-root.pem"] = Path(endorsement_root).read_bytes()
+    except OSError as err:
+        raise ScanError(f"cannot read a trust input: {err}") from err
+    return files
 
 
 def recorded_at(root: Path) -> datetime | None:

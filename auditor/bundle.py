@@ -25,7 +25,9 @@ import contextlib
 import hashlib
 import json
 import os
+import shutil
 import stat
+import tempfile
 import warnings
 from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
@@ -45,7 +47,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from auditor.api import ScanError, scan
 from auditor.model import AuditRun, VMResult, canonical_json
 from auditor.rules.loader import RulePackError
-from auditor.run import RESULT_FILE, load_run
+from auditor.run import NONCE_COLLATERAL, RESULT_FILE, load_run
 from auditor.verify.anchors import TrustStore, gcp_vtpm_store
 
 __all__ = [
@@ -79,6 +81,7 @@ _CHUNK = 1024 * 1024
 #: Where reverify looks for the run's guest evidence and for copies of custom rule packs.
 GUEST_DIR = "evidence/guest"
 RULES_DIR = "evidence/rules"
+COLLATERAL_DIR = "evidence/collateral"
 
 #: Every pinned trust store a run may have verified against. Recorded in the manifest so a
 #: later reader knows which roots the verdicts rested on. Add new stores here.
@@ -794,6 +797,8 @@ def reverify(
         "rules": [str(p) for p in custom],
         "log_window_days": log_window_days,
     }
+    state = tempfile.TemporaryDirectory(prefix="ccaudit-reverify-")
+    kwargs.update(_recorded_trust(run_dir, recorded, Path(state.name), notes))
     try:
         fresh = scan(
             list(recorded.scope.providers),
@@ -809,6 +814,8 @@ def reverify(
         )
     except (ScanError, RulePackError) as err:
         raise BundleError(f"cannot re-run {run_dir}: {err}") from err
+    finally:
+        state.cleanup()
     if recorded.tool.version != fresh.tool.version:
         notes.append(
             f"recorded with cc-auditor {recorded.tool.version}, reverified with "
@@ -824,6 +831,34 @@ def reverify(
         reproduced=fresh,
     )
     return report
+
+
+def _recorded_trust(run_dir: Path, run: AuditRun, state: Path, notes: list[str]) -> dict[str, Any]:
+    """Guest-evidence trust as recorded: references, bundled keys and anchors, nonce state."""
+    collateral = run_dir / COLLATERAL_DIR
+    out: dict[str, Any] = {
+        "reference_measurements": [
+            (r["name"], r["measurement"]) for r in run.scope.reference_measurements
+        ],
+        "nonce_state": state,
+        "offline": True,
+    }
+    nonces = collateral / NONCE_COLLATERAL
+    if nonces.is_file():
+        shutil.copy(nonces, state / NONCE_COLLATERAL)
+    elif run.scope.guest_evidence:
+        notes.append("the nonce state is not in the bundle: guest evidence will read as stale")
+    brokers = sorted((collateral / "key-broker").glob("*.pem"))
+    if brokers:
+        out["key_broker_keys"] = brokers
+    if run.scope.demo_trust_anchor:
+        out["demo_trust_anchor"] = collateral / "demo-trust-anchor"
+        notes.append("the run trusted the demo trust anchor (not AMD); so does this reverify")
+    if (collateral / "tcb-table.yaml").is_file():
+        out["tcb_table"] = collateral / "tcb-table.yaml"
+    if (collateral / "endorsement-root.pem").is_file():
+        out["endorsement_root"] = collateral / "endorsement-root.pem"
+    return out
 
 
 def _recorded_jwks(run_dir: Path, run: AuditRun, notes: list[str]) -> Path | None:

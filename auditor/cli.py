@@ -2,7 +2,8 @@
 
 Exit codes: 0 done and no policy gate failed; 1 a gate failed (`--fail-below`,
 `--fail-on-regression`, `--max-undetermined`); 2 usage or configuration error; 3 collection
-incomplete (gaps listed). When 1 and 3 both apply: 1.
+incomplete (gaps listed). When 1 and 3 both apply: 1. An interrupted scan exits 128 + the
+signal (130 SIGINT, 143 SIGTERM) after writing its partial run (docs/reliability.md).
 """
 
 from __future__ import annotations
@@ -54,7 +55,7 @@ assurance level L0..L4.
 
 Exit codes: 0 ok; 1 a policy gate failed (--fail-below, --fail-on-regression,
 --max-undetermined); 2 usage/configuration error; 3 collection incomplete (the gaps are
-listed). 1 wins over 3.
+listed). 1 wins over 3. Interrupted: 130 (SIGINT) or 143 (SIGTERM), partial run kept.
 """
 
 app = typer.Typer(help=HELP, no_args_is_help=True, add_completion=False, rich_markup_mode=None)

@@ -220,7 +220,8 @@ def collect(
                     )
                 )
     finally:
-        pool.shutdown(wait=True)
+        # interrupted again while waiting: do not wait twice (threads stop at their next write)
+        pool.shutdown(wait=not out.interrupted, cancel_futures=out.interrupted)
         calls.close()
 
     results.sort(key=lambda r: (r.scope.provider, r.scope.account, r.scope.region or ""))

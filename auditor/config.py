@@ -39,6 +39,8 @@ __all__ = [
 ]
 
 CONFIG_VERSION = 1
+#: Largest config file read: untrusted input is bounded (docs/reliability.md).
+MAX_CONFIG_BYTES = 1024 * 1024
 #: Report formats a config may send to a path (`auditor.reports.FORMATS`; a test keeps them equal).
 OUTPUT_FORMATS = ("json", "html", "pdf", "csv", "parquet", "sarif", "junit", "oscal", "markdown")
 OutputFormat = Literal[
@@ -293,6 +295,8 @@ def parse_config(text: str, source: str = "<config>", base_dir: Path | None = No
         where = f"line {mark.line + 1}: " if mark is not None else ""
         problem = getattr(err, "problem", None) or str(err)
         raise ConfigError(source, [f"{where}not valid YAML: {problem}"]) from err
+    except RecursionError as err:  # untrusted input: nesting deep enough to exhaust the stack
+        raise ConfigError(source, ["not valid YAML: nested too deeply"]) from err
     if data is None:
         data = {}
     if not isinstance(data, dict):
@@ -325,6 +329,8 @@ def load_config(path: str | Path) -> Config:
     """Read and validate `ccaudit.yaml`; relative paths in it resolve against its directory."""
     p = Path(path)
     try:
+        if p.stat().st_size > MAX_CONFIG_BYTES:
+            raise ConfigError(str(p), [f"larger than {MAX_CONFIG_BYTES} bytes"])
         text = p.read_text(encoding="utf-8")
     except OSError as err:
         raise ConfigError(str(p), [f"cannot read: {err.strerror or err}"]) from err

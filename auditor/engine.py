@@ -259,9 +259,7 @@ def _evaluate_forked(start: int, stop: int) -> list[VMResult]:
     return _evaluate_chunk(engine, vms[start:stop])
 
 
-def evaluate_all(
-    engine: Engine, vms: Sequence[Any], workers: int | None = None
-) -> list[VMResult]:
+def evaluate_all(engine: Engine, vms: Sequence[Any], workers: int | None = None) -> list[VMResult]:
     """Evaluate every VM, in order; in forked worker processes when that pays.
 
     `workers`: None chooses (every core, for at least PARALLEL_MIN_VMS VMs, where fork is

@@ -108,7 +108,9 @@ v.fleet.gaps ~ ' gaps' }}</small></h4>
 <span class="lv {{ lv.value }}">{{ lv.value }}</span></th>{% endfor %}<th class="n">VMs</th></tr>
 {% for _, cloud, counts, total in v.fleet.clouds %}<tr><td>{{ cloud }}</td>{% for n in counts %}
 <td class="n">{{ n }}</td>{% endfor %}<td class="n">{{ total }}</td></tr>{% endfor %}</table>
+<details><summary>GDPR reading per scope ({{ v.scopes|length }})</summary>
 {% for s in v.scopes %}<p class="reading {{ s.answer.value }}">{{ s.sentence }}</p>{% endfor %}
+</details>
 <table><tr><th>VM</th><th>cloud</th><th>account</th><th>region</th><th>technology</th>
 <th>level</th><th>provider can reach plaintext</th>{% for p in parties %}<th title="{{
 labels[p] }}">{{ shorts[p] }}</th>{% endfor %}</tr>

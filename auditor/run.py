@@ -27,6 +27,8 @@ from auditor.verify.stage import VerifyOptions, verify_vms
 RESULT_FILE = "result.json"
 RAW_DIR = "raw"
 REPLAY_META = "replay.json"
+#: The nonce store as the scan left it, under evidence/collateral/ (read by reverify).
+NONCE_COLLATERAL = "nonces.json"
 #: Present while a scan writes its run directory; removed once result.json is in place.
 INCOMPLETE_MARKER = "INCOMPLETE"
 #: The guest-evidence gap code for a file that names no scanned VM.
@@ -123,6 +125,8 @@ def run_audit(
         collection.coverage.gaps.extend(problems)
         collection.coverage.complete = collection.coverage.complete and not problems
     verify_vms(collection.vms, sink.evidence, at, verify_options)
+    if run_dir is not None and verify_options is not None:
+        _save_trust_inputs(sink, verify_options)
     results = [engine.evaluate(vm) for vm in collection.vms]
     if not scope.accounts:
         accounts = {s.account for s in collection.coverage.scopes}
@@ -151,6 +155,17 @@ def _in_shard_words(gap: Gap, shard: Shard) -> Gap:
     if gap.code != NO_MATCHING_VM:
         return gap
     return gap.model_copy(update={"message": f"{gap.message} (shard {shard.label})"})
+
+
+def _save_trust_inputs(sink: StoppableSink, options: VerifyOptions) -> None:
+    """What the owner trusted and the nonces as the scan left them, for an offline reverify."""
+    for name, data in sorted(options.collateral.items()):
+        sink.save_collateral(name, data)
+    store = options.nonce_store
+    path = getattr(store, "path", None)
+    if isinstance(path, Path) and path.is_file():
+        with contextlib.suppress(OSError):
+            sink.save_collateral(NONCE_COLLATERAL, path.read_bytes())
 
 
 def write_run(run: AuditRun, run_dir: Path) -> Path:

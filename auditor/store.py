@@ -99,16 +99,16 @@ def default_store_dir() -> Path:
 
 
 def scope_key(scope: Scope) -> str:
-    """What makes two runs comparable for `latest`: the same providers, accounts and regions."""
-    return json.dumps(
-        {
-            "providers": sorted(scope.providers),
-            "accounts": sorted(scope.accounts),
-            "regions": sorted(scope.regions),
-        },
-        sort_keys=True,
-        separators=(",", ":"),
-    )
+    """What makes two runs comparable for `latest`: the same providers, accounts and regions
+    (and shard: shard 2/4 is compared with the last 2/4, never with another shard)."""
+    key: dict[str, object] = {
+        "providers": sorted(scope.providers),
+        "accounts": sorted(scope.accounts),
+        "regions": sorted(scope.regions),
+    }
+    if scope.shard is not None:
+        key["shard"] = scope.shard
+    return json.dumps(key, sort_keys=True, separators=(",", ":"))
 
 
 @dataclass(frozen=True)

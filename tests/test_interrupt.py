@@ -23,6 +23,7 @@ from typer.testing import CliRunner
 from auditor.bundle import verify_bundle
 from auditor.cli import app
 from auditor.run import INCOMPLETE_MARKER, RunIncompleteError, load_run
+from auditor.store import RunStore
 from tests.conftest import DEMO_FLEET
 
 pytestmark = pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals")
@@ -36,7 +37,8 @@ def slow_fleet(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return root
 
 
-def _start(fleet: Path, run_dir: Path) -> subprocess.Popen[bytes]:
+def _start(fleet: Path, store: Path) -> subprocess.Popen[bytes]:
+    """`ccaudit scan` into a run store (its run directory is <store>/runs/<run-id>/)."""
     return subprocess.Popen(
         [
             sys.executable,
@@ -45,8 +47,8 @@ def _start(fleet: Path, run_dir: Path) -> subprocess.Popen[bytes]:
             "scan",
             "--replay",
             str(fleet),
-            "--run-dir",
-            str(run_dir),
+            "--store",
+            str(store),
             "--concurrency",
             "1",
             "--format",
@@ -60,7 +62,7 @@ def _start(fleet: Path, run_dir: Path) -> subprocess.Popen[bytes]:
     )
 
 
-def _wait_for_collection(proc: subprocess.Popen[bytes], run_dir: Path) -> None:
+def _wait_for_collection(proc: subprocess.Popen[bytes], store: Path) -> Path:
     """Until a second scope's first response is written: with one scope at a time, the first
     scope is then complete and the rest are not."""
     deadline = time.monotonic() + 60
@@ -68,22 +70,23 @@ def _wait_for_collection(proc: subprocess.Popen[bytes], run_dir: Path) -> None:
         if proc.poll() is not None:
             _, err = proc.communicate()
             pytest.fail(f"scan ended before it was interrupted: {err.decode()[-2000:]}")
-        raw = run_dir / "raw"
-        listed = [p for p in raw.rglob("DescribeInstances*.json")] if raw.is_dir() else []
+        listed = list(store.glob("runs/*/raw/**/DescribeInstances*.json"))
         if len(listed) >= 2:
-            return
+            (run_dir,) = {p.relative_to(store / "runs").parts[0] for p in listed}
+            return store / "runs" / run_dir
         time.sleep(0.05)
     proc.kill()
     pytest.fail("scan did not start collecting within 60 s")
+    raise AssertionError  # unreachable: pytest.fail raises
 
 
 @pytest.mark.parametrize(("sig", "code"), [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
 def test_interrupted_scan_leaves_a_sealed_partial_run(
     slow_fleet: Path, tmp_path: Path, sig: signal.Signals, code: int
 ) -> None:
-    run_dir = tmp_path / "run"
-    proc = _start(slow_fleet, run_dir)
-    _wait_for_collection(proc, run_dir)
+    store = tmp_path / "store"
+    proc = _start(slow_fleet, store)
+    run_dir = _wait_for_collection(proc, store)
     proc.send_signal(sig)
     try:
         _, err = proc.communicate(timeout=60)
@@ -117,6 +120,8 @@ def test_interrupted_scan_leaves_a_sealed_partial_run(
     # sealed: the manifest lists exactly the files present
     report = verify_bundle(run_dir)
     assert report.ok, report.as_dict()
+    # the store's index never lists a partial run as a scan to compare against
+    assert RunStore(store).get(run.run_id) is None
 
     # and it renders
     rendered = CliRunner().invoke(
@@ -128,15 +133,18 @@ def test_interrupted_scan_leaves_a_sealed_partial_run(
 
 
 def test_killed_scan_leaves_a_marked_incomplete_directory(slow_fleet: Path, tmp_path: Path) -> None:
-    run_dir = tmp_path / "run"
-    proc = _start(slow_fleet, run_dir)
-    _wait_for_collection(proc, run_dir)
+    store = tmp_path / "store"
+    proc = _start(slow_fleet, store)
+    run_dir = _wait_for_collection(proc, store)
     proc.kill()  # SIGKILL: no handler runs
     proc.communicate(timeout=30)
     assert (run_dir / INCOMPLETE_MARKER).is_file()
     assert not (run_dir / "result.json").exists()
     with pytest.raises(RunIncompleteError, match="never finished"):
         load_run(run_dir)
+    # rebuilding the index from the run directories skips it
+    assert RunStore(store).rebuild() == 0
+    assert RunStore(store).get(run_dir.name) is None
     result = CliRunner().invoke(app, ["report", str(run_dir), "--format", "json"])
     assert result.exit_code == 2
     assert "never finished" in result.output

@@ -218,3 +218,46 @@ def test_cli_shard_and_merge(shard_runs: tuple[AuditRun, list[Path]], tmp_path: 
     assert verify_bundle(out).ok
     refused = runner.invoke(app, ["merge", str(dirs[0]), str(dirs[0]), "--output", str(out)])
     assert refused.exit_code == 2
+
+
+# ----------------------------------------------------------------------------- examples
+SCALE_OUT = DEMO_FLEET.parent / "scale-out"
+
+
+def test_kubernetes_indexed_job_runs_every_shard() -> None:
+    import yaml
+
+    job = yaml.safe_load((SCALE_OUT / "kubernetes" / "scan-shards.yaml").read_text())
+    spec = job["spec"]
+    assert job["kind"] == "Job" and spec["completionMode"] == "Indexed"
+    container = spec["template"]["spec"]["containers"][0]
+    shards = int(next(e["value"] for e in container["env"] if e["name"] == "SHARDS"))
+    assert spec["completions"] == spec["parallelism"] == shards
+    script = container["args"][0]
+    assert "JOB_COMPLETION_INDEX + 1" in script and '--shard "$K/$SHARDS"' in script
+    merge = yaml.safe_load((SCALE_OUT / "kubernetes" / "merge-job.yaml").read_text())
+    assert "ccaudit merge" in merge["spec"]["template"]["spec"]["containers"][0]["args"][0]
+
+
+def test_github_matrix_runs_every_shard_then_merges() -> None:
+    import yaml
+
+    flow = yaml.safe_load((SCALE_OUT / "github-actions" / "ccaudit-sharded.yml").read_text())
+    shards = int(flow["env"]["SHARDS"])
+    assert flow["jobs"]["scan"]["strategy"]["matrix"]["shard"] == list(range(1, shards + 1))
+    scan_steps = " ".join(str(s.get("run", "")) for s in flow["jobs"]["scan"]["steps"])
+    assert '--shard "${{ matrix.shard }}/$SHARDS"' in scan_steps
+    merge = flow["jobs"]["merge"]
+    assert merge["needs"] == "scan"
+    assert "ccaudit merge" in " ".join(str(s.get("run", "")) for s in merge["steps"])
+
+
+def test_store_compares_a_shard_only_with_the_same_shard() -> None:
+    from auditor.model import Scope
+    from auditor.store import scope_key
+
+    one = Scope(providers=["aws"], accounts=["111122223333"], shard="1/4")
+    two = one.model_copy(update={"shard": "2/4"})
+    whole = one.model_copy(update={"shard": None})
+    assert len({scope_key(one), scope_key(two), scope_key(whole)}) == 3
+    assert "shard" not in scope_key(whole)  # unsharded runs keep the keys they always had

@@ -40,6 +40,9 @@ class VerifyOptions:
     evidence: EvidenceOptions = field(default_factory=EvidenceOptions)
     #: Where issued nonces are kept (auditor.guest.nonces.NonceStore); None = nonces unchecked.
     nonce_store: Any = None
+    #: Trust inputs the user named (key-broker keys, demo anchor, TCB table, endorsement root):
+    #: kept in the bundle under evidence/collateral/<name> so `reverify` can re-run offline.
+    collateral: dict[str, bytes] = field(default_factory=dict)
     _fetched: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     def jwks_for(self, issuer: str | None) -> tuple[dict[str, Any], str]:
