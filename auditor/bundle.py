@@ -848,6 +848,11 @@ def _recorded_trust(run_dir: Path, run: AuditRun, state: Path, notes: list[str])
         shutil.copy(nonces, state / NONCE_COLLATERAL)
     elif run.scope.guest_evidence:
         notes.append("the nonce state is not in the bundle: guest evidence will read as stale")
+    vceks = sorted((collateral / "amd-vcek").glob("*.der"))
+    if vceks:  # AMD KDS certificates the scan fetched: served from the cache, never refetched
+        (state / "cache").mkdir(parents=True, exist_ok=True)
+        for der in vceks:
+            shutil.copy(der, state / "cache" / der.name)
     brokers = sorted((collateral / "key-broker").glob("*.pem"))
     if brokers:
         out["key_broker_keys"] = brokers

@@ -240,8 +240,10 @@ def _sections_read(rules: Sequence[CompiledRule]) -> frozenset[str] | None:
     return frozenset(read)
 
 
-#: Below this many VMs a second process costs more (start-up, pickling) than it saves.
-PARALLEL_MIN_VMS = 20_000
+#: Worker processes never paid on the 2-core benchmark machine: sending 100k results back
+#: (pickling pydantic objects) cost more than the second core saved (benchmarks/RESULTS.md),
+#: so `workers=None` stays in-process; pass `workers` to measure again.
+PARALLEL_MIN_VMS: int | None = None
 
 
 _FORKED: tuple[Engine, Sequence[Any]] | None = None
@@ -262,18 +264,18 @@ def _evaluate_forked(start: int, stop: int) -> list[VMResult]:
 def evaluate_all(engine: Engine, vms: Sequence[Any], workers: int | None = None) -> list[VMResult]:
     """Evaluate every VM, in order; in forked worker processes when that pays.
 
-    `workers`: None chooses (every core, for at least PARALLEL_MIN_VMS VMs, where fork is
-    available); 1 stays in this process. Workers inherit the engine and the VMs (compiled CEL
-    programs cannot be pickled) and send back results. The garbage collector is paused
-    meanwhile: results are long-lived, and full collections over a large fleet would cost more
-    than the evaluation itself.
+    `workers`: None chooses (every core for at least PARALLEL_MIN_VMS VMs, where fork is
+    available; in-process while that is None); 1 stays in this process. Workers inherit the
+    engine and the VMs (compiled CEL programs cannot be pickled) and send back results. The
+    garbage collector is paused meanwhile: results are long-lived, and full collections over a
+    large fleet would cost more than the evaluation itself.
     """
     global _FORKED
     import multiprocessing
 
     can_fork = "fork" in multiprocessing.get_all_start_methods()
     count = workers if workers is not None else (os.cpu_count() or 1)
-    if workers is None and len(vms) < PARALLEL_MIN_VMS:
+    if workers is None and (PARALLEL_MIN_VMS is None or len(vms) < PARALLEL_MIN_VMS):
         count = 1
     enabled = gc.isenabled()
     gc.disable()

@@ -52,3 +52,95 @@ def test_evaluate_benchmark_evaluates_distinct_clones(work: Path) -> None:
     assert result["vms"] == 60
     assert result["rules"] > 10
     assert result["vms_per_s"] > 0
+
+
+# ---------------------------------------------------------------- the performance changes
+def test_call_pool_keeps_order_and_bounds_calls_in_flight() -> None:
+    import threading
+    import time
+
+    from auditor.providers.base import CallPool
+
+    pool = CallPool(3)
+    lock = threading.Lock()
+    state = {"now": 0, "max": 0}
+
+    def call(i: int) -> int:
+        with lock:
+            state["now"] += 1
+            state["max"] = max(state["max"], state["now"])
+        time.sleep(0.01)
+        with lock:
+            state["now"] -= 1
+        return i * i
+
+    try:
+        # a scope holds a slot while it lists, and hands it back while its VMs fan out
+        with pool.slot():
+            assert pool.fan_out(call, list(range(20))) == [i * i for i in range(20)]
+    finally:
+        pool.close()
+    assert state["max"] == 3
+
+
+def test_call_pool_reraises_what_a_call_raises() -> None:
+    from auditor.providers.base import CallPool
+
+    def boom(i: int) -> int:
+        if i == 2:
+            raise KeyboardInterrupt  # an interruption must not be swallowed by the fan-out
+        return i
+
+    pool = CallPool(2)
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            pool.fan_out(boom, [0, 1, 2, 3])
+    finally:
+        pool.close()
+
+
+def _vms(work: Path, n: int) -> list[object]:
+    from benchmarks.run import sample_vms
+
+    return list(sample_vms(n, work))
+
+
+def test_evaluate_all_equals_one_by_one_in_process_and_in_workers(work: Path) -> None:
+    from auditor.engine import Engine, evaluate_all
+    from auditor.rules.loader import load_packs
+
+    vms = _vms(work, 40)
+    engine = Engine(load_packs([]))
+    expected = [engine.evaluate(vm).model_dump() for vm in vms]
+    assert [r.model_dump() for r in evaluate_all(engine, vms)] == expected
+    assert [r.model_dump() for r in evaluate_all(engine, vms, workers=2)] == expected
+
+
+def test_rules_reading_vm_otherwise_than_by_section_see_the_whole_document(
+    work: Path, tmp_path: Path
+) -> None:
+    from auditor.engine import Engine
+    from auditor.rules.loader import load_packs
+
+    pack = tmp_path / "pack.yaml"
+    pack.write_text(
+        """
+pack: bench-check
+version: "1"
+rules:
+  - id: custom.by-index
+    title: reads a section the built-in rules do not read, by index
+    party: hypervisor
+    effect: CAN_ACCESS
+    when: 'vm["provider"] == "aws"'
+    severity: low
+    rationale: test
+""",
+        encoding="utf-8",
+    )
+    engine = Engine(load_packs([pack]))
+    assert engine._read is None  # the CEL context gets the whole document
+    aws = next(vm for vm in _vms(work, 40) if getattr(vm, "provider", "") == "aws")
+    result = engine.evaluate(aws)
+    assert "custom.by-index" in {f.rule_id for f in result.findings}
+    assert Engine(load_packs([]))._read is not None  # the built-in pack reads by section

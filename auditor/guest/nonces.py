@@ -50,10 +50,14 @@ class NonceRecord:
 
 
 def default_state_dir() -> Path:
-    """`$CCAUDIT_HOME`, else `~/.local/share/ccaudit` (the store shared with run history)."""
+    """`$CCAUDIT_HOME`, else `$XDG_DATA_HOME/ccaudit`, else `~/.local/share/ccaudit`: the
+    same directory as the run store (auditor.store), so one audit state holds both."""
     home = os.environ.get("CCAUDIT_HOME")
     if home:
         return Path(home).expanduser()
+    xdg = os.environ.get("XDG_DATA_HOME")
+    if xdg:
+        return Path(xdg).expanduser() / "ccaudit"
     return Path.home() / ".local" / "share" / "ccaudit"
 
 

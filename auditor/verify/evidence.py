@@ -63,6 +63,9 @@ class GuestEvidenceResult(CheckedResult):
     guest: dict[str, Any] = field(default_factory=dict)
     event_log: dict[str, Any] = field(default_factory=dict)
     summary: str = ""
+    #: Collateral fetched or read from the cache while verifying (AMD KDS certificates), by
+    #: bundle name, so the run keeps it and `reverify` needs no network.
+    collateral: dict[str, bytes] = field(default_factory=dict)
 
 
 def _b64(doc: Mapping[str, Any], *path: str) -> bytes | None:
@@ -209,6 +212,8 @@ def _verify_snp(
     _measurement_facts(hardware, snp.check("measurement"), facts.get("measurement_match"))
     if aux is not None and snp.report is not None:
         _endorsement(aux, snp.report.measurement, opts, r, hardware)
+    if snp.report is not None and facts.get("certificate_source") in ("kds", "cache"):
+        _keep_kds_certificate(snp.report, opts, r, hardware, facts)
     if hardware["demo_anchor"]:
         hardware["caveat"] = DEMO_CAVEAT
     return {k: v for k, v in hardware.items() if v is not None}
@@ -251,6 +256,31 @@ def _verify_tdx(
     }
     _measurement_facts(hardware, tdx.check("mrtd"), facts.get("mrtd_match"))
     return {k: v for k, v in hardware.items() if v is not None}
+
+
+def _keep_kds_certificate(
+    report: Any,
+    opts: EvidenceOptions,
+    r: GuestEvidenceResult,
+    hardware: dict[str, Any],
+    facts: Mapping[str, Any],
+) -> None:
+    """A VCEK from AMD KDS (now or earlier, via the cache) goes into the run as collateral."""
+    from auditor.verify.amd import vcek_cache_path
+
+    hardware["certificate_source"] = facts.get("certificate_source")
+    if facts.get("kds_url"):
+        hardware["kds_url"] = facts["kds_url"]
+    product = report.product or facts.get("product")
+    if opts.cache_dir is None or not isinstance(product, str):
+        return
+    path = vcek_cache_path(product, report.chip_id, report.reported_tcb, opts.cache_dir)
+    try:
+        r.collateral[f"amd-vcek/{path.name}"] = path.read_bytes()
+    except OSError:
+        fetched = facts.get("fetched_certificate")
+        if isinstance(fetched, str):
+            r.collateral[f"amd-vcek/{path.name}"] = base64.b64decode(fetched)
 
 
 def _endorsement(

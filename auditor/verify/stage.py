@@ -217,6 +217,7 @@ def _verify_guest(vm: VM, ev: Evidence, at: datetime, opts: VerifyOptions) -> No
         checks=[c.as_dict() for c in result.checks],
         reason=result.summary if result.ok else f"{result.summary}; {result.reason}",
     )
+    opts.collateral.update(result.collateral)
     hardware = result.hardware
     if hardware.get("present") and not hardware.get("verified"):
         vm.gaps.append(_guest_gap(vm, ev, "EvidenceNotUsable", result.summary))
