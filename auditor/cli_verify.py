@@ -323,6 +323,52 @@ def verify_evidence_cmd(
     _run(action)
 
 
+@verify_app.command("endorsement")
+def verify_endorsement_cmd(
+    endorsement: Annotated[
+        Path, typer.Argument(help="GCE VMLaunchEndorsement (.binarypb): raw, hex or base64.")
+    ],
+    root: Annotated[
+        Path, typer.Option("--root", help="Endorsement root certificate (GCE-cc-tcb-root, PEM).")
+    ],
+    measurement: Annotated[
+        str | None,
+        typer.Option("--measurement", help="SNP MEASUREMENT (96 hex) the hardware reported."),
+    ] = None,
+    vcpus: Annotated[
+        int | None, typer.Option("--vcpus", help="vCPU count the measurement is for.")
+    ] = None,
+    mrtd: Annotated[
+        str | None, typer.Option("--mrtd", help="TDX MRTD (96 hex) the quote reported.")
+    ] = None,
+    at: Annotated[
+        str | None,
+        typer.Option("--at", help="Judge certificate validity at this ISO time; 'none' skips."),
+    ] = None,
+    output: Annotated[OutputFormat, typer.Option("--format")] = OutputFormat.text,
+) -> None:
+    """Verify a GCE firmware launch endorsement and match the measured firmware against it."""
+
+    def action() -> int:
+        from auditor.verify.evidence import load_endorsement_root
+        from auditor.verify.gce_endorsement import verify_launch_endorsement
+
+        data, _ = decode_blob(_read(endorsement, "an endorsement"))
+        result = verify_launch_endorsement(
+            data,
+            load_endorsement_root(root),
+            measurement=_hex(measurement, 48, "--measurement"),
+            vcpus=vcpus,
+            mrtd=_hex(mrtd, 48, "--mrtd"),
+            at=_at(at),
+        )
+        valid = result.ok
+        _emit(output, "gce launch endorsement", valid, result.checks, dict(result.facts))
+        return 0 if valid else 1
+
+    _run(action)
+
+
 measure_app = typer.Typer(
     no_args_is_help=True,
     help="Compute the launch measurement you expect, to pin as a reference.",

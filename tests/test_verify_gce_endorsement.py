@@ -8,10 +8,12 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import json
 import struct
 import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import pytest
 from cryptography import x509
@@ -336,3 +338,27 @@ def test_mutated_endorsement_never_crashes(
         result = verify_launch_endorsement(bytes(mutated), pki.root, measurement=M2, at=AT)
         # Every byte of the endorsement is signed or is the signature: a flip never passes.
         assert not result.ok
+
+
+# --- the investigator's CLI ------------------------------------------------------------------
+
+
+def test_cli_verifies_and_matches_an_endorsement_file(
+    endorsement: bytes, pki: Pki, tmp_path: Path
+) -> None:
+    from typer.testing import CliRunner
+
+    from auditor.cli import app
+
+    (tmp_path / "e.binarypb").write_bytes(endorsement)
+    (tmp_path / "root.pem").write_bytes(pki.root.public_bytes(serialization.Encoding.PEM))
+    args = ["verify", "endorsement", str(tmp_path / "e.binarypb"), "--root"]
+    args += [str(tmp_path / "root.pem"), "--at", AT.isoformat(), "--format", "json"]
+    ok = CliRunner().invoke(app, [*args, "--measurement", M2.hex(), "--vcpus", "2"])
+    assert ok.exit_code == 0, ok.output
+    assert json.loads(ok.stdout)["valid"] is True
+    other = CliRunner().invoke(app, [*args, "--measurement", M1.hex(), "--vcpus", "2"])
+    assert other.exit_code == 1
+    (tmp_path / "e.binarypb").write_bytes(endorsement[:10])
+    broken = CliRunner().invoke(app, args)
+    assert broken.exit_code == 2 and "error:" in broken.stderr
