@@ -470,6 +470,40 @@ def _chain_check(
     )
 
 
+#: Chain checks done, keyed by the certificates themselves (hashed and compared by DER): a
+#: fleet has one VCEK per chip and TCB, so all its reports need only a few chain checks.
+_CHAIN_CACHE: dict[tuple[Any, ...], tuple[AmdTrust, _ChainOutcome]] = {}
+_INFO_CACHE: dict[x509.Certificate, AmdCertInfo] = {}
+_CACHE_MAX = 4096
+
+
+def _cert_info_cached(cert: x509.Certificate) -> AmdCertInfo:
+    info = _INFO_CACHE.get(cert)
+    if info is None:
+        if len(_INFO_CACHE) >= _CACHE_MAX:
+            _INFO_CACHE.clear()
+        info = _INFO_CACHE[cert] = cert_info(cert)
+    return info
+
+
+def _chain_check_cached(
+    leaf: x509.Certificate,
+    info: AmdCertInfo,
+    claimed: str | None,
+    supplied: Sequence[x509.Certificate],
+    trust: AmdTrust,
+) -> _ChainOutcome:
+    """`_chain_check`, done once per leaf, supplied chain and trust store (a copy is returned)."""
+    key = (leaf, claimed, tuple(supplied), id(trust))
+    hit = _CHAIN_CACHE.get(key)
+    if hit is None or hit[0] is not trust:  # the trust object is kept, so its id stays its own
+        if len(_CHAIN_CACHE) >= _CACHE_MAX:
+            _CHAIN_CACHE.clear()
+        hit = _CHAIN_CACHE[key] = (trust, _chain_check(leaf, info, claimed, supplied, trust))
+    done = hit[1]
+    return _ChainOutcome(replace(done.check), done.product, done.intermediate, done.ark)
+
+
 def _validity_check(at: datetime, certs: Sequence[x509.Certificate]) -> Check:
     for cert in certs:
         if not cert.not_valid_before_utc <= at <= cert.not_valid_after_utc:
@@ -676,7 +710,7 @@ def verify_snp(
                     missing_reason += f"; {err}"
                     source = None
 
-    info = cert_info(leaf) if leaf is not None else None
+    info = _cert_info_cached(leaf) if leaf is not None else None
     if (
         info is not None
         and info.product
@@ -705,7 +739,7 @@ def verify_snp(
     else:
         label = info.kind.upper() if info.kind != "unknown" else "certificate"
         checks.append(_signature_check(parsed, leaf, label))
-        outcome = _chain_check(leaf, info, info.product or product, supplied, trust)
+        outcome = _chain_check_cached(leaf, info, info.product or product, supplied, trust)
         checks.append(outcome.check)
         root_product = outcome.product
         product = product or root_product
