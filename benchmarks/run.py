@@ -1,0 +1,387 @@
+"""Benchmarks at fleet scale: collection, evaluation, SNP verification, HTML report.
+
+Each benchmark prints one JSON line and a short human summary; `all` runs each in a child
+process so that every peak RSS figure belongs to one benchmark only.
+
+    python -m benchmarks.run collect  --vms 10k --latency-ms 30 --concurrency 32
+    python -m benchmarks.run evaluate --vms 100k
+    python -m benchmarks.run snp      --reports 3000
+    python -m benchmarks.run html     --vms 10k
+    python -m benchmarks.run all
+
+Collection serves a generated fleet (benchmarks/gen_fleet.py) with fakecloud in its own process
+at a fixed latency per call, and compares the wall time of collection with the lower bound the
+configuration implies: max(total calls x latency / concurrency, longest dependent chain x
+latency). The call counts come from the generator's manifest, not from the scanner.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from benchmarks.gen_fleet import MANIFEST, generate, iter_sizes
+
+REPO = Path(__file__).resolve().parents[1]
+DEFAULT_WORK = Path(tempfile.gettempdir()) / "ccaudit-bench"
+
+
+def _clean_env() -> None:
+    """No user cloud configuration, no metadata-service probing, loopback only."""
+    os.environ.setdefault("AWS_EC2_METADATA_DISABLED", "true")
+    os.environ.setdefault("AWS_CONFIG_FILE", "/dev/null")
+    os.environ.setdefault("AWS_SHARED_CREDENTIALS_FILE", "/dev/null")
+    os.environ.setdefault("NO_PROXY", "127.0.0.1,localhost,::1")
+
+
+def peak_rss_mib() -> float:
+    """Peak resident set size of this process so far (Linux reports KiB)."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+
+
+def _cpu_s() -> float:
+    """CPU seconds of this process and its finished children (evaluation workers)."""
+    own = resource.getrusage(resource.RUSAGE_SELF)
+    kids = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return own.ru_utime + own.ru_stime + kids.ru_utime + kids.ru_stime
+
+
+def fleet(work: Path, vms: int, page_size: int, per_scope: int) -> Path:
+    """The generated fleet for these parameters, generated once and reused."""
+    root = work / f"fleet-{vms}-p{page_size}-s{per_scope}"
+    manifest = root / MANIFEST
+    if not manifest.is_file():
+        generate(root, vms, per_scope=per_scope, page_size=page_size)
+    return root
+
+
+# ============================================================================ collection
+class _Timer:
+    """ProgressListener that notes when planning starts and the last scope finishes."""
+
+    def __init__(self) -> None:
+        self.start: float | None = None
+        self.end: float | None = None
+        self.scopes = 0
+
+    def planning(self, provider: str) -> None:
+        if self.start is None:
+            self.start = time.perf_counter()
+
+    def planned(self, scopes: int) -> None:
+        self.scopes = scopes
+
+    def scope_done(self, result: Any) -> None:
+        self.end = time.perf_counter()
+
+
+def replay_providers(root: Path, endpoint: str, concurrency: int) -> list[Any]:
+    """The three providers as `scan(replay=...)` builds them, pointed at an outside endpoint."""
+    from auditor.api import recorded_at
+    from auditor.fakecloud.replay import aws_accounts
+    from auditor.providers.aws import AwsProvider, AwsTarget
+    from auditor.providers.azure import AzureProvider
+    from auditor.providers.gcp import GcpProvider
+
+    out: list[Any] = []
+    if (root / "aws").is_dir():
+        targets = [
+            AwsTarget(access_key_id=a, secret_access_key="replay") for a in aws_accounts(root)
+        ]
+        out.append(AwsProvider(targets, endpoint_url=endpoint, max_pool_connections=concurrency))
+    if (root / "gcp").is_dir():
+        projects = sorted(p.name for p in (root / "gcp").iterdir() if p.is_dir())
+        out.append(
+            GcpProvider(projects, endpoint_url=endpoint, anonymous=True, as_of=recorded_at(root))
+        )
+    if (root / "azure").is_dir():
+        subs = sorted(p.name for p in (root / "azure").iterdir() if p.is_dir())
+        out.append(AzureProvider(subs, endpoint_url=endpoint, replay=True))
+    return out
+
+
+def bench_collect(
+    vms: int,
+    latency_ms: float,
+    concurrency: int,
+    page_size: int = 50,
+    per_scope: int = 80,
+    work: Path = DEFAULT_WORK,
+) -> dict[str, Any]:
+    """Scan a generated fleet through fakecloud (own process) and compare with the bound."""
+    _clean_env()
+    from auditor.engine import Engine
+    from auditor.model import Scope
+    from auditor.rules.loader import load_packs
+    from auditor.run import run_audit
+    from benchmarks.serve import ServerProcess, warm_up
+
+    warm_up()  # the scanner's SDK imports are start-up cost, not collection
+    root = fleet(work, vms, page_size, per_scope)
+    manifest = json.loads((root / MANIFEST).read_text())
+    engine = Engine(load_packs([]))
+    server = ServerProcess.start(root, latency_ms, page_size)
+    timer = _Timer()
+    try:
+        providers = replay_providers(root, server.endpoint, concurrency)
+        with tempfile.TemporaryDirectory(prefix="ccaudit-bench-run-") as run_dir:
+            started = time.perf_counter()
+            run = run_audit(
+                providers,
+                engine,
+                Scope(providers=[p.name for p in providers]),
+                run_dir=Path(run_dir),
+                concurrency=concurrency,
+                progress=timer,
+            )
+            total = time.perf_counter() - started
+    finally:
+        served = server.stop()
+    assert timer.start is not None and timer.end is not None
+    wall = timer.end - timer.start
+    latency = latency_ms / 1000.0
+    by_calls = manifest["total_calls"] * latency / concurrency
+    by_chain = manifest["longest_chain"] * latency
+    bound = max(by_calls, by_chain)
+    return {
+        "benchmark": "collect",
+        "vms": len(run.vms),
+        "scopes": timer.scopes,
+        "latency_ms": latency_ms,
+        "concurrency": concurrency,
+        "page_size": page_size,
+        "calls_expected": manifest["total_calls"],
+        "calls_served": served.get("requests"),
+        "call_errors": served.get("errors"),
+        "max_in_flight": served.get("max_in_flight"),
+        "longest_chain": manifest["longest_chain"],
+        "collect_s": round(wall, 2),
+        "lower_bound_s": round(bound, 2),
+        "ratio": round(wall / bound, 3) if bound else None,
+        "scan_total_s": round(total, 2),
+        "client_cpu_s": round(time.process_time(), 2),
+        "server_cpu_s": served.get("cpu_s"),
+        "gaps": len(run.coverage.gaps),
+        "peak_rss_mib": round(peak_rss_mib(), 1),
+    }
+
+
+# ============================================================================ evaluation
+def sample_vms(n: int, work: Path = DEFAULT_WORK) -> list[Any]:
+    """n collected-and-verified VMs: a 1k fleet scanned once, its VMs cloned with new ids.
+
+    Every clone is a deep copy (own document, own strings for ids), so memory is that of n
+    distinct VMs, not of n references to 1,000.
+    """
+    _clean_env()
+    from auditor.api import scan
+    from auditor.model import VM
+
+    base = fleet(work, min(n, 1000), 50, 80)
+    collected = [
+        VM.model_validate(r.model_dump(include=set(VM.model_fields))) for r in scan(replay=base).vms
+    ]
+    out: list[Any] = []
+    for i in range(n):
+        vm = collected[i % len(collected)]
+        copy = vm.model_copy(deep=True)
+        suffix = f"-{i // len(collected):05d}"
+        copy.id = vm.id + suffix
+        copy.document["id"] = copy.id
+        if copy.name:
+            copy.name = copy.name + suffix
+            copy.document["name"] = copy.name
+        out.append(copy)
+    return out
+
+
+def bench_evaluate(vms: int, workers: int = 0, work: Path = DEFAULT_WORK) -> dict[str, Any]:
+    """Evaluate n VMs with the full built-in rule pack: in-process, and with `evaluate_all`."""
+    from auditor.engine import Engine, evaluate_all
+    from auditor.rules.loader import load_packs
+
+    fleet_vms = sample_vms(vms, work)
+    engine = Engine(load_packs([]))
+    started = time.perf_counter()
+    cpu = _cpu_s()
+    results = evaluate_all(engine, fleet_vms, workers=workers or None)
+    elapsed = time.perf_counter() - started
+    cpu = _cpu_s() - cpu
+    assert len(results) == len(fleet_vms)
+    return {
+        "benchmark": "evaluate",
+        "vms": len(results),
+        "rules": len(engine.rules),
+        "evaluate_s": round(elapsed, 2),
+        "vms_per_s": round(len(results) / elapsed),
+        "cpu_s": round(cpu, 2),
+        "workers": workers or "auto",
+        "peak_rss_mib": round(peak_rss_mib(), 1),
+    }
+
+
+# ============================================================================ SNP
+def bench_snp(reports: int, chips: int = 8) -> dict[str, Any]:
+    """Verify n signed SNP reports from `chips` chips (one VCEK chain each), on one core.
+
+    Each report arrives as a guest would send it: report bytes plus the extended report's
+    certificate table (VCEK, ASK, ARK as DER), so certificate loading and the chain checks
+    are part of the cost; only signing happens outside the timed loop.
+    """
+    from auditor.verify.demo_anchor import demo_chip_id, make_demo_chain, sign_demo_report
+    from auditor.verify.snp import SnpOptions, verify_snp
+
+    base = make_demo_chain("Milan")
+    chains = [base] + [
+        base.with_vcek(demo_chip_id("Milan", f"bench chip {i}"), base.tcb) for i in range(1, chips)
+    ]
+    options = SnpOptions(trust=base.trust())
+    signed: list[tuple[bytes, bytes]] = []
+    for i in range(reports):
+        chain = chains[i % len(chains)]
+        report = sign_demo_report(
+            chain, report_data=i.to_bytes(64, "big"), measurement=bytes([i % 256]) * 48
+        )
+        signed.append((report, chain.auxblob()))
+    started = time.process_time()
+    ok = 0
+    for report, auxblob in signed:
+        ok += bool(verify_snp(report, auxblob=auxblob, options=options).ok)
+    cpu = time.process_time() - started
+    return {
+        "benchmark": "snp",
+        "reports": reports,
+        "chains": len(chains),
+        "verified_ok": ok,
+        "cpu_s": round(cpu, 3),
+        "reports_per_s": round(reports / cpu),
+    }
+
+
+# ============================================================================ HTML
+def bench_html(vms: int, work: Path = DEFAULT_WORK) -> dict[str, Any]:
+    """Render report.html for a run of n VMs (evaluated clones of a scanned 1k fleet)."""
+    from auditor.api import scan
+    from auditor.engine import Engine
+    from auditor.reports.html import render_html
+    from auditor.rules.loader import load_packs
+
+    _clean_env()
+    base = scan(replay=fleet(work, min(vms, 1000), 50, 80))
+    fleet_vms = sample_vms(vms, work)
+    engine = Engine(load_packs([]))
+    results = [engine.evaluate(vm) for vm in fleet_vms]
+    run = base.model_copy(update={"vms": results})
+    started = time.perf_counter()
+    cpu = time.process_time()
+    page = render_html(run).encode("utf-8")
+    elapsed = time.perf_counter() - started
+    cpu = time.process_time() - cpu
+    return {
+        "benchmark": "html",
+        "vms": len(results),
+        "render_s": round(elapsed, 2),
+        "cpu_s": round(cpu, 2),
+        "size_mib": round(len(page) / 2**20, 2),
+        "peak_rss_mib": round(peak_rss_mib(), 1),
+    }
+
+
+# ============================================================================ driver
+def _summary(result: dict[str, Any]) -> str:
+    kind = result["benchmark"]
+    if kind == "collect":
+        return (
+            f"collect {result['vms']} VMs / {result['scopes']} scopes at "
+            f"{result['latency_ms']} ms, concurrency {result['concurrency']}: "
+            f"{result['collect_s']} s, bound {result['lower_bound_s']} s "
+            f"(ratio {result['ratio']}); {result['calls_served']} calls served "
+            f"({result['calls_expected']} expected), max {result['max_in_flight']} in flight; "
+            f"whole scan {result['scan_total_s']} s; peak RSS {result['peak_rss_mib']} MiB"
+        )
+    if kind == "evaluate":
+        return (
+            f"evaluate {result['vms']} VMs x {result['rules']} rules: {result['evaluate_s']} s "
+            f"({result['vms_per_s']} VMs/s); peak RSS {result['peak_rss_mib']} MiB"
+        )
+    if kind == "snp":
+        return (
+            f"SNP: {result['reports']} reports ({result['chains']} chains) in {result['cpu_s']} s "
+            f"CPU: {result['reports_per_s']} reports/s; {result['verified_ok']} verified"
+        )
+    return (
+        f"HTML {result['vms']} VMs: {result['render_s']} s, {result['size_mib']} MiB; "
+        f"peak RSS {result['peak_rss_mib']} MiB"
+    )
+
+
+def _run_child(argv: list[str]) -> dict[str, Any]:
+    out = subprocess.run(
+        [sys.executable, "-m", "benchmarks.run", *argv, "--json"],
+        cwd=REPO,
+        check=True,
+        capture_output=True,
+        text=True,
+    )
+    return dict(json.loads(out.stdout.strip().splitlines()[-1]))
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("which", choices=["collect", "evaluate", "snp", "html", "all"])
+    parser.add_argument("--vms", default=None, help="fleet size (1k, 10k, 100k, or a count)")
+    parser.add_argument("--latency-ms", type=float, default=30.0)
+    parser.add_argument("--concurrency", type=int, default=32)
+    parser.add_argument("--page-size", type=int, default=50)
+    parser.add_argument("--per-scope", type=int, default=80, help="VMs per generated scope")
+    parser.add_argument("--workers", type=int, default=0, help="evaluation processes (0: auto)")
+    parser.add_argument("--reports", type=int, default=3000, help="SNP reports to verify")
+    parser.add_argument("--work", type=Path, default=DEFAULT_WORK, help="where fleets are kept")
+    parser.add_argument("--json", action="store_true", help="print only the JSON line")
+    args = parser.parse_args(argv)
+    size = next(iter_sizes(args.vms)) if args.vms else None
+
+    if args.which == "all":
+        results = [
+            _run_child(["collect", "--vms", "10k"]),
+            _run_child(["evaluate", "--vms", "100k"]),
+            _run_child(["snp"]),
+            _run_child(["html", "--vms", "10k"]),
+        ]
+        print(f"# {datetime.now().isoformat(timespec='seconds')}, {os.cpu_count()} cores")
+        for r in results:
+            print(_summary(r))
+        print(json.dumps(results))
+        return 0
+    if args.which == "collect":
+        result = bench_collect(
+            size or 10_000,
+            args.latency_ms,
+            args.concurrency,
+            args.page_size,
+            args.per_scope,
+            args.work,
+        )
+    elif args.which == "evaluate":
+        result = bench_evaluate(size or 100_000, args.workers, args.work)
+    elif args.which == "snp":
+        result = bench_snp(args.reports)
+    else:
+        result = bench_html(size or 10_000, args.work)
+    if not args.json:
+        print(_summary(result))
+    print(json.dumps(result))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
