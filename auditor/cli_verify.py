@@ -310,7 +310,14 @@ def verify_evidence_cmd(
             store = NonceStore(state / STORE_FILE)
             digest = hashlib.sha256(raw).hexdigest()
             vm_id = str(doc["vm"]["id"])
-            opts.nonce_check = lambda nonce: store.check(nonce, vm_id, digest)
+
+            def check(nonce: str) -> tuple[bool, str]:
+                try:
+                    return store.check(nonce, vm_id, digest)
+                except (OSError, ValueError) as err:  # corrupt or unreadable nonce state
+                    return False, f"nonce state unusable: {err}"
+
+            opts.nonce_check = check
         result = verify_guest_evidence(doc, opts)
         hardware = result.hardware
         valid = bool(hardware.get("authentic") and hardware.get("bound"))

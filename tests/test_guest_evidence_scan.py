@@ -183,3 +183,24 @@ def test_tampered_blob_fails_and_raises_nothing(tmp_path: Path, field: str) -> N
     hr = _vm(run, HR_DB)
     assert hr.level is Level.L1
     assert hr.document["hardware"]["verified"] is False
+
+
+def test_a_field_of_the_wrong_shape_is_a_gap_not_a_crash(tmp_path: Path) -> None:
+    folder = tmp_path / "evidence"
+    folder.mkdir()
+    doc = json.loads((EVIDENCE / "eu-hr-db.json").read_text())
+    doc["disk_encryption"] = {"devices": 5}
+    (folder / "eu-hr-db.json").write_text(json.dumps(doc))
+    run = _scan(tmp_path, evidence=folder)
+    hr = _vm(run, HR_DB)
+    assert hr.level is Level.L1
+    assert any(g.code == "MalformedEvidence" for g in hr.gaps)
+
+
+def test_junk_file_does_not_use_up_the_nonce(tmp_path: Path) -> None:
+    folder = _only(tmp_path, "eu-hr-db.json")
+    junk = json.loads((folder / "eu-hr-db.json").read_text())
+    junk["tee"]["outblob"] = base64.b64encode(bytes(0x4A0)).decode()
+    (folder / "a-junk.json").write_text(json.dumps(junk))  # read first, same nonce
+    run = _scan(tmp_path, evidence=folder)
+    assert _vm(run, HR_DB).level is Level.L4

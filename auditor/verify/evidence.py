@@ -130,7 +130,7 @@ def verify_guest_evidence(
         hardware["verified"] = bool(
             hardware.get("authentic")
             and hardware.get("bound")
-            and fresh is not False
+            and fresh is True
             and result.check("identity") is not False
         )
         hardware["reason"] = _summary(hardware, result)
@@ -361,6 +361,11 @@ def _summary(hardware: Mapping[str, Any], result: GuestEvidenceResult) -> str:
         )
     if result.check("identity") is False:
         return f"genuine {vendor} report{caveat} for another VM"
+    if hardware.get("fresh") is None:
+        return (
+            f"genuine {vendor} report{caveat}, bound to this VM and its nonce "
+            "(nonce freshness not checked: no audit state given)"
+        )
     return f"genuine {vendor} report{caveat}, bound to this VM and this audit's nonce"
 
 

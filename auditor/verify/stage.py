@@ -8,6 +8,7 @@ never parses certificates.
 from __future__ import annotations
 
 import base64
+import contextlib
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import datetime
@@ -197,8 +198,6 @@ def _verify_guest(vm: VM, ev: Evidence, at: datetime, opts: VerifyOptions) -> No
         def check(nonce: str) -> tuple[bool, str]:
             try:
                 ok, why = store.check(nonce, vm.id, ev.sha256, now=at)
-                if ok:
-                    store.mark_used(nonce, ev.sha256)
             except (OSError, ValueError) as err:  # unreadable or corrupt nonce store
                 return False, f"nonce state unusable: {err}"
             return bool(ok), str(why)
@@ -208,9 +207,15 @@ def _verify_guest(vm: VM, ev: Evidence, at: datetime, opts: VerifyOptions) -> No
         options = replace(options, at=at)
     try:
         result = verify_guest_evidence(doc, options, expected_vm=(vm.provider, vm.id))
-    except EvidenceFormatError as err:
-        vm.gaps.append(_guest_gap(vm, ev, "MalformedEvidence", str(err)))
+    except (EvidenceFormatError, TypeError, ValueError, KeyError, AttributeError) as err:
+        # a field of the wrong shape in an untrusted file: listed, never a crash
+        vm.gaps.append(_guest_gap(vm, ev, "MalformedEvidence", f"unusable: {err}"))
         return
+    hw = result.hardware
+    if store is not None and hw.get("authentic") and hw.get("bound") and hw.get("fresh"):
+        # only a report that verified and binds consumes its nonce, so junk cannot use it up
+        with contextlib.suppress(OSError, ValueError):
+            store.mark_used(str(doc.get("nonce", "")), ev.sha256)
     ev.verification = Verification(
         verifier="evidence.verify_guest_evidence",
         ok=result.ok,
