@@ -119,7 +119,7 @@ def verify_guest_evidence(
     tee = doc.get("tee") if isinstance(doc.get("tee"), Mapping) else None
     hardware: dict[str, Any] = {"present": False}
     if tee is not None:
-        hardware = _verify_tee(tee, binding, opts, result)
+        hardware = _verify_tee(tee, binding, opts, result, _b64(doc, "ccel", "data"))
     else:
         result.checks.append(
             Check("tee", False, "no SEV-SNP report or TDX quote in the file (see its errors)")
@@ -145,7 +145,11 @@ def verify_guest_evidence(
 
 
 def _verify_tee(
-    tee: Mapping[str, Any], binding: bytes, opts: EvidenceOptions, result: GuestEvidenceResult
+    tee: Mapping[str, Any],
+    binding: bytes,
+    opts: EvidenceOptions,
+    result: GuestEvidenceResult,
+    ccel: bytes | None = None,
 ) -> dict[str, Any]:
     kind = str(tee.get("provider", ""))
     blob = _b64(tee, "outblob")
@@ -160,7 +164,7 @@ def _verify_tee(
     result.technology = technology
     if technology == "SEV_SNP":
         return _verify_snp(blob, aux, binding, opts, result)
-    return _verify_tdx(blob, binding, opts, result)
+    return _verify_tdx(blob, binding, opts, result, ccel)
 
 
 def _verify_snp(
@@ -220,7 +224,11 @@ def _verify_snp(
 
 
 def _verify_tdx(
-    blob: bytes, binding: bytes, opts: EvidenceOptions, r: GuestEvidenceResult
+    blob: bytes,
+    binding: bytes,
+    opts: EvidenceOptions,
+    r: GuestEvidenceResult,
+    ccel: bytes | None = None,
 ) -> dict[str, Any]:
     from auditor.verify.tdx import TdxOptions, verify_tdx
 
@@ -231,6 +239,7 @@ def _verify_tdx(
             collateral=opts.tdx_collateral,
             expected_report_data=binding,
             reference_mrtd=opts.reference_measurements,
+            ccel_data=ccel,
         ),
     )
     r.checks.extend(_prefixed("tdx", tdx.checks))
