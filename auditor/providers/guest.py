@@ -124,19 +124,7 @@ def _import_evidence_file(
             "NoMatchingVM",
             f"evidence names {provider} VM {vm_id}, which this scan did not see",
         )
-    stored = sink.save_guest(path.relative_to(directory).as_posix(), data)
-    evidence = Evidence.from_bytes(
-        data,
-        kind=GUEST_KIND,
-        source=Source.GUEST,
-        call=CALL,
-        provider=vm.provider,
-        account=vm.account,
-        region=vm.region,
-        resource=vm.id,
-        ref=f"../{stored}",
-    )
-    vm.evidence.setdefault("hardware", []).append(sink.add(evidence))
+    _attach(vm, path, directory, data, sink, GUEST_KIND, Source.GUEST, "hardware")
     return None
 
 
@@ -157,11 +145,26 @@ def _import_maa_token(
             "NoMatchingVM",
             f"token names vmId {vm_id or '(none)'}, which no scanned Azure VM has",
         )
+    _attach(vm, path, directory, data, sink, MAA_KIND, Source.PROVIDER_ATTESTATION_SERVICE)
+    return None
+
+
+def _attach(
+    vm: VM,
+    path: Path,
+    directory: Path,
+    data: bytes,
+    sink: EvidenceSink,
+    kind: str,
+    source: Source,
+    section: str = "attestation",
+) -> None:
+    """Keep the file byte for byte in the run and list it under the VM's document section."""
     stored = sink.save_guest(path.relative_to(directory).as_posix(), data)
     evidence = Evidence.from_bytes(
         data,
-        kind=MAA_KIND,
-        source=Source.PROVIDER_ATTESTATION_SERVICE,
+        kind=kind,
+        source=source,
         call=CALL,
         provider=vm.provider,
         account=vm.account,
@@ -169,5 +172,4 @@ def _import_maa_token(
         resource=vm.id,
         ref=f"../{stored}",
     )
-    vm.evidence.setdefault("attestation", []).append(sink.add(evidence))
-    return None
+    vm.evidence.setdefault(section, []).append(sink.add(evidence))
