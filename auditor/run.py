@@ -17,7 +17,7 @@ from pathlib import Path
 
 from auditor._version import __version__
 from auditor.collect import ProgressListener, StoppableSink, collect
-from auditor.engine import Engine
+from auditor.engine import Engine, evaluate_all
 from auditor.model import AuditRun, Gap, Scope, ToolInfo, utcnow
 from auditor.providers.base import Provider
 from auditor.providers.guest import import_guest_evidence
@@ -127,7 +127,7 @@ def run_audit(
     verify_vms(collection.vms, sink.evidence, at, verify_options)
     if run_dir is not None and verify_options is not None:
         _save_trust_inputs(sink, verify_options)
-    results = [engine.evaluate(vm) for vm in collection.vms]
+    results = evaluate_all(engine, collection.vms)
     if not scope.accounts:
         accounts = {s.account for s in collection.coverage.scopes}
         scope = scope.model_copy(update={"accounts": sorted(accounts)})
