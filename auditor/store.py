@@ -206,7 +206,10 @@ class RunStore:
             conn.execute(f"PRAGMA busy_timeout = {int(BUSY_TIMEOUT_S * 1000)}")
             conn.execute("PRAGMA foreign_keys = ON")
             if not self._ready:
-                self._init(conn)
+                # switching a new index to WAL needs an exclusive lock SQLite will not wait
+                # for, so processes creating the index at once take turns on a lock file
+                with _file_lock(self.index_path.with_name(self.index_path.name + ".lock")):
+                    self._init(conn)
             yield conn
         except sqlite3.Error as err:
             raise StoreError(f"run store index {self.index_path}: {err}") from err
@@ -439,3 +442,16 @@ class RunStore:
             )
             for r in rows
         ]
+
+
+@contextlib.contextmanager
+def _file_lock(path: Path) -> Iterator[None]:
+    """An exclusive advisory lock (fcntl) held for the block; released when the file closes."""
+    import fcntl
+
+    with path.open("a+b") as handle:
+        fcntl.flock(handle.fileno(), fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
