@@ -10,7 +10,6 @@ import contextlib
 import hashlib
 import json
 import struct
-from pathlib import Path
 
 import pytest
 from cryptography.hazmat.primitives.asymmetric import rsa
@@ -27,15 +26,11 @@ from auditor.verify.azure_hcl import (
 )
 from auditor.verify.errors import EvidenceFormatError
 from auditor.verify.x509chain import verify_chain
-
-SHARED = Path("/work/shared/fixtures/vectors")
-CONSTELLATION = SHARED / "constellation"
-FLASHBOTS = SHARED / "flashbots-cvm-reverse-proxy"
+from tests.shared_vectors import shared_vectors
 
 
-def _shared(path: Path) -> bytes:
-    if not path.exists():
-        pytest.skip(f"{path} is not available (AGPL-era vector, read from ../shared only)")
+def _shared(name: str) -> bytes:
+    [path] = shared_vectors(name)
     return path.read_bytes()
 
 
@@ -46,8 +41,8 @@ def _hcl(hw_report: bytes, report_type: int, runtime: bytes, hash_type: int = 1)
 
 
 def test_constellation_azure_snp_report_binds_the_runtime_data() -> None:
-    attestation = _shared(CONSTELLATION / "azure_attestation.bin")
-    runtime = _shared(CONSTELLATION / "azure_runtimedata.bin")
+    attestation = _shared("constellation/azure_attestation.bin")
+    runtime = _shared("constellation/azure_runtimedata.bin")
     report = attestation[:0x4A0]
     check = verify_hcl_binding(report[0x50:0x90], runtime)
     assert check.name == "hcl_binding" and check.ok, check.reason
@@ -63,16 +58,16 @@ def test_constellation_azure_snp_report_binds_the_runtime_data() -> None:
 
 
 def test_constellation_trailer_is_the_igvm_request_header() -> None:
-    attestation = _shared(CONSTELLATION / "azure_attestation.bin")
-    runtime = _shared(CONSTELLATION / "azure_runtimedata.bin")
+    attestation = _shared("constellation/azure_attestation.bin")
+    runtime = _shared("constellation/azure_runtimedata.bin")
     size, _version, report_type, hash_type, var_size = struct.unpack_from("<5I", attestation, 0x4A0)
     assert (report_type, hash_type, var_size) == (2, 1, len(runtime))
     assert size == 20 + len(runtime)
 
 
 def test_mutated_runtime_data_fails_the_binding() -> None:
-    attestation = _shared(CONSTELLATION / "azure_attestation.bin")
-    runtime = bytearray(_shared(CONSTELLATION / "azure_runtimedata.bin"))
+    attestation = _shared("constellation/azure_attestation.bin")
+    runtime = bytearray(_shared("constellation/azure_runtimedata.bin"))
     runtime[runtime.index(b"HCLAkPub") + 20] ^= 0x01
     check = verify_hcl_binding(attestation[0x50:0x90], bytes(runtime))
     assert not check.ok
@@ -80,7 +75,7 @@ def test_mutated_runtime_data_fails_the_binding() -> None:
 
 
 def test_flashbots_azure_tdx_hcl_report_parses_and_binds() -> None:
-    data = _shared(FLASHBOTS / "azure_tdx_hclreport.bin")
+    data = _shared("flashbots-cvm-reverse-proxy/azure_tdx_hclreport.bin")
     report = parse_hcl_report(data)
     assert report.report_type == "tdx"
     assert report.hash_type == "sha256"

@@ -32,11 +32,11 @@ from auditor.verify.snp import (
     parse_report,
     verify_snp,
 )
+from tests.shared_vectors import shared_vectors
 
 VECTORS = Path(__file__).parent / "data" / "vectors"
 GSG = VECTORS / "go-sev-guest"
 VIRTEE = VECTORS / "virtee-sev"
-SHARED = Path("/work/shared/fixtures/vectors")
 CRYPTO_CHECKS = ("signature", "chain", "tcb_binding", "chip_id", "signing_key", "product")
 
 
@@ -505,15 +505,8 @@ def test_policy_flags_and_platform_facts(milan_demo: DemoChain) -> None:
 # --- cloud vectors kept in ../shared (AGPL-era data: read, never copied) ---------------------
 
 
-def _shared(*names: str) -> list[Path]:
-    paths = [SHARED / n for n in names]
-    if not all(p.is_file() for p in paths):
-        pytest.skip(f"shared vectors not available: {', '.join(names)}")
-    return paths
-
-
 def test_azure_report_and_runtime_data_binding() -> None:
-    report_p, vcek_p, vcek_der_p, chain_p, runtime_p = _shared(
+    report_p, vcek_p, vcek_der_p, chain_p, runtime_p = shared_vectors(
         "constellation/azure_attestation.bin",
         "constellation/azure_vcek.pem",
         "constellation/azure_vcek.cert",
@@ -557,7 +550,7 @@ def test_azure_report_and_runtime_data_binding() -> None:
     ],
 )
 def test_aws_vlek_reports(report: str, vlek: str, chain: str, csp: str) -> None:
-    report_p, vlek_p, chain_p = _shared(report, vlek, chain)
+    report_p, vlek_p, chain_p = shared_vectors(report, vlek, chain)
     data, _ = decode_blob(report_p.read_bytes(), expect_min=0x4A0)
     result = verify_snp(data, vlek_p.read_bytes(), chain_p.read_bytes())
     assert result.authentic, result.reason
@@ -568,7 +561,7 @@ def test_aws_vlek_reports(report: str, vlek: str, chain: str, csp: str) -> None:
 
 
 def test_aws_2025_report_reported_tcb_below_entrysign_while_committed_is_not() -> None:
-    report_p, vlek_p = _shared("constellation/aws_report.txt", "constellation/aws_vlek.pem")
+    report_p, vlek_p = shared_vectors("constellation/aws_report.txt", "constellation/aws_vlek.pem")
     data, _ = decode_blob(report_p.read_bytes(), expect_min=0x4A0)
     result = verify_snp(data, vlek_p.read_bytes())
     assert result.report is not None and result.report.product_source == "cpuid"
