@@ -30,6 +30,7 @@ from cryptography.hazmat.primitives.asymmetric import padding, rsa
 from cryptography.utils import CryptographyDeprecationWarning
 
 from auditor.verify.anchors import ANCHOR_DIR, AnchorError, fingerprint
+from auditor.verify.der import single
 from auditor.verify.errors import EvidenceFormatError
 
 PRODUCTS = ("Milan", "Genoa", "Turin")
@@ -263,23 +264,6 @@ def _der_sha(cert: x509.Certificate) -> bytes:
 # --- AMD certificate extensions ------------------------------------------------------------------
 
 
-def _der_tlv(data: bytes) -> tuple[int, bytes]:
-    """One DER TLV that must span all of `data`."""
-    if len(data) < 2:
-        raise ValueError("too short")
-    tag, first = data[0], data[1]
-    if first < 0x80:
-        length, start = first, 2
-    else:
-        n = first & 0x7F
-        if n == 0 or n > 3 or len(data) < 2 + n:
-            raise ValueError("bad length")
-        length, start = int.from_bytes(data[2 : 2 + n], "big"), 2 + n
-    if start + length != len(data):
-        raise ValueError("length does not match the extension")
-    return tag, data[start:]
-
-
 @dataclass(frozen=True)
 class AmdCertInfo:
     """What a VCEK or VLEK certifies, read from its AMD extensions."""
@@ -311,7 +295,7 @@ def _ext_int(cert: x509.Certificate, oid: x509.ObjectIdentifier) -> int | None:
     if raw is None:
         return None
     try:
-        tag, body = _der_tlv(raw)
+        tag, body = single(raw)
     except ValueError as err:
         raise EvidenceFormatError(f"AMD extension {oid.dotted_string}: {err}") from err
     if tag != 0x02 or not body or body[0] & 0x80:
@@ -324,7 +308,7 @@ def _ext_text(cert: x509.Certificate, oid: x509.ObjectIdentifier) -> str | None:
     if raw is None:
         return None
     try:
-        tag, body = _der_tlv(raw)
+        tag, body = single(raw)
     except ValueError as err:
         raise EvidenceFormatError(f"AMD extension {oid.dotted_string}: {err}") from err
     if tag not in (0x16, 0x0C, 0x13):  # IA5String (AMD), UTF8String, PrintableString
@@ -341,7 +325,7 @@ def _hwid(cert: x509.Certificate) -> bytes | None:
     if len(raw) in (8, 64):
         return raw
     try:
-        tag, body = _der_tlv(raw)
+        tag, body = single(raw)
     except ValueError:
         tag, body = 0, b""
     if tag == 0x04 and len(body) in (8, 64):

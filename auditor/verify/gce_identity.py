@@ -18,43 +18,12 @@ from cryptography.hazmat.primitives import serialization
 
 from auditor.verify.anchors import TrustStore
 from auditor.verify.checks import Check, CheckedResult
+from auditor.verify.der import DerError, children, tlv
 from auditor.verify.x509chain import verify_chain
 
 IDENTITY_OID = x509.ObjectIdentifier("1.3.6.1.4.1.11129.2.1.21")
 MAX_PEM = 64 * 1024
 _SECURITY_NAMES = {0: "security_version", 1: "is_production"}
-
-
-class DerError(ValueError):
-    """Malformed DER in the identity extension."""
-
-
-def _tlv(data: bytes, pos: int) -> tuple[int, bytes, int]:
-    if pos + 2 > len(data):
-        raise DerError("truncated DER header")
-    tag = data[pos]
-    length = data[pos + 1]
-    pos += 2
-    if length & 0x80:
-        n = length & 0x7F
-        if n == 0 or n > 4 or pos + n > len(data):
-            raise DerError("bad DER length")
-        length = int.from_bytes(data[pos : pos + n], "big")
-        pos += n
-    if pos + length > len(data):
-        raise DerError("DER value runs past its container")
-    return tag, data[pos : pos + length], pos + length
-
-
-def _children(data: bytes) -> list[tuple[int, bytes]]:
-    out: list[tuple[int, bytes]] = []
-    pos = 0
-    while pos < len(data):
-        tag, value, pos = _tlv(data, pos)
-        out.append((tag, value))
-        if len(out) > 64:
-            raise DerError("too many DER elements")
-    return out
 
 
 def _scalar(tag: int, value: bytes) -> Any:
@@ -79,10 +48,10 @@ class GceIdentity:
 
 def parse_identity(der: bytes) -> GceIdentity:
     """Decode the instance-identity extension value; DerError on anything malformed."""
-    tag, body, end = _tlv(der, 0)
+    tag, body, end = tlv(der, 0)
     if tag != 0x30 or end != len(der):
         raise DerError("identity extension is not one SEQUENCE")
-    items = _children(body)
+    items = children(body)
     if len(items) < 5:
         raise DerError("identity extension has fewer than 5 fields")
     expected = (0x0C, 0x02, 0x0C, 0x02, 0x0C)
@@ -93,14 +62,14 @@ def parse_identity(der: bytes) -> GceIdentity:
     security: dict[str, Any] = {}
     for t, v in items[5:]:
         if t == 0xA0:
-            inner_tag, inner, _ = _tlv(v, 0)
+            inner_tag, inner, _ = tlv(v, 0)
             if inner_tag != 0x30:
                 raise DerError("security properties are not a SEQUENCE")
-            for ctag, cval in _children(inner):
+            for ctag, cval in children(inner):
                 if ctag & 0xE0 != 0xA0:
                     raise DerError("security property is not context-tagged")
                 num = ctag & 0x1F
-                stag, sval, _ = _tlv(cval, 0)
+                stag, sval, _ = tlv(cval, 0)
                 security[_SECURITY_NAMES.get(num, f"property_{num}")] = _scalar(stag, sval)
     return GceIdentity(
         zone=values[0],

@@ -25,6 +25,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
 
 from auditor.verify.anchors import TrustStore, fingerprint, load_pinned
+from auditor.verify.der import DerError, children
 from auditor.verify.errors import EvidenceFormatError
 
 INTEL_ROOT_NAME = "Intel SGX Root CA"
@@ -169,31 +170,11 @@ def p256_key_from_raw(raw: bytes) -> ec.EllipticCurvePublicKey | None:
 # PCK certificate SGX extensions (minimal DER reader: SEQUENCE / OID / INTEGER / OCTET STRING)
 
 
-def _tlv(data: bytes, pos: int) -> tuple[int, bytes, int]:
-    if pos + 2 > len(data):
-        raise EvidenceFormatError("PCK SGX extension: truncated DER header")
-    tag, length = data[pos], data[pos + 1]
-    pos += 2
-    if length & 0x80:
-        count = length & 0x7F
-        if count == 0 or count > 4 or pos + count > len(data):
-            raise EvidenceFormatError("PCK SGX extension: bad DER length")
-        length = int.from_bytes(data[pos : pos + count], "big")
-        pos += count
-    if pos + length > len(data):
-        raise EvidenceFormatError("PCK SGX extension: DER value runs past its container")
-    return tag, data[pos : pos + length], pos + length
-
-
 def _children(data: bytes) -> list[tuple[int, bytes]]:
-    out: list[tuple[int, bytes]] = []
-    pos = 0
-    while pos < len(data):
-        tag, value, pos = _tlv(data, pos)
-        out.append((tag, value))
-        if len(out) > 64:
-            raise EvidenceFormatError("PCK SGX extension: too many DER elements")
-    return out
+    try:
+        return children(data)
+    except DerError as err:
+        raise EvidenceFormatError(f"PCK SGX extension: {err}") from err
 
 
 def _oid(value: bytes) -> str:

@@ -26,8 +26,9 @@ from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
 from auditor.verify import eventlog, gotpm
 from auditor.verify.anchors import TrustStore, gcp_vtpm_store
 from auditor.verify.checks import Check, CheckedResult
+from auditor.verify.der import DerError
 from auditor.verify.errors import EvidenceFormatError
-from auditor.verify.gce_identity import IDENTITY_OID, DerError, Expected, parse_identity
+from auditor.verify.gce_identity import IDENTITY_OID, Expected, parse_identity
 from auditor.verify.x509chain import verify_chain
 
 PublicKey = rsa.RSAPublicKey | ec.EllipticCurvePublicKey
