@@ -35,7 +35,7 @@ from auditor.config import Config, load_config
 from auditor.drift import RunDiff
 from auditor.model import AuditRun, Evidence, Party, VMResult
 from auditor.reports.html import asset
-from auditor.reports.tables import frames, party_rows, sorted_findings
+from auditor.reports.tables import frames
 from auditor.reports.view import (
     PARTY_LABEL,
     PARTY_SHORT,
@@ -209,38 +209,15 @@ class RunVM:
 
     @property
     def parties(self) -> pandas.DataFrame:
-        from auditor.reports.tables import frame
+        from auditor.reports.tables import frame, vm_party_rows
 
-        vm = self.model
-        key = [vm.provider, vm.account, vm.region, vm.id]
-        rows = [
-            [*key, ps.party.value, ps.status.value, ps.reason, list(ps.rules), list(ps.evidence)]
-            for ps in party_rows(vm)
-        ]
-        return frame("parties", rows)
+        return frame("parties", vm_party_rows(self.model))
 
     @property
     def findings(self) -> pandas.DataFrame:
-        from auditor.reports.tables import frame
+        from auditor.reports.tables import frame, vm_finding_rows
 
-        vm = self.model
-        key = [vm.provider, vm.account, vm.region, vm.id]
-        rows = [
-            [
-                *key,
-                f.rule_id,
-                f.party.value,
-                f.status.value,
-                f.severity.value,
-                f.title,
-                f.reason,
-                f.remediation,
-                list(f.references),
-                list(f.evidence),
-            ]
-            for f in sorted_findings(vm)
-        ]
-        return frame("findings", rows)
+        return frame("findings", vm_finding_rows(self.model))
 
     @property
     def evidence(self) -> pandas.DataFrame:

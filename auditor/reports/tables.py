@@ -165,33 +165,36 @@ def rows(run: AuditRun) -> dict[str, list[list[Any]]]:
                 run.run_id,
             ]
         )
-        for ps in party_rows(vm):
-            parties.append(
-                [
-                    *_key(vm),
-                    ps.party.value,
-                    ps.status.value,
-                    ps.reason,
-                    list(ps.rules),
-                    list(ps.evidence),
-                ]
-            )
-        for f in sorted_findings(vm):
-            findings.append(
-                [
-                    *_key(vm),
-                    f.rule_id,
-                    f.party.value,
-                    f.status.value,
-                    f.severity.value,
-                    f.title,
-                    f.reason,
-                    f.remediation,
-                    list(f.references),
-                    list(f.evidence),
-                ]
-            )
+        parties.extend(vm_party_rows(vm))
+        findings.extend(vm_finding_rows(vm))
     return {"vms": vms, "parties": parties, "findings": findings}
+
+
+def vm_party_rows(vm: VMResult) -> list[list[Any]]:
+    """One VM's rows of the `parties` table."""
+    return [
+        [*_key(vm), ps.party.value, ps.status.value, ps.reason, list(ps.rules), list(ps.evidence)]
+        for ps in party_rows(vm)
+    ]
+
+
+def vm_finding_rows(vm: VMResult) -> list[list[Any]]:
+    """One VM's rows of the `findings` table."""
+    return [
+        [
+            *_key(vm),
+            f.rule_id,
+            f.party.value,
+            f.status.value,
+            f.severity.value,
+            f.title,
+            f.reason,
+            f.remediation,
+            list(f.references),
+            list(f.evidence),
+        ]
+        for f in sorted_findings(vm)
+    ]
 
 
 def _series(col: Column, values: list[Any]) -> Any:
