@@ -128,6 +128,15 @@ def _emit(
             console.print(f"{key}: {json.dumps(facts[key], default=str)}")
 
 
+def _verdict(fmt: OutputFormat, kind: str, result: Any) -> int:
+    """Print a report/quote verifier's result; 0 when genuine and every asked binding holds."""
+    if result.check("parse") is False:
+        raise _Unusable(result.reason)
+    valid = _valid(result.checks, result.authentic)
+    _emit(fmt, kind, valid, result.checks, dict(result.facts))
+    return 0 if valid else 1
+
+
 def _run(action: Any) -> None:
     try:
         code = action()
@@ -191,12 +200,7 @@ def verify_snp_cmd(
                 offline=offline,
             ),
         )
-        parse = result.check("parse")
-        if parse is False:
-            raise _Unusable(result.reason)
-        valid = _valid(result.checks, result.authentic)
-        _emit(output, "sev-snp report", valid, result.checks, dict(result.facts))
-        return 0 if valid else 1
+        return _verdict(output, "sev-snp report", result)
 
     _run(action)
 
@@ -241,11 +245,7 @@ def verify_tdx_cmd(
                 ccel_data=_read(ccel, "a CCEL log") if ccel else None,
             ),
         )
-        if result.check("parse") is False:
-            raise _Unusable(result.reason)
-        valid = _valid(result.checks, result.authentic)
-        _emit(output, "tdx quote", valid, result.checks, dict(result.facts))
-        return 0 if valid else 1
+        return _verdict(output, "tdx quote", result)
 
     _run(action)
 
