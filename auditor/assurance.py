@@ -7,6 +7,7 @@ meets a requirement, so missing evidence can only lower a level, never raise it.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from functools import lru_cache
 from typing import Any
 
 from auditor.jurisdiction import PROVIDER_PARENT, describe, place_of
@@ -19,6 +20,7 @@ from auditor.model import (
     Party,
     PartyStatus,
     Status,
+    build_unchecked,
 )
 
 _CLAIMED_OR_BETTER = (Status.CLAIMED_EXCLUDED, Status.EXCLUDED)
@@ -96,25 +98,7 @@ def gdpr_reading(
         answer = Answer.UNDETERMINED
         parts = ", ".join(f"{p.value} ({by_status[p].value})" for p in blocking)
         summary = f"Undetermined: not shown excluded by owner-verified evidence: {parts}."
-    place = place_of(vm.provider, vm.region)
-    non_eu_parent = "United States" in PROVIDER_PARENT.get(vm.provider, "")
-    refs = [
-        "GDPR Art. 5(1)(f)",
-        "GDPR Art. 25(1)",
-        "GDPR Art. 28(1)",
-        "GDPR Art. 32(1)(a), (b) and 32(2)",
-    ]
-    if place.status != "EEA" or non_eu_parent:
-        refs.append("GDPR Art. 44-46 (transfers; remote access counts as making available)")
-    if non_eu_parent:
-        refs.append("GDPR Art. 48 (third-country orders)")
-    refs.append(
-        "EDPB Recommendations 01/2020 Use Case 6 (provider needs data in the clear: "
-        "no effective supplementary measure)"
-        if answer is not Answer.NO
-        else "EDPB Recommendations 01/2020 Use Case 1 (keys and plaintext out of the "
-        "importer's reach)"
-    )
+    jurisdiction, refs, non_eu_parent = _region_reading(vm.provider, vm.region, answer is Answer.NO)
     if answer is Answer.YES and non_eu_parent:
         summary += (
             " The provider's parent is subject to third-country law, so Use Case 6 applies:"
@@ -130,11 +114,41 @@ def gdpr_reading(
         ]
         if fixes:
             would_change.append(f"{p.value}: {fixes[0]}")
-    return GdprReading(
-        provider_can_access=answer,
-        blocking_parties=blocking,
-        summary=summary,
-        region_jurisdiction=describe(vm.provider, vm.region),
-        references=refs,
-        would_change=would_change,
+    return build_unchecked(
+        GdprReading,
+        {
+            "provider_can_access": answer,
+            "blocking_parties": blocking,
+            "summary": summary,
+            "region_jurisdiction": jurisdiction,
+            "references": list(refs),
+            "would_change": would_change,
+        },
     )
+
+
+@lru_cache(maxsize=4096)
+def _region_reading(
+    provider: str, region: str, no_access: bool
+) -> tuple[str, tuple[str, ...], bool]:
+    """Jurisdiction words, GDPR references and whether the parent is non-EU: per region, once."""
+    place = place_of(provider, region)
+    non_eu_parent = "United States" in PROVIDER_PARENT.get(provider, "")
+    refs = [
+        "GDPR Art. 5(1)(f)",
+        "GDPR Art. 25(1)",
+        "GDPR Art. 28(1)",
+        "GDPR Art. 32(1)(a), (b) and 32(2)",
+    ]
+    if place.status != "EEA" or non_eu_parent:
+        refs.append("GDPR Art. 44-46 (transfers; remote access counts as making available)")
+    if non_eu_parent:
+        refs.append("GDPR Art. 48 (third-country orders)")
+    refs.append(
+        "EDPB Recommendations 01/2020 Use Case 6 (provider needs data in the clear: "
+        "no effective supplementary measure)"
+        if not no_access
+        else "EDPB Recommendations 01/2020 Use Case 1 (keys and plaintext out of the "
+        "importer's reach)"
+    )
+    return describe(provider, region), tuple(refs), non_eu_parent

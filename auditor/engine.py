@@ -10,39 +10,91 @@ exclusion stronger than any that matched. No SDK, no network, no I/O here.
 from __future__ import annotations
 
 import gc
+import json
 import os
 import re
 from collections.abc import Iterable, Sequence
 from concurrent.futures import ProcessPoolExecutor
-from dataclasses import dataclass, field
 from typing import Any
 
 import cel
 
 from auditor.assurance import gdpr_reading, level_for
-from auditor.model import VM, Finding, Gap, Party, PartyStatus, Status, VMResult
+from auditor.model import (
+    VM,
+    Finding,
+    Gap,
+    GdprReading,
+    Party,
+    PartyStatus,
+    Status,
+    VMResult,
+    build_unchecked,
+)
 from auditor.rules.loader import CompiledRule, RulePack, RulePackError
 
 _VM_FIELDS = tuple(VM.model_fields)
 _VM_NAME = re.compile(r"\bvm\b")
 _VM_DOT = re.compile(r"\bvm\s*\.\s*[A-Za-z_]")
+_VM_PATH = re.compile(r"\bvm((?:\s*\.\s*[A-Za-z_][A-Za-z0-9_]*)+)(\s*\()?")
+_IDENT = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+_LIST_MACROS = frozenset({"all", "exists", "exists_one", "filter", "map"})
+_HAS_CALL = re.compile(r"\bhas\s*\(\s*$")
 _STRING_LITERAL = re.compile(r"'(?:[^'\\]|\\.)*'|\"(?:[^\"\\]|\\.)*\"")
 
 _STRENGTH = {Status.CLAIMED_EXCLUDED: 1, Status.EXCLUDED: 2}
 _DEFAULT_REASON = "Nothing in the evidence shuts this party out."
 
 
-@dataclass
-class _Outcome:
-    rule: CompiledRule
-    matched: bool
-    undetermined_reason: str | None = None
+class _Plan:
+    """One rule as evaluated for one provider: everything read per VM, looked up once."""
+
+    __slots__ = (
+        "compiled",
+        "detail",
+        "effect",
+        "id",
+        "is_veto",
+        "party",
+        "rationale",
+        "references",
+        "remediation",
+        "rule",
+        "sections",
+        "severity",
+        "strength",
+        "title",
+    )
+
+    def __init__(self, compiled: CompiledRule, provider: str, references: list[str]) -> None:
+        rule = compiled.rule
+        self.compiled = compiled
+        self.rule = rule
+        self.id = rule.id
+        self.party = rule.party
+        self.effect = rule.effect
+        self.is_veto = rule.is_veto
+        self.strength = 0 if rule.is_veto else _STRENGTH[rule.effect]
+        self.title = rule.title
+        self.severity = rule.severity
+        self.rationale = rule.rationale
+        self.remediation = rule.remediation_for(provider)
+        self.references = references  # shared by every finding of this rule: read-only
+        self.detail = compiled.detail_program
+        self.sections = compiled.sections
 
 
-@dataclass
-class _PartyAcc:
-    matched: list[_Outcome] = field(default_factory=list)
-    undetermined: list[_Outcome] = field(default_factory=list)
+#: (plan, reason): reason None when the rule matched, the undetermined reason otherwise.
+_Outcome = tuple[_Plan, str | None]
+
+#: A rule's run on one context: (plan, kind, text). Matched: the detail (or None); missing
+#: field: the key; unusable evidence: the error; odd (not a bool): the whole reason.
+_Run = tuple[_Plan, str, str | None]
+_MATCHED, _MISSING, _UNUSABLE, _ODD = "matched", "missing", "unusable", "odd"
+#: (party, status, plans that decided it, reason): reason None = join the undetermined reasons.
+_Decision = tuple[Party, Status, list[_Plan], str | None]
+#: Outcomes kept per distinct set of fields read; cleared when full (memory stays bounded).
+_MEMO_MAX = 50_000
 
 
 class Engine:
@@ -62,31 +114,161 @@ class Engine:
             for party, default in pack.spec.parties.items():
                 self.party_defaults[party] = default.reason
         self.rules: tuple[CompiledRule, ...] = tuple(rules.values())
-        # The CEL context is built once per VM from the sections the rules read (building it
-        # is the costliest step per VM); the whole document when a rule reads `vm` otherwise.
+        # The CEL context is built once per VM from the fields the rules read (converting it
+        # to CEL values is the costliest step per VM); the whole document when a rule reads
+        # `vm` otherwise than by name.
         self._read: frozenset[str] | None = _sections_read(self.rules)
+        self._paths: _Trie | None = _paths_read(self.rules) if self._read is not None else None
         self._references = {id(c): c.rule.references.flat() for c in self.rules}
+        self._plans: dict[str, tuple[_Plan, ...]] = {}
+        self._joined: dict[tuple[str, ...], str] = {}
+        self._memo: dict[tuple[str, str], _Case] = {}
+        self._defaults: dict[Party, PartyStatus] = {}
 
-    def _run(self, compiled: CompiledRule, ctx: Any, vm: Any) -> _Outcome:
-        try:
-            value = compiled.program.execute(ctx)
-        except KeyError as err:
-            missing = err.args[0] if err.args else "?"
-            return _Outcome(compiled, False, self._missing(compiled, vm, f"'{missing}'"))
-        except Exception as err:  # CEL raises TypeError/ValueError/RuntimeError on bad data
-            detail = str(err).split(". ")[0]
-            return _Outcome(compiled, False, self._missing(compiled, vm, None, detail))
-        if not isinstance(value, bool):
-            return _Outcome(
-                compiled,
-                False,
-                f"rule condition returned {type(value).__name__}, not true/false",
+    def _plan(self, provider: str) -> tuple[_Plan, ...]:
+        plans = self._plans.get(provider)
+        if plans is None:
+            plans = self._plans[provider] = tuple(
+                _Plan(c, provider, self._references[id(c)])
+                for c in self.rules
+                if c.rule.applies_to(provider)
             )
-        return _Outcome(compiled, value)
+        return plans
+
+    def context(self, vm: Any) -> Any:
+        """The CEL context for one VM: `vm` is the document, cut to the fields rules read."""
+        doc = vm.document
+        return cel.Context({"vm": doc if self._paths is None else _prune(doc, self._paths)})
+
+    def _run_rules(self, provider: str, ctx: Any) -> tuple[_Run, ...]:
+        """Every applicable rule on one context; rules that did not match are left out."""
+        out: list[_Run] = []
+        for plan in self._plan(provider):
+            try:
+                value = plan.compiled.program.execute(ctx)
+            except KeyError as err:
+                out.append((plan, _MISSING, f"'{err.args[0] if err.args else '?'}'"))
+            except Exception as err:  # CEL raises TypeError/ValueError/RuntimeError on bad data
+                out.append((plan, _UNUSABLE, str(err).split(". ")[0]))
+            else:
+                if value is True:
+                    detail = None if plan.detail is None else _detail(plan.detail, ctx)
+                    out.append((plan, _MATCHED, detail))
+                elif value is not False:
+                    reason = f"rule condition returned {type(value).__name__}, not true/false"
+                    out.append((plan, _ODD, reason))
+        return tuple(out)
+
+    def _case(self, vm: Any) -> _Case:
+        """What the rules decide on this VM's fields, worked out once per distinct set of them.
+
+        Rules are pure functions of the fields they read, and a fleet's VMs mostly repeat a
+        few configurations (ids and names are not read), so the outcome is kept by the exact
+        JSON of those fields: converting a context to CEL values costs more than a lookup.
+        """
+        provider = vm.provider
+        if self._paths is None:
+            return _Case(self, self._run_rules(provider, cel.Context({"vm": vm.document})))
+        fields = _prune(vm.document, self._paths)
+        try:
+            key = (provider, json.dumps(fields, ensure_ascii=False))
+        except (TypeError, ValueError):  # not JSON (e.g. bytes from an API): no reuse
+            return _Case(self, self._run_rules(provider, cel.Context({"vm": fields})))
+        case = self._memo.get(key)
+        if case is None:
+            if len(self._memo) >= _MEMO_MAX:
+                self._memo.clear()
+            runs = self._run_rules(provider, cel.Context({"vm": fields}))
+            case = self._memo[key] = _Case(self, runs)
+        return case
+
+    def evaluate(self, vm: Any) -> VMResult:
+        """Decide every party for one collected VM (an `auditor.model.VM`)."""
+        case = self._case(vm)
+        caveat = _evidence_caveat(vm)
+        evidence: dict[tuple[str, ...], list[str]] = {}
+        # Why a rule could not be evaluated names the VM's own failed calls, if it has any.
+        undetermined = case.undetermined
+        if vm.gaps:
+            undetermined = {
+                id(plan): _undetermined(plan, kind, text, vm)
+                for plan, kind, text in case.runs
+                if kind is not _MATCHED
+            }
+        findings = [
+            _finding(plan, status, reason or undetermined[id(plan)], vm, caveat, evidence)
+            for plan, status, reason in case.findings
+        ]
+        statuses: dict[Party, PartyStatus] = {}
+        for party, status, plans, reason in case.decisions:
+            if not plans:
+                statuses[party] = self._default_status(party)
+                continue
+            if reason is None:  # undetermined: the rules' own reasons, in order, once each
+                reason = " ".join(dict.fromkeys(undetermined[id(plan)] for plan in plans))
+            elif caveat and status is Status.EXCLUDED:
+                reason = f"{reason} [{caveat}]"
+            statuses[party] = _status(party, status, plans, reason, vm, evidence)
+        level_reason = case.level_reason
+        if caveat:  # e.g. the demo fleet's self-made AMD chain: said next to every verdict
+            level_reason = f"{level_reason} [{caveat}]"
+        values = vm.__dict__
+        result = {name: values[name] for name in _VM_FIELDS}  # validated already: shared
+        result.update(
+            level=case.level,
+            level_reason=level_reason,
+            parties=case.parties,
+            party_status=statuses,
+            findings=findings,
+            gdpr=case.gdpr(vm, statuses, findings),
+        )
+        return build_unchecked(VMResult, result)
+
+    def _decide(self, party: Party, outcomes: list[tuple[_Plan, bool]]) -> _Decision:
+        """DESIGN.md §5 for one party: a veto wins, then missing inputs that could change the
+        outcome, then the strongest exclusion; otherwise the party can access (no plans)."""
+        matched = [plan for plan, ok in outcomes if ok]
+        vetoes = [plan for plan in matched if plan.is_veto]
+        if vetoes:
+            return party, Status.CAN_ACCESS, vetoes, self._titles(vetoes)
+        exclusions = [plan for plan in matched if not plan.is_veto]
+        best = max((plan.strength for plan in exclusions), default=0)
+        blocking = [
+            plan for plan, ok in outcomes if not ok and (plan.is_veto or plan.strength > best)
+        ]
+        if blocking:
+            return party, Status.UNDETERMINED, blocking, None
+        if exclusions:
+            top = [plan for plan in exclusions if plan.strength == best]
+            return party, top[0].effect, top, self._titles(top)
+        return party, Status.CAN_ACCESS, [], None
+
+    def _titles(self, plans: list[_Plan]) -> str:
+        ids = tuple(plan.id for plan in plans)
+        joined = self._joined.get(ids)
+        if joined is None:  # a few combinations per fleet: join each once
+            joined = self._joined[ids] = "; ".join(dict.fromkeys(p.title for p in plans)) + "."
+        return joined
+
+    def _default_status(self, party: Party) -> PartyStatus:
+        """The status of a party no rule decided: one shared, read-only object per party."""
+        status = self._defaults.get(party)
+        if status is None:
+            status = self._defaults[party] = build_unchecked(
+                PartyStatus,
+                {
+                    "party": party,
+                    "status": Status.CAN_ACCESS,
+                    "reason": self.party_defaults.get(party, _DEFAULT_REASON),
+                    "rules": [],
+                    "evidence": [],
+                },
+            )
+        return status
 
     @staticmethod
-    def _missing(compiled: CompiledRule, vm: Any, key: str | None, detail: str = "") -> str:
-        sections = set(compiled.sections)
+    def _missing(plan: _Plan, vm: Any, key: str | None, detail: str = "") -> str:
+        sections = set(plan.sections)
         gaps: list[Gap] = [g for g in vm.gaps if not sections or _gap_touches(g, sections)]
         what = f"field {key} is not in the evidence" if key else f"evidence unusable ({detail})"
         if gaps:
@@ -96,106 +278,124 @@ class Engine:
             return f"Could not evaluate: {what}; {causes}."
         return f"Could not evaluate: {what}."
 
-    def evaluate(self, vm: Any) -> VMResult:
-        """Decide every party for one collected VM (an `auditor.model.VM`)."""
-        doc = vm.document
-        if self._read is not None:
-            doc = {k: v for k, v in doc.items() if k in self._read}
-        ctx = cel.Context({"vm": doc})
-        acc: dict[Party, _PartyAcc] = {p: _PartyAcc() for p in Party}
-        findings: list[Finding] = []
-        for compiled in self.rules:
-            rule = compiled.rule
-            if not rule.applies_to(vm.provider):
-                continue
-            outcome = self._run(compiled, ctx, vm)
-            if outcome.matched:
-                acc[rule.party].matched.append(outcome)
-            elif outcome.undetermined_reason is not None:
-                acc[rule.party].undetermined.append(outcome)
+
+class _Case:
+    """The decision for one distinct set of fields read: shared by every VM that has it.
+
+    Per VM only what names the VM remains: evidence hashes, reasons that cite its failed calls,
+    the demo caveat. `findings` holds (plan, status, reason); reason None = undetermined.
+    `decisions` holds (party, status, plans, reason); reason None = join the undetermined ones.
+    """
+
+    __slots__ = (
+        "_gdpr",
+        "decisions",
+        "findings",
+        "level",
+        "level_reason",
+        "parties",
+        "runs",
+        "undetermined",
+    )
+
+    def __init__(self, engine: Engine, runs: tuple[_Run, ...]) -> None:
+        self.runs = runs
+        self.undetermined: dict[int, str] = {}
+        self.findings: list[tuple[_Plan, Status, str | None]] = []
+        by_party: dict[Party, list[tuple[_Plan, bool]]] = {}
+        for plan, kind, text in runs:
+            matched = kind is _MATCHED
+            if matched:
+                reason = plan.title if text is None else f"{plan.title}: {text}"
+                self.findings.append((plan, plan.effect, reason))
             else:
-                continue
-            findings.append(self._finding(outcome, vm))
-        statuses = {p: self._decide(p, acc[p], vm) for p in Party}
-        level, level_reason = level_for({p: s.status for p, s in statuses.items()})
-        caveat = _evidence_caveat(vm)
-        if caveat:  # e.g. the demo fleet's self-made AMD chain: said next to every verdict
-            for ps in statuses.values():
-                if ps.status is Status.EXCLUDED:
-                    ps.reason = f"{ps.reason} [{caveat}]"
-            for f in findings:
-                if f.status is Status.EXCLUDED:
-                    f.reason = f"{f.reason} [{caveat}]"
-            level_reason = f"{level_reason} [{caveat}]"
-        gdpr = gdpr_reading(vm, statuses, findings)
-        return VMResult(
-            **{name: getattr(vm, name) for name in _VM_FIELDS},  # validated already: no dump
-            level=level,
-            level_reason=level_reason,
-            parties={p: s.status for p, s in statuses.items()},
-            party_status=statuses,
-            findings=findings,
-            gdpr=gdpr,
-        )
+                self.undetermined[id(plan)] = _undetermined(plan, kind, text, _NO_GAPS)
+                self.findings.append((plan, Status.UNDETERMINED, None))
+            by_party.setdefault(plan.party, []).append((plan, matched))
+        self.decisions = [engine._decide(p, by_party.get(p, [])) for p in Party]
+        self.parties = {party: status for party, status, _, _ in self.decisions}
+        self.level, self.level_reason = level_for(self.parties)
+        self._gdpr: dict[str, GdprReading] = {}
 
-    def _finding(self, outcome: _Outcome, vm: Any) -> Finding:
-        rule = outcome.rule.rule
-        status = rule.effect if outcome.matched else Status.UNDETERMINED
-        reason = rule.title if outcome.matched else str(outcome.undetermined_reason)
-        if outcome.matched and outcome.rule.detail_program is not None:
-            reason = f"{reason}: {_detail(outcome.rule, vm)}"
-        return Finding(
-            rule_id=rule.id,
-            party=rule.party,
-            status=status,
-            title=rule.title,
-            reason=reason,
-            severity=rule.severity,
-            rationale=rule.rationale,
-            evidence=_evidence_for(outcome.rule, vm),
-            remediation=rule.remediation_for(vm.provider),
-            references=self._references[id(outcome.rule)],
-        )
+    def gdpr(
+        self, vm: Any, statuses: dict[Party, PartyStatus], findings: list[Finding]
+    ) -> GdprReading:
+        """The GDPR reading: it depends on the decision and the region only, so it is shared."""
+        reading = self._gdpr.get(vm.region)
+        if reading is None:
+            reading = self._gdpr[vm.region] = gdpr_reading(vm, statuses, findings)
+        return reading
 
-    def _decide(self, party: Party, acc: _PartyAcc, vm: Any) -> PartyStatus:
-        vetoes = [o for o in acc.matched if o.rule.rule.is_veto]
-        if vetoes:
-            return self._status(party, Status.CAN_ACCESS, vetoes, vm)
-        exclusions = [o for o in acc.matched if not o.rule.rule.is_veto]
-        best = max((_STRENGTH[o.rule.rule.effect] for o in exclusions), default=0)
-        blocking = [
-            o
-            for o in acc.undetermined
-            if o.rule.rule.is_veto or _STRENGTH[o.rule.rule.effect] > best
-        ]
-        if blocking:
-            ps = self._status(party, Status.UNDETERMINED, blocking, vm)
-            ps.reason = " ".join(dict.fromkeys(str(o.undetermined_reason) for o in blocking))
-            return ps
-        if exclusions:
-            top = [o for o in exclusions if _STRENGTH[o.rule.rule.effect] == best]
-            return self._status(party, top[0].rule.rule.effect, top, vm)
-        return PartyStatus(
-            party=party,
-            status=Status.CAN_ACCESS,
-            reason=self.party_defaults.get(party, _DEFAULT_REASON),
-        )
 
-    @staticmethod
-    def _status(party: Party, status: Status, outcomes: list[_Outcome], vm: Any) -> PartyStatus:
-        reasons = list(dict.fromkeys(o.rule.rule.title for o in outcomes))
-        evidence: list[str] = []
-        for o in outcomes:
-            for sha in _evidence_for(o.rule, vm):
-                if sha not in evidence:
-                    evidence.append(sha)
-        return PartyStatus(
-            party=party,
-            status=status,
-            reason="; ".join(reasons) + ".",
-            rules=[o.rule.rule.id for o in outcomes],
-            evidence=evidence,
-        )
+def _undetermined(plan: _Plan, kind: str, text: str | None, vm: Any) -> str:
+    """Why a rule could not be evaluated, naming the VM's failed calls that touch it."""
+    if kind is _MISSING:
+        return Engine._missing(plan, vm, text)
+    if kind is _UNUSABLE:
+        return Engine._missing(plan, vm, None, str(text))
+    return str(text)
+
+
+class _NoGaps:
+    gaps: tuple[Gap, ...] = ()
+
+
+_NO_GAPS = _NoGaps()
+
+
+def _finding(
+    plan: _Plan,
+    status: Status,
+    reason: str,
+    vm: Any,
+    caveat: str | None,
+    evidence: dict[tuple[str, ...], list[str]],
+) -> Finding:
+    if caveat and status is Status.EXCLUDED:
+        reason = f"{reason} [{caveat}]"
+    return build_unchecked(
+        Finding,
+        {
+            "rule_id": plan.id,
+            "party": plan.party,
+            "status": status,
+            "title": plan.title,
+            "reason": reason,
+            "severity": plan.severity,
+            "rationale": plan.rationale,
+            "evidence": _evidence_for(plan, vm, evidence),
+            "remediation": plan.remediation,
+            "references": plan.references,
+        },
+    )
+
+
+def _status(
+    party: Party,
+    status: Status,
+    plans: list[_Plan],
+    reason: str,
+    vm: Any,
+    evidence: dict[tuple[str, ...], list[str]],
+) -> PartyStatus:
+    if len(plans) == 1:
+        shas = _evidence_for(plans[0], vm, evidence)  # shared with the finding: read-only
+    else:
+        shas = []
+        for plan in plans:
+            for sha in _evidence_for(plan, vm, evidence):
+                if sha not in shas:
+                    shas.append(sha)
+    return build_unchecked(
+        PartyStatus,
+        {
+            "party": party,
+            "status": status,
+            "reason": reason,
+            "rules": [plan.id for plan in plans],
+            "evidence": shas,
+        },
+    )
 
 
 def _evidence_caveat(vm: Any) -> str | None:
@@ -204,10 +404,10 @@ def _evidence_caveat(vm: Any) -> str | None:
     return str(caveat) if caveat else None
 
 
-def _detail(compiled: CompiledRule, vm: Any) -> str:
+def _detail(program: Any, ctx: Any) -> str:
     """A rule's `detail` expression, evaluated for a matched rule; never fails the rule."""
     try:
-        value = compiled.detail_program.execute(cel.Context({"vm": vm.document}))
+        value = program.execute(ctx)
     except Exception as err:  # a detail is commentary: report, don't fail
         return f"(detail unavailable: {str(err).split('. ')[0]})"
     return str(value)
@@ -217,14 +417,19 @@ def _gap_touches(gap: Gap, sections: set[str]) -> bool:
     return not gap.sections or bool(set(gap.sections) & sections)
 
 
-def _evidence_for(compiled: CompiledRule, vm: Any) -> list[str]:
-    """The evidence behind the document sections a rule reads, by sha256."""
-    out: list[str] = []
-    sections = compiled.sections or tuple(vm.evidence)
-    for section in sections:
-        for sha in vm.evidence.get(section, []):
-            if sha not in out:
-                out.append(sha)
+def _evidence_for(plan: _Plan, vm: Any, cache: dict[tuple[str, ...], list[str]]) -> list[str]:
+    """The evidence behind the document sections a rule reads, by sha256.
+
+    One list per VM and set of sections, shared by the findings that read them: read-only.
+    """
+    out = cache.get(plan.sections)
+    if out is None:
+        out = cache[plan.sections] = []
+        by_section = vm.evidence
+        for section in plan.sections or tuple(by_section):
+            for sha in by_section.get(section, ()):
+                if sha not in out:
+                    out.append(sha)
     return out
 
 
@@ -238,6 +443,109 @@ def _sections_read(rules: Sequence[CompiledRule]) -> frozenset[str] | None:
             return None  # e.g. vm["cc"], or `vm` passed whole: give it the whole document
         read.update(compiled.sections)
     return frozenset(read)
+
+
+#: The fields of the document the rules read, as a tree: None = the whole value from here on.
+_Trie = dict[str, "_Trie | None"]
+
+
+def _paths_read(rules: Sequence[CompiledRule]) -> _Trie:
+    """Every `vm.a.b.c` path the rules read (up to a method call or index), as a tree.
+
+    `vm.agents.extensions.size()` reads `agents.extensions` whole; `has(vm.migration)` only
+    whether `migration` is there; `vm.disks.exists(d, d.boot)` the field `boot` of each disk.
+    Call only when `_sections_read` is not None (every use of `vm` is `vm.<name>`).
+    """
+    tree: _Trie = {}
+    for compiled in rules:
+        rule = compiled.rule
+        code = _STRING_LITERAL.sub('""', rule.when + " " + (rule.detail or ""))
+        for match in _VM_PATH.finditer(code):
+            names = [n.strip() for n in match.group(1).split(".")[1:]]
+            element: _Trie | None = {}  # presence only, unless a use below says more
+            if match.group(2):  # `.size(` / `.exists(`: the last name is a method, not a field
+                method = names.pop()
+                element = _macro_fields(code, match.end(), method)
+            elif _HAS_CALL.search(code, 0, match.start()) is None:
+                element = None  # the value itself is read
+            _add_path(tree, names, element)
+    return tree
+
+
+def _add_path(tree: _Trie, names: list[str], leaf: _Trie | None) -> None:
+    """Add `names` to `tree`, reading `leaf` of the last one (None = all of it)."""
+    node = tree
+    for i, name in enumerate(names):
+        current = node.get(name, {})
+        if name in node and current is None:
+            return  # read whole already
+        assert current is not None
+        if i < len(names) - 1:
+            node[name] = current
+            node = current
+        elif leaf is None:
+            node[name] = None
+        else:
+            for key, sub in leaf.items():
+                _add_path(current, [key], sub)
+            node[name] = current
+
+
+def _macro_fields(code: str, start: int, method: str) -> _Trie | None:
+    """The element fields a list macro reads: `exists(d, d.boot && d.encrypted)` -> both.
+
+    None (the whole value) for any other method, and whenever the variable is used other than
+    as `d.field` (passed whole, or `d.size()`), or the macro has a second variable.
+    """
+    if method not in _LIST_MACROS:
+        return None
+    args = _call_args(code, start)
+    if args is None or len(args) < 2:
+        return None
+    var = args[0].strip()
+    if not _IDENT.fullmatch(var) or _IDENT.fullmatch(args[1].strip()):
+        return None  # not `x, expr`: e.g. the two-variable form `all(k, v, expr)`
+    fields: _Trie = {}
+    body = ",".join(args[1:])
+    uses = re.finditer(rf"\b{re.escape(var)}\b(\s*\.\s*([A-Za-z_][A-Za-z0-9_]*)(\s*\()?)?", body)
+    for use in uses:
+        if use.group(2) is None or use.group(3):
+            return None  # `d` itself, or a method of `d`
+        fields[use.group(2)] = None
+    return fields
+
+
+def _call_args(code: str, start: int) -> list[str] | None:
+    """The top-level, comma-separated arguments of the call whose `(` ends before `start`."""
+    depth, args, begin = 0, [], start
+    for i in range(start, len(code)):
+        char = code[i]
+        if char in "([{":
+            depth += 1
+        elif char in ")]}":
+            if depth == 0:
+                args.append(code[begin:i])
+                return args
+            depth -= 1
+        elif char == "," and depth == 0:
+            args.append(code[begin:i])
+            begin = i + 1
+    return None
+
+
+def _prune(value: Any, tree: _Trie | None) -> Any:
+    """`value` cut to the paths in `tree`: absent stays absent, a scalar stays whole.
+
+    A list is cut element by element (what a macro reads of each). So every rule sees what it
+    would see in the whole document: the same values, the same missing keys, the same errors.
+    """
+    if tree is None:
+        return value
+    if isinstance(value, dict):
+        return {name: _prune(value[name], sub) for name, sub in tree.items() if name in value}
+    if isinstance(value, list):
+        return [_prune(item, tree) for item in value]
+    return value
 
 
 #: Worker processes never paid on the 2-core benchmark machine: sending 100k results back

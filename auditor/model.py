@@ -12,7 +12,7 @@ import hashlib
 import json
 from datetime import UTC, datetime
 from enum import StrEnum
-from typing import Any
+from typing import Any, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -107,6 +107,31 @@ class Answer(StrEnum):
 
 class _Model(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=False, use_enum_values=False)
+
+
+_M = TypeVar("_M", bound=BaseModel)
+_ALL_FIELDS: dict[type[BaseModel], set[str]] = {}
+
+
+def build_unchecked(cls: type[_M], values: dict[str, Any]) -> _M:
+    """An instance of `cls` from `values` without validation, for the engine's hot path.
+
+    Only for values already of the field types (the engine's results are made of validated
+    VMs and rule-pack data): validating 100k results again costs more than evaluating them
+    (benchmarks/RESULTS.md). `values` must name every field; it becomes the instance's dict.
+    """
+    names = _ALL_FIELDS.get(cls)
+    if names is None:
+        names = _ALL_FIELDS[cls] = set(cls.model_fields)
+    if values.keys() != names:  # a missing or misspelt field would be silent: refuse it
+        raise ValueError(f"{cls.__name__}: fields {sorted(names ^ set(values))} differ")
+    model = cls.__new__(cls)
+    object.__setattr__(model, "__dict__", values)
+    # One shared set naming every field: assignments only add names already in it.
+    object.__setattr__(model, "__pydantic_fields_set__", names)
+    object.__setattr__(model, "__pydantic_extra__", None)
+    object.__setattr__(model, "__pydantic_private__", None)
+    return model
 
 
 def canonical_json(value: Any) -> bytes:

@@ -1,0 +1,215 @@
+"""The engine's fast path gives exactly what evaluating the whole document gives.
+
+The engine cuts each VM's document to the fields the rules read and reuses the decision for
+VMs whose cut documents are equal (benchmarks/RESULTS.md). These tests hold it to the plain
+semantics: an engine told to read the whole document, with no reuse, is the oracle.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from auditor.engine import Engine, _paths_read
+from auditor.model import VM, Finding, Gap, Status, build_unchecked
+from auditor.rules.loader import load_packs
+
+_ENGINE = Engine(load_packs())
+
+
+def _oracle() -> Engine:
+    engine = Engine(load_packs())
+    engine._paths = None  # the whole document, a fresh decision for every VM
+    return engine
+
+
+_ORACLE = _oracle()
+
+_flag = st.one_of(st.booleans(), st.none(), st.sampled_from(["yes", 1, 0]))
+_hardware = st.one_of(
+    st.just("not a map"),
+    st.fixed_dictionaries(
+        {},
+        optional={
+            "present": _flag,
+            "verified": _flag,
+            "authentic": _flag,
+            "bound": _flag,
+            "debug": _flag,
+            "migrate_ma": _flag,
+            "technology": st.sampled_from(["SEV_SNP", "TDX", "NONE"]),
+            "measurement_matched": _flag,
+            "endorsement_verified": _flag,
+            "tcb_below_minimum": _flag,
+            "trust_anchor": st.sampled_from(["AMD ARK Milan", "demo"]),
+            "caveat": st.sampled_from(["demo trust anchor, not AMD"]),
+            "reason": st.text(max_size=5),
+            "unread": st.text(max_size=5),
+        },
+    ),
+)
+_disk = st.fixed_dictionaries(
+    {"id": st.text(min_size=1, max_size=6)},
+    optional={
+        "encrypted": _flag,
+        "boot": _flag,
+        "custody": st.sampled_from(["none", "provider_kms", "customer_kms", "guest"]),
+        "confidential_encryption": st.fixed_dictionaries({}, optional={"kms_key": st.text()}),
+        "kms_key": st.text(max_size=4),
+    },
+)
+_docs = st.fixed_dictionaries(
+    {"technology": st.sampled_from(["NONE", "SEV", "SEV_SNP", "TDX", "UNKNOWN"])},
+    optional={
+        "hardware": _hardware,
+        "disks": st.one_of(st.lists(_disk, max_size=3), st.just("oops")),
+        "tpm": st.fixed_dictionaries(
+            {"present": _flag},
+            optional={
+                "implemented_by": st.sampled_from(["provider", "paravisor"]),
+                "ek": st.fixed_dictionaries(
+                    {"source": st.just("control_plane")}, optional={"certificate": _flag}
+                ),
+            },
+        ),
+        "attestation": st.fixed_dictionaries(
+            {"provider_verdict": st.sampled_from(["none", "passed", "failed"])},
+            optional={"token": st.fixed_dictionaries({"verified": _flag})},
+        ),
+        "agents": st.fixed_dictionaries(
+            {},
+            optional={
+                "extensions": st.lists(st.fixed_dictionaries({"name": st.text(max_size=3)})),
+                "run_command": _flag,
+                "vm_agent": _flag,
+            },
+        ),
+        "migration": st.fixed_dictionaries({}, optional={"live_migration": _flag}),
+        "metadata_service": st.fixed_dictionaries({"enabled": _flag}),
+        "platform": st.fixed_dictionaries({"snp_supported": _flag}),
+        "image": st.fixed_dictionaries({"owned_by_account": _flag}),
+        "tags": st.dictionaries(st.text(max_size=3), st.text(max_size=3), max_size=2),
+    },
+)
+
+
+_GAP = Gap(
+    provider="aws",
+    account="acct",
+    region="r1",
+    call="DescribeVolumes",
+    code="AccessDenied",
+    message="not allowed",
+)
+
+
+def _vm(doc: dict[str, Any], provider: str, name: str, gaps: bool) -> VM:
+    ident = {"provider": provider, "account": "acct", "region": "eu-west-1", "id": name}
+    return VM(
+        **ident,
+        document={**ident, "name": name, **doc},
+        evidence={"disks": [f"{name}-disks"], "hardware": [f"{name}-hw"], "tpm": [f"{name}-t"]},
+        gaps=[_GAP] if gaps else [],
+    )
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    docs=st.lists(_docs, min_size=1, max_size=4),
+    provider=st.sampled_from(["aws", "gcp", "azure"]),
+    gaps=st.lists(st.booleans(), min_size=4, max_size=4),
+)
+def test_cut_and_reused_decisions_equal_the_whole_document(
+    docs: list[dict[str, Any]], provider: str, gaps: list[bool]
+) -> None:
+    # Each document twice under other names (and with or without failed calls): the second
+    # evaluation reuses the first's decision and must still name its own VM and evidence.
+    vms = [
+        _vm(doc, provider, f"vm-{i}-{k}", gaps[(i + k) % 4])
+        for k in (0, 1)
+        for i, doc in enumerate(docs)
+    ]
+    for vm in vms:
+        fast = _ENGINE.evaluate(vm).model_dump()
+        assert fast == _ORACLE.evaluate(vm).model_dump()
+        assert fast["id"] == vm.id
+
+
+def test_same_fields_read_other_vm_gets_its_own_identity_evidence_and_gap_reasons() -> None:
+    doc = {"technology": "SEV_SNP", "hardware": {"present": True}}
+    plain = _ENGINE.evaluate(_vm(doc, "aws", "a", gaps=False))
+    failed = _ENGINE.evaluate(_vm(doc, "aws", "b", gaps=True))
+    assert (plain.id, failed.id) == ("a", "b")
+    undetermined = [f for f in failed.findings if f.status is Status.UNDETERMINED]
+    assert undetermined and all("DescribeVolumes failed" in f.reason for f in undetermined)
+    assert not any("DescribeVolumes" in f.reason for f in plain.findings)
+    shas = {sha for f in failed.findings for sha in f.evidence}
+    assert shas and all(sha.startswith("b-") for sha in shas)
+
+
+def test_a_field_rules_read_is_never_shared_between_vms() -> None:
+    encrypted = {"technology": "NONE", "disks": [{"id": "d", "encrypted": True, "custody": "none"}]}
+    plain = {"technology": "NONE", "disks": [{"id": "d", "encrypted": False, "custody": "none"}]}
+    first = _ENGINE.evaluate(_vm(encrypted, "aws", "x", gaps=False))
+    second = _ENGINE.evaluate(_vm(plain, "aws", "y", gaps=False))
+    assert {f.rule_id for f in first.findings} != {f.rule_id for f in second.findings}
+
+
+def _tree(*conditions: str) -> Any:
+    class _Rule:
+        def __init__(self, when: str) -> None:
+            self.when, self.detail = when, None
+
+    class _Compiled:
+        def __init__(self, when: str) -> None:
+            self.rule = _Rule(when)
+
+    return _paths_read([_Compiled(c) for c in conditions])  # type: ignore[list-item]
+
+
+@pytest.mark.parametrize(
+    ("condition", "tree"),
+    [
+        ('vm.technology == "NONE"', {"technology": None}),
+        ("has(vm.hardware) && vm.hardware.verified", {"hardware": {"verified": None}}),
+        ("has(vm.hardware)", {"hardware": {}}),
+        ("vm.agents.extensions.size() > 0", {"agents": {"extensions": None}}),
+        (
+            "vm.disks.exists(d, d.boot && !d.encrypted)",
+            {"disks": {"boot": None, "encrypted": None}},
+        ),
+        ("vm.disks.exists(d, d.size() > 0)", {"disks": None}),
+        ("vm.disks.exists(d, d == null)", {"disks": None}),
+        ("vm.tags.all(k, v, v != '')", {"tags": None}),
+        ('vm.hardware.reason == "vm.disks.x"', {"hardware": {"reason": None}}),
+    ],
+)
+def test_fields_read_by_a_condition(condition: str, tree: Any) -> None:
+    assert _tree(condition) == tree
+
+
+def test_whole_read_wins_over_a_part() -> None:
+    assert _tree("vm.hardware.verified", "vm.hardware != null") == {"hardware": None}
+    assert _tree("vm.hardware != null", "has(vm.hardware.x)") == {"hardware": None}
+
+
+def test_unchecked_build_refuses_a_missing_or_misspelt_field() -> None:
+    with pytest.raises(ValueError, match="rationale"):
+        build_unchecked(
+            Finding,
+            {
+                "rule_id": "r",
+                "party": "hypervisor",
+                "status": Status.EXCLUDED,
+                "title": "t",
+                "reason": "r",
+                "severity": "low",
+                "rationale_typo": "",
+                "evidence": [],
+                "remediation": None,
+                "references": [],
+            },
+        )
