@@ -37,6 +37,12 @@ PRODUCTS = ("Milan", "Genoa", "Turin")
 KDS_BASE_URL = "https://kdsintf.amd.com"
 MAX_CERT_BYTES = 64 * 1024
 MAX_CERT_TABLE_ENTRIES = 64
+#: Certificates and certificate tables are parsed once per distinct input and cached by their
+#: exact bytes (a fleet sends the same VCEK, ASK and ARK with every report). Larger inputs are
+#: parsed every time, so the caches hold at most 1024 x 16 KiB and 256 x 64 KiB of input; an AMD
+#: certificate is ~1.5 KiB, an extended-report table with three of them ~5 KiB.
+CACHED_CERT_INPUT_BYTES = 16 * 1024
+CACHED_TABLE_INPUT_BYTES = 64 * 1024
 
 # AMD's VCEK/VLEK extensions (attestation.md §1.4).
 _AMD = "1.3.6.1.4.1.3704.1"
@@ -204,18 +210,31 @@ def load_certificate(data: bytes, what: str = "certificate") -> x509.Certificate
 
 
 def load_certificates(data: bytes, what: str = "certificates") -> list[x509.Certificate]:
-    """A PEM bundle or one DER certificate."""
+    """A PEM bundle or one DER certificate.
+
+    Parsed once per distinct input (see CACHED_CERT_INPUT_BYTES): certificates are immutable,
+    and every call gets its own list.
+    """
     if len(data) > 16 * MAX_CERT_BYTES:
         raise EvidenceFormatError(f"{what}: {len(data)} bytes is too large for certificates")
+    raw = bytes(data)  # the same object when it is already bytes
+    try:
+        if len(raw) <= CACHED_CERT_INPUT_BYTES:
+            return list(_load_cached(raw))
+        return list(_load_uncached(raw))
+    except ValueError as err:
+        raise EvidenceFormatError(f"{what}: not a DER or PEM X.509 certificate ({err})") from err
+
+
+def _load_uncached(data: bytes) -> tuple[x509.Certificate, ...]:
     with quiet_serial_warning():
-        try:
-            if b"-----BEGIN CERTIFICATE-----" in data:
-                return list(x509.load_pem_x509_certificates(data))
-            return [x509.load_der_x509_certificate(data)]
-        except ValueError as err:
-            raise EvidenceFormatError(
-                f"{what}: not a DER or PEM X.509 certificate ({err})"
-            ) from err
+        if b"-----BEGIN CERTIFICATE-----" in data:
+            return tuple(x509.load_pem_x509_certificates(data))
+        return (x509.load_der_x509_certificate(data),)
+
+
+#: Keyed on the whole input (bytes compare by value); a ValueError is raised, never cached.
+_load_cached = lru_cache(maxsize=1024)(_load_uncached)
 
 
 def common_name(cert: x509.Certificate) -> str:
@@ -465,11 +484,18 @@ def parse_cert_table(auxblob: bytes) -> dict[str, bytes]:
 
     24-byte entries {GUID, u32 offset, u32 length} end with an all-zero entry; each entry points
     at a certificate inside the blob. Returns name ("vcek", "vlek", "ask", "ark",
-    "gce_endorsement", or the GUID string for others) -> bytes.
+    "gce_endorsement", or the GUID string for others) -> bytes. Parsed once per distinct blob
+    (see CACHED_TABLE_INPUT_BYTES); every call gets its own dict.
     """
     if not isinstance(auxblob, bytes | bytearray):
         raise EvidenceFormatError("certificate table: expected bytes")
-    data = bytes(auxblob)
+    data = bytes(auxblob)  # the same object when it is already bytes
+    if len(data) <= CACHED_TABLE_INPUT_BYTES:
+        return dict(_cert_table_cached(data))
+    return dict(_cert_table_entries(data))
+
+
+def _cert_table_entries(data: bytes) -> tuple[tuple[str, bytes], ...]:
     out: dict[str, bytes] = {}
     for index in range(MAX_CERT_TABLE_ENTRIES + 1):
         start = index * 24
@@ -480,7 +506,7 @@ def parse_cert_table(auxblob: bytes) -> dict[str, bytes]:
             )
         entry = data[start : start + 24]
         if entry == bytes(24):
-            return out
+            return tuple(out.items())
         if index == MAX_CERT_TABLE_ENTRIES:
             break
         guid = entry[:16]
@@ -496,6 +522,11 @@ def parse_cert_table(auxblob: bytes) -> dict[str, bytes]:
         if length:
             out[name] = data[offset : offset + length]
     raise EvidenceFormatError(f"certificate table: more than {MAX_CERT_TABLE_ENTRIES} entries")
+
+
+#: One parse per distinct auxblob (keyed on its whole bytes; errors are raised, never cached).
+#: Entries are immutable tuples; `parse_cert_table` hands every caller a new dict.
+_cert_table_cached = lru_cache(maxsize=256)(_cert_table_entries)
 
 
 def build_cert_table(entries: Mapping[str, bytes]) -> bytes:

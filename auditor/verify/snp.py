@@ -13,6 +13,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
+import operator
 import struct
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
@@ -25,6 +26,7 @@ from cryptography import x509
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives.asymmetric.types import PublicKeyTypes
 from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
 
 from auditor.verify.amd import (
@@ -178,24 +180,52 @@ class SnpReport:
         return bool(self.policy & POLICY_DEBUG)
 
 
-def _u32(data: bytes, offset: int) -> int:
-    value: int = struct.unpack_from("<I", data, offset)[0]
-    return value
-
-
-def _u64(data: bytes, offset: int) -> int:
-    value: int = struct.unpack_from("<Q", data, offset)[0]
-    return value
-
-
-def _field(data: bytes, name: str) -> bytes:
-    offset, size = FIELDS[name]
-    return bytes(data[offset : offset + size])
-
-
 def _turin_like(chip_id: bytes) -> bool:
     """Turin chips use 8 bytes of CHIP_ID (virtee's heuristic for v2 reports)."""
     return any(chip_id[:8]) and not any(chip_id[8:])
+
+
+#: Bytes 0x000-0x207 in one unpack, field by field as in FIELDS (a test checks the offsets).
+_LAYOUT = struct.Struct(
+    "<"
+    "I"  # 0x000 version
+    "I"  # 0x004 guest_svn
+    "Q"  # 0x008 policy
+    "16s"  # 0x010 family_id
+    "16s"  # 0x020 image_id
+    "I"  # 0x030 vmpl
+    "I"  # 0x034 signature_algo
+    "Q"  # 0x038 current_tcb
+    "Q"  # 0x040 platform_info
+    "I"  # 0x048 signer_info
+    "4x"
+    "64s"  # 0x050 report_data
+    "48s"  # 0x090 measurement
+    "32s"  # 0x0C0 host_data
+    "48s"  # 0x0E0 id_key_digest
+    "48s"  # 0x110 author_key_digest
+    "32s"  # 0x140 report_id
+    "32s"  # 0x160 report_id_ma
+    "Q"  # 0x180 reported_tcb
+    "3B"  # 0x188 cpuid family, model, stepping
+    "21x"
+    "64s"  # 0x1A0 chip_id
+    "Q"  # 0x1E0 committed_tcb
+    "3B"  # 0x1E8 current_fw build, minor, major
+    "x"
+    "3B"  # 0x1EC committed_fw build, minor, major
+    "x"
+    "Q"  # 0x1F0 launch_tcb
+    "Q"  # 0x1F8 launch_mit_vector
+    "Q"  # 0x200 current_mit_vector
+)
+_SIGNATURE = struct.Struct(f"<{SIGNATURE_COMPONENT}s{SIGNATURE_COMPONENT}s")
+
+
+@lru_cache(maxsize=1024)
+def _tcb(raw: int, product: str | None) -> TcbVersion:
+    """TcbVersion.decode, shared: a TcbVersion is immutable and a fleet has few TCBs."""
+    return TcbVersion.decode(raw, product)
 
 
 def parse_report(data: bytes, product_hint: str | None = None) -> SnpReport:
@@ -213,26 +243,55 @@ def parse_report(data: bytes, product_hint: str | None = None) -> SnpReport:
         raise EvidenceFormatError(
             f"SEV-SNP report is truncated: {len(raw)} bytes, a report has {REPORT_SIZE}"
         )
-    version = _u32(raw, 0x000)
+    (
+        version,
+        guest_svn,
+        policy,
+        family_id,
+        image_id,
+        vmpl,
+        signature_algo,
+        current_tcb,
+        platform_info,
+        signer_info,
+        report_data,
+        measurement,
+        host_data,
+        id_key_digest,
+        author_key_digest,
+        report_id,
+        report_id_ma,
+        reported_tcb,
+        family,
+        model,
+        stepping,
+        chip_id,
+        committed_tcb,
+        cur_build,
+        cur_minor,
+        cur_major,
+        com_build,
+        com_minor,
+        com_major,
+        launch_tcb,
+        launch_mit_vector,
+        current_mit_vector,
+    ) = _LAYOUT.unpack_from(raw)
     if version not in SUPPORTED_VERSIONS:
         raise EvidenceFormatError(
             f"SEV-SNP report version {version} is not supported (expected 2 to 5)"
         )
-    signature_algo = _u32(raw, 0x034)
     if signature_algo != SIG_ALGO_ECDSA_P384_SHA384:
         raise EvidenceFormatError(
             f"SEV-SNP report signature algorithm {signature_algo} is not 1 (ECDSA P-384 SHA-384)"
         )
-    signer_info = _u32(raw, 0x048)
     key_code = (signer_info >> 2) & 0x7
     if key_code not in _SIGNING_KEYS:
         raise EvidenceFormatError(f"SEV-SNP report names reserved signing key {key_code}")
-    chip_id = _field(raw, "chip_id")
     cpuid: tuple[int, int, int] | None = None
     product: str | None = None
     source: str | None = None
     if version >= 3:
-        family, model, stepping = raw[0x188], raw[0x189], raw[0x18A]
         cpuid = (family, model, stepping)
         product = product_from_cpuid(family, model)
         source = "cpuid" if product else None
@@ -241,49 +300,56 @@ def parse_report(data: bytes, product_hint: str | None = None) -> SnpReport:
     if product is None and _turin_like(chip_id):
         product, source = "Turin", "chip_id"
 
-    def tcb(name: str) -> TcbVersion:
-        return TcbVersion.decode(_u64(raw, FIELDS[name][0]), product)
-
-    def fw(name: str) -> tuple[int, int, int]:
-        build, minor, major = _field(raw, name)
-        return (major, minor, build)
-
-    signature = raw[SIGNATURE_OFFSET : SIGNATURE_OFFSET + 2 * SIGNATURE_COMPONENT]
+    sig_r, sig_s = _SIGNATURE.unpack_from(raw, SIGNATURE_OFFSET)
     return SnpReport(
         version=version,
-        guest_svn=_u32(raw, 0x004),
-        policy=_u64(raw, 0x008),
-        family_id=_field(raw, "family_id"),
-        image_id=_field(raw, "image_id"),
-        vmpl=_u32(raw, 0x030),
+        guest_svn=guest_svn,
+        policy=policy,
+        family_id=family_id,
+        image_id=image_id,
+        vmpl=vmpl,
         signature_algo=signature_algo,
-        current_tcb=tcb("current_tcb"),
-        platform_info=_u64(raw, 0x040),
+        current_tcb=_tcb(current_tcb, product),
+        platform_info=platform_info,
         signing_key=_SIGNING_KEYS[key_code],
-        report_data=_field(raw, "report_data"),
-        measurement=_field(raw, "measurement"),
-        host_data=_field(raw, "host_data"),
-        id_key_digest=_field(raw, "id_key_digest"),
-        author_key_digest=_field(raw, "author_key_digest"),
-        report_id=_field(raw, "report_id"),
-        report_id_ma=_field(raw, "report_id_ma"),
-        reported_tcb=tcb("reported_tcb"),
+        report_data=report_data,
+        measurement=measurement,
+        host_data=host_data,
+        id_key_digest=id_key_digest,
+        author_key_digest=author_key_digest,
+        report_id=report_id,
+        report_id_ma=report_id_ma,
+        reported_tcb=_tcb(reported_tcb, product),
         cpuid=cpuid,
         chip_id=chip_id,
-        committed_tcb=tcb("committed_tcb"),
-        current_fw=fw("current_fw"),
-        committed_fw=fw("committed_fw"),
-        launch_tcb=tcb("launch_tcb"),
+        committed_tcb=_tcb(committed_tcb, product),
+        current_fw=(cur_major, cur_minor, cur_build),
+        committed_fw=(com_major, com_minor, com_build),
+        launch_tcb=_tcb(launch_tcb, product),
         product=product,
         raw=raw,
         signer_info=signer_info,
         author_key_en=bool(signer_info & 1),
         mask_chip_key=bool(signer_info & 2),
-        launch_mit_vector=_u64(raw, 0x1F8) if version >= 5 else None,
-        current_mit_vector=_u64(raw, 0x200) if version >= 5 else None,
-        signature_r=int.from_bytes(signature[:SIGNATURE_COMPONENT], "little"),
-        signature_s=int.from_bytes(signature[SIGNATURE_COMPONENT:], "little"),
+        launch_mit_vector=launch_mit_vector if version >= 5 else None,
+        current_mit_vector=current_mit_vector if version >= 5 else None,
+        signature_r=int.from_bytes(sig_r, "little"),
+        signature_s=int.from_bytes(sig_s, "little"),
         product_source=source,
+    )
+
+
+def _with_product(report: SnpReport, product: str, source: str) -> SnpReport:
+    """The report decoded for `product` (what `parse_report(raw, product_hint=...)` gives a
+    report whose CPUID names no product), without parsing it again: only TCBs depend on it."""
+    return replace(
+        report,
+        product=product,
+        product_source=source,
+        current_tcb=_tcb(report.current_tcb.raw, product),
+        reported_tcb=_tcb(report.reported_tcb.raw, product),
+        committed_tcb=_tcb(report.committed_tcb.raw, product),
+        launch_tcb=_tcb(report.launch_tcb.raw, product),
     )
 
 
@@ -316,12 +382,15 @@ class SnpResult(CheckedResult):
     @property
     def authentic(self) -> bool:
         """A genuine AMD-signed report, whatever its policy, binding or TCB."""
-        if not all(self.check(name) is True for name in AUTHENTICITY_CHECKS):
+        verdicts: dict[str, bool] = {}
+        for c in self.checks:  # the first check of each name, as `check()` answers
+            verdicts.setdefault(c.name, c.ok)
+        if not all(verdicts.get(name) is True for name in AUTHENTICITY_CHECKS):
             return False
-        binding = [self.check(name) for name in ("chip_id", "csp_id")]
+        binding = [verdicts.get(name) for name in ("chip_id", "csp_id")]
         if not any(b is not None for b in binding) or any(b is False for b in binding):
             return False
-        return self.check("cert_validity") is not False
+        return verdicts.get("cert_validity") is not False
 
 
 @lru_cache(maxsize=1)
@@ -332,15 +401,20 @@ def _shipped_table() -> TcbTable:
 # --- helpers ---------------------------------------------------------------------------------
 
 
-def _hex(value: bytes) -> str:
-    return value.hex()
-
-
 def _tcb_text(tcb: TcbVersion) -> str:
     return ", ".join(f"{k} {v}" for k, v in tcb.as_dict().items())
 
 
 def policy_facts(policy: int) -> dict[str, Any]:
+    return dict(_policy_facts(policy))
+
+
+def platform_facts(info: int) -> dict[str, Any]:
+    return dict(_platform_facts(info))
+
+
+@lru_cache(maxsize=256)
+def _policy_facts(policy: int) -> dict[str, Any]:  # shared: callers get copies
     return {
         "raw": f"0x{policy:x}",
         "debug": bool(policy & POLICY_DEBUG),
@@ -352,21 +426,26 @@ def policy_facts(policy: int) -> dict[str, Any]:
     }
 
 
-def platform_facts(info: int) -> dict[str, Any]:
+@lru_cache(maxsize=256)
+def _platform_facts(info: int) -> dict[str, Any]:  # shared: callers get copies
     out: dict[str, Any] = {name: bool(info >> bit & 1) for name, bit in _PLATFORM_BITS.items()}
     out["raw"] = f"0x{info:x}"
     return out
 
 
-def _signature_check(report: SnpReport, leaf: x509.Certificate, label: str) -> Check:
-    key = leaf.public_key()
+#: The one signature algorithm of SEV-SNP reports, built once.
+_ECDSA_SHA384 = ec.ECDSA(hashes.SHA384())
+
+
+def _signature_check(report: SnpReport, key: PublicKeyTypes, label: str) -> Check:
+    """The report's own signature, verified on every call (never cached)."""
     if not isinstance(key, ec.EllipticCurvePublicKey) or key.curve.name != "secp384r1":
         return Check("signature", False, f"the {label} key is not ECDSA P-384")
     if not report.signature_r or not report.signature_s:
         return Check("signature", False, "the report's signature is empty (R or S is zero)")
     signature = encode_dss_signature(report.signature_r, report.signature_s)
     try:
-        key.verify(signature, report.signed_part, ec.ECDSA(hashes.SHA384()))
+        key.verify(signature, report.signed_part, _ECDSA_SHA384)
     except InvalidSignature:
         return Check(
             "signature",
@@ -383,6 +462,7 @@ class _ChainOutcome:
     product: str | None = None
     intermediate: x509.Certificate | None = None
     ark: x509.Certificate | None = None
+    root_sha256: str | None = None  # fingerprint(ark), filled in by _chain_check_cached
 
 
 def _describe(cert: x509.Certificate, product: str | None) -> str:
@@ -473,17 +553,80 @@ def _chain_check(
 #: Chain checks done, keyed by the certificates themselves (hashed and compared by DER): a
 #: fleet has one VCEK per chip and TCB, so all its reports need only a few chain checks.
 _CHAIN_CACHE: dict[tuple[Any, ...], tuple[AmdTrust, _ChainOutcome]] = {}
-_INFO_CACHE: dict[x509.Certificate, AmdCertInfo] = {}
 _CACHE_MAX = 4096
 
 
+@dataclass(frozen=True)
+class _Leaf:
+    """What a VCEK/VLEK contributes to every report it signs, computed once per certificate."""
+
+    info: AmdCertInfo
+    label: str  # "VCEK" | "VLEK" | "certificate"
+    key: PublicKeyTypes
+    der: bytes
+    sha256: str  # hex SHA-256 of `der`
+    #: "tcb_binding" outcomes per REPORTED_TCB (bounded by _TCB_CHECKS_MAX); copies are handed out
+    tcb_checks: dict[TcbVersion, Check] = field(default_factory=dict, compare=False)
+
+
+_TCB_CHECKS_MAX = 64
+
+
+#: Keyed by the certificate (hashed and compared by its DER), bounded by _CACHE_MAX.
+_LEAF_CACHE: dict[x509.Certificate, _Leaf] = {}
+
+#: Identity fronts of the two caches above. Certificates loaded from the same bytes are the same
+#: objects (`amd.load_certificates` caches them), so most lookups need not hash a DER encoding.
+#: Each entry holds the objects whose ids key it, so no id is reused while its entry exists, and
+#: a hit is confirmed by identity (`is`) before use.
+_LEAF_BY_ID: dict[int, tuple[x509.Certificate, _Leaf]] = {}
+_CHAIN_BY_ID: dict[tuple[Any, ...], tuple[tuple[Any, ...], _ChainOutcome]] = {}
+
+
+def _bounded_put(cache: dict[Any, Any], key: Any, value: Any) -> None:
+    if len(cache) >= _CACHE_MAX:
+        cache.clear()
+    cache[key] = value
+
+
+def _same_objects(a: tuple[Any, ...], b: tuple[Any, ...]) -> bool:
+    return len(a) == len(b) and all(map(operator.is_, a, b))
+
+
+def _leaf_cached(cert: x509.Certificate) -> _Leaf:
+    """`cert_info`, public key and DER digest of a leaf; EvidenceFormatError is not cached."""
+    hit = _LEAF_BY_ID.get(id(cert))
+    if hit is not None and hit[0] is cert:
+        return hit[1]
+    leaf = _LEAF_CACHE.get(cert)
+    if leaf is None:
+        info = cert_info(cert)
+        der = cert.public_bytes(serialization.Encoding.DER)
+        leaf = _Leaf(
+            info=info,
+            label=info.kind.upper() if info.kind != "unknown" else "certificate",
+            key=cert.public_key(),
+            der=der,
+            sha256=hashlib.sha256(der).hexdigest(),
+        )
+        _bounded_put(_LEAF_CACHE, cert, leaf)
+    _bounded_put(_LEAF_BY_ID, id(cert), (cert, leaf))
+    return leaf
+
+
 def _cert_info_cached(cert: x509.Certificate) -> AmdCertInfo:
-    info = _INFO_CACHE.get(cert)
-    if info is None:
-        if len(_INFO_CACHE) >= _CACHE_MAX:
-            _INFO_CACHE.clear()
-        info = _INFO_CACHE[cert] = cert_info(cert)
-    return info
+    return _leaf_cached(cert).info
+
+
+def _tcb_binding_cached(report: SnpReport, leaf: _Leaf) -> Check:
+    """`_tcb_binding_check`: it depends only on the leaf and REPORTED_TCB (returns a copy)."""
+    done = leaf.tcb_checks.get(report.reported_tcb)
+    if done is None:
+        done = _tcb_binding_check(report, leaf.info, leaf.label)
+        if len(leaf.tcb_checks) >= _TCB_CHECKS_MAX:
+            leaf.tcb_checks.clear()
+        leaf.tcb_checks[report.reported_tcb] = done
+    return Check(done.name, done.ok, done.reason)
 
 
 def _chain_check_cached(
@@ -494,14 +637,30 @@ def _chain_check_cached(
     trust: AmdTrust,
 ) -> _ChainOutcome:
     """`_chain_check`, done once per leaf, supplied chain and trust store (a copy is returned)."""
-    key = (leaf, claimed, tuple(supplied), id(trust))
-    hit = _CHAIN_CACHE.get(key)
-    if hit is None or hit[0] is not trust:  # the trust object is kept, so its id stays its own
-        if len(_CHAIN_CACHE) >= _CACHE_MAX:
-            _CHAIN_CACHE.clear()
-        hit = _CHAIN_CACHE[key] = (trust, _chain_check(leaf, info, claimed, supplied, trust))
-    done = hit[1]
-    return _ChainOutcome(replace(done.check), done.product, done.intermediate, done.ark)
+    objects = (leaf, *supplied, trust)
+    ids = (claimed, *map(id, objects))
+    fast = _CHAIN_BY_ID.get(ids)
+    if fast is not None and _same_objects(fast[0], objects):
+        done = fast[1]
+    else:
+        key = (leaf, claimed, tuple(supplied), id(trust))
+        hit = _CHAIN_CACHE.get(key)
+        if hit is None or hit[0] is not trust:  # the trust object is kept, so its id stays its own
+            outcome = _chain_check(leaf, info, claimed, supplied, trust)
+            if outcome.ark is not None:
+                outcome.root_sha256 = fingerprint(outcome.ark)
+            hit = (trust, outcome)
+            _bounded_put(_CHAIN_CACHE, key, hit)
+        done = hit[1]
+        _bounded_put(_CHAIN_BY_ID, ids, (objects, done))
+    check = done.check
+    return _ChainOutcome(
+        Check(check.name, check.ok, check.reason),
+        done.product,
+        done.intermediate,
+        done.ark,
+        done.root_sha256,
+    )
 
 
 def _validity_check(at: datetime, certs: Sequence[x509.Certificate]) -> Check:
@@ -655,6 +814,7 @@ def verify_snp(
     table = options.tcb_minimums or _shipped_table()
     if options.expected_report_data is not None and len(options.expected_report_data) != 64:
         raise ValueError("expected_report_data must be 64 bytes")
+    given = isinstance(report, SnpReport)
     parsed = report if isinstance(report, SnpReport) else parse_report(report)
     result = SnpResult(report=parsed)
     checks = result.checks
@@ -710,7 +870,8 @@ def verify_snp(
                     missing_reason += f"; {err}"
                     source = None
 
-    info = _cert_info_cached(leaf) if leaf is not None else None
+    cached = _leaf_cached(leaf) if leaf is not None else None
+    info = cached.info if cached is not None else None
     if (
         info is not None
         and info.product
@@ -718,9 +879,12 @@ def verify_snp(
         and info.product != parsed.product
     ):
         # A v2 report does not name its product; the certificate decides the TCB layout.
-        parsed = replace(
-            parse_report(parsed.raw, product_hint=info.product), product_source="certificate"
-        )
+        if given:  # a caller's SnpReport: decode its bytes again, as they are what is signed
+            parsed = replace(
+                parse_report(parsed.raw, product_hint=info.product), product_source="certificate"
+            )
+        else:
+            parsed = _with_product(parsed, info.product, "certificate")
         result.report = parsed
 
     checks.append(
@@ -734,11 +898,11 @@ def verify_snp(
     )
     product = parsed.product
     root_product: str | None = None
-    if leaf is None or info is None:
+    if leaf is None or cached is None or info is None:
         checks.append(Check("signature", False, f"cannot verify: {missing_reason}"))
     else:
-        label = info.kind.upper() if info.kind != "unknown" else "certificate"
-        checks.append(_signature_check(parsed, leaf, label))
+        label = cached.label
+        checks.append(_signature_check(parsed, cached.key, label))
         outcome = _chain_check_cached(leaf, info, info.product or product, supplied, trust)
         checks.append(outcome.check)
         root_product = outcome.product
@@ -746,7 +910,7 @@ def verify_snp(
         if options.at is not None:
             chain_certs = [c for c in (leaf, outcome.intermediate, outcome.ark) if c is not None]
             checks.append(_validity_check(options.at, chain_certs))
-        checks.append(_tcb_binding_check(parsed, info, label))
+        checks.append(_tcb_binding_cached(parsed, cached))
         if info.kind == "vcek":
             checks.append(_chip_id_check(parsed, info))
         elif info.kind == "vlek":
@@ -788,16 +952,15 @@ def verify_snp(
             )
         facts["csp_id"] = info.csp_id
         facts["certificate_product"] = info.product_name
-        leaf_der = leaf.public_bytes(serialization.Encoding.DER)
-        facts["certificate_sha256"] = hashlib.sha256(leaf_der).hexdigest()
+        facts["certificate_sha256"] = cached.sha256
         if source == "kds":
             # A fetched VCEK is evidence too: record where it came from and its bytes.
             facts["kds_url"] = kds_vcek_url(
                 parsed.product or "", parsed.chip_id, parsed.reported_tcb, options.kds_base_url
             )
-            facts["fetched_certificate"] = base64.b64encode(leaf_der).decode("ascii")
+            facts["fetched_certificate"] = base64.b64encode(cached.der).decode("ascii")
         if outcome.ark is not None:
-            facts["root_sha256"] = fingerprint(outcome.ark)
+            facts["root_sha256"] = outcome.root_sha256
 
     debug = parsed.debug
     checks.append(
@@ -839,10 +1002,10 @@ def verify_snp(
         {
             "version": parsed.version,
             "policy": policy_facts(parsed.policy),
-            "measurement": _hex(parsed.measurement),
-            "host_data": _hex(parsed.host_data),
-            "report_data": _hex(parsed.report_data),
-            "chip_id": _hex(parsed.chip_id),
+            "measurement": parsed.measurement.hex(),
+            "host_data": parsed.host_data.hex(),
+            "report_data": parsed.report_data.hex(),
+            "chip_id": parsed.chip_id.hex(),
             "vmpl": parsed.vmpl,
             "signer": parsed.signing_key,
             "product": product,
