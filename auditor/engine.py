@@ -100,8 +100,10 @@ _MEMO_MAX = 50_000
 class Engine:
     """Compiled rules of several packs, merged: a later pack's rule replaces one with its id."""
 
-    def __init__(self, packs: Iterable[RulePack]) -> None:
+    def __init__(self, packs: Iterable[RulePack], reuse: bool = True) -> None:
+        """`reuse=False` decides every VM afresh (for measuring, and as the tests' oracle)."""
         self.packs = list(packs)
+        self.reuse = reuse
         rules: dict[str, CompiledRule] = {}
         self.party_defaults: dict[Party, str] = {}
         for pack in self.packs:
@@ -123,6 +125,7 @@ class Engine:
         self._plans: dict[str, tuple[_Plan, ...]] = {}
         self._joined: dict[tuple[str, ...], str] = {}
         self._memo: dict[tuple[str, str], _Case] = {}
+        self.cases = 0  # distinct sets of fields read seen so far (decisions worked out)
         self._defaults: dict[Party, PartyStatus] = {}
 
     def _plan(self, provider: str) -> tuple[_Plan, ...]:
@@ -170,12 +173,15 @@ class Engine:
         if self._paths is None:
             return _Case(self, self._run_rules(provider, cel.Context({"vm": vm.document})))
         fields = _prune(vm.document, self._paths)
+        if not self.reuse:
+            return _Case(self, self._run_rules(provider, cel.Context({"vm": fields})))
         try:
             key = (provider, json.dumps(fields, ensure_ascii=False))
         except (TypeError, ValueError):  # not JSON (e.g. bytes from an API): no reuse
             return _Case(self, self._run_rules(provider, cel.Context({"vm": fields})))
         case = self._memo.get(key)
         if case is None:
+            self.cases += 1
             if len(self._memo) >= _MEMO_MAX:
                 self._memo.clear()
             runs = self._run_rules(provider, cel.Context({"vm": fields}))

@@ -204,13 +204,20 @@ def sample_vms(n: int, work: Path = DEFAULT_WORK) -> list[Any]:
     return out
 
 
-def bench_evaluate(vms: int, workers: int = 0, work: Path = DEFAULT_WORK) -> dict[str, Any]:
-    """Evaluate n VMs with the full built-in rule pack: in-process, and with `evaluate_all`."""
+def bench_evaluate(
+    vms: int, workers: int = 0, work: Path = DEFAULT_WORK, reuse: bool = True
+) -> dict[str, Any]:
+    """Evaluate n VMs with the full built-in rule pack, as `run_audit` does (`evaluate_all`).
+
+    The engine works out one decision per distinct set of fields the rules read and reuses it
+    for every VM that has the same (`cases` counts them); `reuse=False` decides every VM
+    afresh, the cost when no two VMs of a fleet are configured alike.
+    """
     from auditor.engine import Engine, evaluate_all
     from auditor.rules.loader import load_packs
 
     fleet_vms = sample_vms(vms, work)
-    engine = Engine(load_packs([]))
+    engine = Engine(load_packs([]), reuse=reuse)
     started = time.perf_counter()
     cpu = _cpu_s()
     results = evaluate_all(engine, fleet_vms, workers=workers or None)
@@ -221,6 +228,8 @@ def bench_evaluate(vms: int, workers: int = 0, work: Path = DEFAULT_WORK) -> dic
         "benchmark": "evaluate",
         "vms": len(results),
         "rules": len(engine.rules),
+        "reuse": reuse,
+        "cases": engine.cases if reuse else len(results),
         "evaluate_s": round(elapsed, 2),
         "vms_per_s": round(len(results) / elapsed),
         "cpu_s": round(cpu, 2),
@@ -311,7 +320,8 @@ def _summary(result: dict[str, Any]) -> str:
     if kind == "evaluate":
         return (
             f"evaluate {result['vms']} VMs x {result['rules']} rules: {result['evaluate_s']} s "
-            f"({result['vms_per_s']} VMs/s); peak RSS {result['peak_rss_mib']} MiB"
+            f"({result['vms_per_s']} VMs/s, {result['cases']} distinct cases"
+            f"{'' if result['reuse'] else ', no reuse'}); peak RSS {result['peak_rss_mib']} MiB"
         )
     if kind == "snp":
         return (
@@ -344,6 +354,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--page-size", type=int, default=50)
     parser.add_argument("--per-scope", type=int, default=80, help="VMs per generated scope")
     parser.add_argument("--workers", type=int, default=0, help="evaluation processes (0: auto)")
+    parser.add_argument(
+        "--no-reuse",
+        action="store_true",
+        help="evaluation: decide every VM afresh (no two VMs alike: the worst case)",
+    )
     parser.add_argument("--reports", type=int, default=3000, help="SNP reports to verify")
     parser.add_argument("--work", type=Path, default=DEFAULT_WORK, help="where fleets are kept")
     parser.add_argument("--json", action="store_true", help="print only the JSON line")
@@ -372,7 +387,7 @@ def main(argv: list[str] | None = None) -> int:
             args.work,
         )
     elif args.which == "evaluate":
-        result = bench_evaluate(size or 100_000, args.workers, args.work)
+        result = bench_evaluate(size or 100_000, args.workers, args.work, not args.no_reuse)
     elif args.which == "snp":
         result = bench_snp(args.reports)
     else:

@@ -21,12 +21,13 @@ _ENGINE = Engine(load_packs())
 
 
 def _oracle() -> Engine:
-    engine = Engine(load_packs())
+    engine = Engine(load_packs(), reuse=False)
     engine._paths = None  # the whole document, a fresh decision for every VM
     return engine
 
 
 _ORACLE = _oracle()
+_CUT_ONLY = Engine(load_packs(), reuse=False)
 
 _flag = st.one_of(st.booleans(), st.none(), st.sampled_from(["yes", 1, 0]))
 _hardware = st.one_of(
@@ -135,6 +136,7 @@ def test_cut_and_reused_decisions_equal_the_whole_document(
     for vm in vms:
         fast = _ENGINE.evaluate(vm).model_dump()
         assert fast == _ORACLE.evaluate(vm).model_dump()
+        assert fast == _CUT_ONLY.evaluate(vm).model_dump()
         assert fast["id"] == vm.id
 
 
@@ -148,6 +150,20 @@ def test_same_fields_read_other_vm_gets_its_own_identity_evidence_and_gap_reason
     assert not any("DescribeVolumes" in f.reason for f in plain.findings)
     shas = {sha for f in failed.findings for sha in f.evidence}
     assert shas and all(sha.startswith("b-") for sha in shas)
+
+
+def test_decisions_are_worked_out_once_per_distinct_set_of_fields_read() -> None:
+    engine = Engine(load_packs())
+    doc = {"technology": "SEV_SNP", "tags": {"team": "a"}}
+    for name in ("a", "b", "c"):  # names, ids and unread tags differ: one decision
+        engine.evaluate(_vm({**doc, "tags": {"team": name}}, "aws", name, gaps=False))
+    assert engine.cases == 1
+    engine.evaluate(_vm({**doc, "technology": "TDX"}, "aws", "d", gaps=False))
+    engine.evaluate(_vm(doc, "gcp", "e", gaps=False))  # rules differ per provider
+    assert engine.cases == 3
+    fresh = Engine(load_packs(), reuse=False)
+    fresh.evaluate(_vm(doc, "aws", "a", gaps=False))
+    assert fresh.cases == 0
 
 
 def test_a_field_rules_read_is_never_shared_between_vms() -> None:
