@@ -54,6 +54,7 @@ class EvidenceSink:
         self.raw_dir = raw_dir
         self.evidence: dict[str, Evidence] = {}
         self._lock = threading.Lock()
+        self._made: set[Path] = set()
 
     def save_raw(self, relpath: str, data: Any) -> str:
         """Write one response (`<relpath>.json`); returns the path relative to raw/."""
@@ -95,7 +96,10 @@ class EvidenceSink:
         if self.raw_dir is None:
             return
         target = self.raw_dir / ref
-        target.parent.mkdir(parents=True, exist_ok=True)
+        folder = target.parent
+        if folder not in self._made:  # one mkdir per folder, not per response
+            folder.mkdir(parents=True, exist_ok=True)
+            self._made.add(folder)
         tmp = target.with_suffix(target.suffix + ".tmp")
         # compact: indent=2 makes json use its pure-Python encoder, several times slower
         tmp.write_text(

@@ -241,8 +241,7 @@ def _is_model_class(tp: Any) -> bool:
 
 def _rest_fields(cls: type, models: Any) -> dict[str, Any]:
     """REST name -> type annotation of every field of an azure-mgmt-compute (TypeSpec) model."""
-    with _sdk_lock:
-        hit = _field_cache.get(cls)
+    hit = _field_cache.get(cls)  # a dict read is atomic; the lock only guards the fill
     if hit is not None:
         return hit
     hints = typing.get_type_hints(cls, localns={"_models": models})

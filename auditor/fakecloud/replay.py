@@ -17,12 +17,13 @@ from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 MAX_FILE_BYTES = 64 * 1024 * 1024
 """Largest replay file read (64 MiB): a guard against a runaway file, not a format limit."""
 
-_CACHE_ENTRIES = 256
+_CACHE_ENTRIES = 2048
+T = TypeVar("T")
 _SAFE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.@+=-]{0,254}")
 
 
@@ -96,6 +97,7 @@ class ReplayStore:
         self.max_file_bytes = max_file_bytes
         self._lock = threading.Lock()
         self._cache: OrderedDict[Path, tuple[tuple[int, int, int], Any]] = OrderedDict()
+        self._subdirs: dict[Path, tuple[tuple[int, int, int, int], tuple[str, ...]]] = {}
 
     def path(self, *parts: str) -> Path:
         """The path for these components, refusing anything that could escape the root."""
@@ -122,13 +124,32 @@ class ReplayStore:
             return False
 
     def subdirs(self, *parts: str) -> list[str]:
-        """Sorted names of the plain (non-hidden) sub-folders of a folder; [] if absent."""
+        """Sorted names of the plain (non-hidden) sub-folders of a folder; [] if absent.
+
+        Cached per folder version (inode, mtime, link count and size: they change when an entry
+        is added, removed or renamed), because handlers ask on every request (AWS accounts,
+        Azure subscriptions).
+        """
         try:
             folder = self.path(*parts) if parts else self.root
-            entries = list(os.scandir(folder))
+            st = folder.stat()
         except (UnsafeNameError, OSError):
             return []
-        return sorted(e.name for e in entries if is_safe_name(e.name) and self._inside_dir(e))
+        stamp = (st.st_ino, st.st_mtime_ns, st.st_nlink, st.st_size)
+        with self._lock:
+            hit = self._subdirs.get(folder)
+        if hit is not None and hit[0] == stamp:
+            return list(hit[1])
+        try:
+            entries = list(os.scandir(folder))
+        except OSError:
+            return []
+        names = sorted(e.name for e in entries if is_safe_name(e.name) and self._inside_dir(e))
+        with self._lock:
+            if len(self._subdirs) > _CACHE_ENTRIES:
+                self._subdirs.clear()
+            self._subdirs[folder] = (stamp, tuple(names))
+        return names
 
     def _inside_dir(self, entry: os.DirEntry[str]) -> bool:
         try:
@@ -189,24 +210,69 @@ class PreparedCache:
     """Replay files parsed, validated and indexed once, reused until the file changes.
 
     Shared by the cloud handlers: `prepare(doc)` runs again only when the file's stamp (inode,
-    size, mtime) differs; the cache is bounded and cleared when full.
+    size, mtime) differs. Bounded, least recently used out first: a fleet's per-VM files are
+    each read once and must not push out the list files every request of a scope needs.
     """
 
-    MAX_ENTRIES = 1024
+    MAX_ENTRIES = 8192
 
-    def __init__(self) -> None:
+    def __init__(self, max_entries: int = MAX_ENTRIES) -> None:
         self._lock = threading.Lock()
-        self._entries: dict[tuple[str, str], tuple[tuple[int, int, int], Any]] = {}
+        self.max_entries = max_entries
+        self._entries: OrderedDict[tuple[str, str], tuple[tuple[int, int, int], Any]] = (
+            OrderedDict()
+        )
 
     def get(self, doc: LoadedJson, kind: str, prepare: Callable[[LoadedJson], Any]) -> Any:
         key = (str(doc.path), kind)
         with self._lock:
             hit = self._entries.get(key)
             if hit is not None and hit[0] == doc.stamp:
+                self._entries.move_to_end(key)
                 return hit[1]
         value = prepare(doc)
+        self._put(key, doc.stamp, value)
+        return value
+
+    def _put(self, key: tuple[str, str], stamp: tuple[int, int, int], value: Any) -> None:
         with self._lock:
-            if len(self._entries) > self.MAX_ENTRIES:
-                self._entries.clear()
-            self._entries[key] = (doc.stamp, value)
+            self._entries[key] = (stamp, value)
+            self._entries.move_to_end(key)
+            while len(self._entries) > self.max_entries:
+                self._entries.popitem(last=False)
+
+
+class RenderCache:
+    """Response bodies rendered once per request shape and replay file version.
+
+    `key` names everything the body depends on besides the files (operation, account, page,
+    parameters); `stamps` are the stamps of the replay files it was rendered from, so an edited
+    file renders again. Only successful bodies are cached; faults, latency and the request log
+    stay per request (the server and handlers apply them around the cache).
+    """
+
+    MAX_ENTRIES = 16384
+
+    def __init__(self, max_entries: int = MAX_ENTRIES) -> None:
+        self._lock = threading.Lock()
+        self.max_entries = max_entries
+        self._entries: OrderedDict[Any, tuple[Any, Any]] = OrderedDict()
+        self.hits = 0
+        self.misses = 0
+
+    def get(self, key: Any, stamps: Any, render: Callable[[], T]) -> T:
+        with self._lock:
+            hit = self._entries.get(key)
+            if hit is not None and hit[0] == stamps:
+                self._entries.move_to_end(key)
+                self.hits += 1
+                cached: T = hit[1]
+                return cached
+            self.misses += 1
+        value = render()
+        with self._lock:
+            self._entries[key] = (stamps, value)
+            self._entries.move_to_end(key)
+            while len(self._entries) > self.max_entries:
+                self._entries.popitem(last=False)
         return value

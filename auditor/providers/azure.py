@@ -26,6 +26,7 @@ from auditor.providers.base import (
     fan_out,
     make_gap,
     record_evidence,
+    tune_session,
 )
 from auditor.recording import EvidenceSink, raw_path
 
@@ -127,6 +128,7 @@ class AzureProvider:
         self.connect_timeout = connect_timeout
         self.read_timeout = read_timeout
         self._credential: Any = None
+        self._shared_transport: Any = None
         self._lock = threading.Lock()
 
     # ------------------------------------------------------------------ clients
@@ -161,7 +163,47 @@ class AzureProvider:
     def _compute(self, subscription: str) -> Any:
         from azure.mgmt.compute import ComputeManagementClient
 
-        return ComputeManagementClient(self._cred(), subscription, **self._client_kwargs())
+        kwargs = self._client_kwargs()
+        transport = self._transport()
+        if transport is not None:
+            kwargs["transport"] = transport
+        return ComputeManagementClient(self._cred(), subscription, **kwargs)
+
+    def _transport(self) -> Any:
+        """One HTTP transport for every subscription's client, so that scopes share connections.
+
+        azure-core would give each client its own `requests` session with 10 pooled
+        connections; with more per-VM calls in flight, every extra call opened a new
+        connection. The shared session is set up as azure-core sets up its own (no urllib3
+        retries: azure-core's RetryPolicy retries), with as many connections as the call pool
+        allows calls in flight, and, on a loopback endpoint (fakecloud), without the per-call
+        proxy lookup in the environment. Without a call pool the SDK's default is kept.
+        """
+        if self.pool is None:
+            return None
+        with self._lock:
+            if self._shared_transport is None:
+                import requests
+                from azure.core.pipeline.transport import RequestsTransport
+                from urllib3.util.retry import Retry
+
+                session = requests.Session()
+                size = max(self.pool.concurrency, requests.adapters.DEFAULT_POOLSIZE)
+                adapter = requests.adapters.HTTPAdapter(
+                    pool_connections=requests.adapters.DEFAULT_POOLSIZE,
+                    pool_maxsize=size,
+                    max_retries=Retry(total=False, redirect=False, raise_on_status=False),
+                )
+                for prefix in ("http://", "https://"):
+                    session.mount(prefix, adapter)
+                tune_session(session, self.endpoint_url, 0)
+                self._shared_transport = RequestsTransport(
+                    session=session,
+                    session_owner=False,
+                    connection_timeout=self.connect_timeout,
+                    read_timeout=self.read_timeout,
+                )
+            return self._shared_transport
 
     # --------------------------------------------------------------------- plan
     def plan(self, sink: EvidenceSink) -> Plan:

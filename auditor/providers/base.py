@@ -158,6 +158,50 @@ def record_evidence(
     )
 
 
+def is_loopback(url: str | None) -> bool:
+    """True for an http(s) URL whose host is localhost or a loopback address (fakecloud)."""
+    import ipaddress
+    from urllib.parse import urlsplit
+
+    if not url:
+        return False
+    host = urlsplit(url).hostname or ""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def tune_session(session: Any, endpoint_url: str | None, pool_size: int) -> None:
+    """Configure a `requests` session an SDK made: connection pool size, and for a loopback
+    endpoint no proxy/netrc lookup in the environment on every call.
+
+    `pool_size` 0 leaves the pool alone. Sessions that are not `requests` sessions are left
+    alone too (the SDK may change its transport).
+    """
+    try:
+        import requests
+    except ImportError:  # pragma: no cover - the SDKs depend on requests
+        return
+    if not isinstance(session, requests.Session):
+        return
+    if is_loopback(endpoint_url):
+        session.trust_env = False
+    if pool_size > requests.adapters.DEFAULT_POOLSIZE:
+        for prefix, adapter in list(session.adapters.items()):
+            if type(adapter) is requests.adapters.HTTPAdapter:
+                session.mount(
+                    prefix,
+                    requests.adapters.HTTPAdapter(
+                        pool_connections=requests.adapters.DEFAULT_POOLSIZE,
+                        pool_maxsize=pool_size,
+                        max_retries=adapter.max_retries,
+                    ),
+                )
+
+
 class CallPool:
     """Bounds the cloud calls in flight across a whole scan, and runs per-VM calls in parallel.
 

@@ -26,6 +26,7 @@ from auditor.providers.base import (
     fan_out,
     make_gap,
     record_evidence,
+    tune_session,
 )
 from auditor.recording import EvidenceSink, raw_path
 from auditor.verify.stage import GCE_EK_KIND
@@ -123,6 +124,7 @@ class GcpProvider:
         self.call_timeout = call_timeout
         self._lock = threading.Lock()
         self._credentials: Any = None
+        self._instances: Any = None
         import requests
         from google.api_core import exceptions as gexc
         from google.api_core import retry as gretry
@@ -162,13 +164,29 @@ class GcpProvider:
             return self._credentials
 
     def _instances_client(self) -> Any:
-        from google.api_core.client_options import ClientOptions
-        from google.cloud import compute_v1
+        """One compute client for the whole scan (thread-safe), so scopes share connections.
 
-        options = ClientOptions(api_endpoint=self.endpoint_url) if self.endpoint_url else None
-        return compute_v1.InstancesClient(
-            transport="rest", credentials=self._creds(), client_options=options
-        )
+        Its HTTP session keeps as many connections as the call pool allows calls in flight
+        (requests keeps 10 by default: with more concurrent per-VM calls, every extra call
+        opened a new connection), and skips the per-call proxy lookup in the environment
+        when the endpoint is loopback (fakecloud), where no proxy can apply.
+        """
+        creds = self._creds()
+        with self._lock:
+            if self._instances is None:
+                from google.api_core.client_options import ClientOptions
+                from google.cloud import compute_v1
+
+                options = (
+                    ClientOptions(api_endpoint=self.endpoint_url) if self.endpoint_url else None
+                )
+                client = compute_v1.InstancesClient(
+                    transport="rest", credentials=creds, client_options=options
+                )
+                size = self.pool.concurrency if self.pool is not None else 0
+                tune_session(getattr(client.transport, "_session", None), self.endpoint_url, size)
+                self._instances = client
+            return self._instances
 
     def _logging_client(self, project: str) -> Any:
         options = {"api_endpoint": self.endpoint_url} if self.endpoint_url else None
