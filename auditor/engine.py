@@ -10,7 +10,6 @@ exclusion stronger than any that matched. No SDK, no network, no I/O here.
 from __future__ import annotations
 
 import gc
-import json
 import os
 import re
 from collections.abc import Iterable, Sequence
@@ -30,6 +29,7 @@ from auditor.model import (
     Status,
     VMResult,
     build_unchecked,
+    unchecked_builder,
 )
 from auditor.rules.loader import CompiledRule, RulePack, RulePackError
 
@@ -167,23 +167,26 @@ class Engine:
 
         Rules are pure functions of the fields they read, and a fleet's VMs mostly repeat a
         few configurations (ids and names are not read), so the outcome is kept by the exact
-        JSON of those fields: converting a context to CEL values costs more than a lookup.
+        value of those fields (`_frozen`): converting a context to CEL values costs more than a
+        lookup.
         """
         provider = vm.provider
         if self._paths is None:
             return _Case(self, self._run_rules(provider, cel.Context({"vm": vm.document})))
-        fields = _prune(vm.document, self._paths)
         if not self.reuse:
+            fields = _prune(vm.document, self._paths)
             return _Case(self, self._run_rules(provider, cel.Context({"vm": fields})))
         try:
-            key = (provider, json.dumps(fields, ensure_ascii=False))
-        except (TypeError, ValueError):  # not JSON (e.g. bytes from an API): no reuse
+            key = (provider, _frozen(vm.document, self._paths))
+            case = self._memo.get(key)
+        except TypeError:  # a value that cannot be hashed (not JSON): no reuse
+            fields = _prune(vm.document, self._paths)
             return _Case(self, self._run_rules(provider, cel.Context({"vm": fields})))
-        case = self._memo.get(key)
         if case is None:
             self.cases += 1
             if len(self._memo) >= _MEMO_MAX:
                 self._memo.clear()
+            fields = _prune(vm.document, self._paths)
             runs = self._run_rules(provider, cel.Context({"vm": fields}))
             case = self._memo[key] = _Case(self, runs)
         return case
@@ -201,20 +204,27 @@ class Engine:
                 for plan, kind, text in case.runs
                 if kind is not _MATCHED
             }
-        findings = [
-            _finding(plan, status, reason or undetermined[id(plan)], vm, caveat, evidence)
-            for plan, status, reason in case.findings
-        ]
+        findings: list[Finding] = []
+        for plan, status, reason, template in case.findings:
+            values = template.copy()  # the rule's fields, shared by every VM of the case
+            if reason is None:
+                values["reason"] = undetermined[id(plan)]
+            elif caveat and status is Status.EXCLUDED:
+                values["reason"] = f"{reason} [{caveat}]"
+            values["evidence"] = _evidence_for(plan, vm, evidence)
+            findings.append(_new_finding(values))
         statuses: dict[Party, PartyStatus] = {}
-        for party, status, plans, reason in case.decisions:
-            if not plans:
+        for party, status, plans, reason, decided in case.decisions:
+            if decided is None:
                 statuses[party] = self._default_status(party)
                 continue
+            values = decided.copy()
             if reason is None:  # undetermined: the rules' own reasons, in order, once each
-                reason = " ".join(dict.fromkeys(undetermined[id(plan)] for plan in plans))
+                values["reason"] = " ".join(dict.fromkeys(undetermined[id(p)] for p in plans))
             elif caveat and status is Status.EXCLUDED:
-                reason = f"{reason} [{caveat}]"
-            statuses[party] = _status(party, status, plans, reason, vm, evidence)
+                values["reason"] = f"{reason} [{caveat}]"
+            values["evidence"] = _evidence_of(plans, vm, evidence)
+            statuses[party] = _new_status(values)
         level_reason = case.level_reason
         if caveat:  # e.g. the demo fleet's self-made AMD chain: said next to every verdict
             level_reason = f"{level_reason} [{caveat}]"
@@ -228,7 +238,7 @@ class Engine:
             findings=findings,
             gdpr=case.gdpr(vm, statuses, findings),
         )
-        return build_unchecked(VMResult, result)
+        return _new_result(result)
 
     def _decide(self, party: Party, outcomes: list[tuple[_Plan, bool]]) -> _Decision:
         """DESIGN.md §5 for one party: a veto wins, then missing inputs that could change the
@@ -289,8 +299,7 @@ class _Case:
     """The decision for one distinct set of fields read: shared by every VM that has it.
 
     Per VM only what names the VM remains: evidence hashes, reasons that cite its failed calls,
-    the demo caveat. `findings` holds (plan, status, reason); reason None = undetermined.
-    `decisions` holds (party, status, plans, reason); reason None = join the undetermined ones.
+    the demo caveat; everything else of its findings and statuses is built once, here.
     """
 
     __slots__ = (
@@ -307,19 +316,56 @@ class _Case:
     def __init__(self, engine: Engine, runs: tuple[_Run, ...]) -> None:
         self.runs = runs
         self.undetermined: dict[int, str] = {}
-        self.findings: list[tuple[_Plan, Status, str | None]] = []
+        #: (plan, status, reason, the finding's fields but its evidence); reason None =
+        #: undetermined (the VM's own words are filled in per VM).
+        self.findings: list[tuple[_Plan, Status, str | None, dict[str, Any]]] = []
         by_party: dict[Party, list[tuple[_Plan, bool]]] = {}
         for plan, kind, text in runs:
             matched = kind is _MATCHED
             if matched:
                 reason = plan.title if text is None else f"{plan.title}: {text}"
-                self.findings.append((plan, plan.effect, reason))
+                status = plan.effect
             else:
                 self.undetermined[id(plan)] = _undetermined(plan, kind, text, _NO_GAPS)
-                self.findings.append((plan, Status.UNDETERMINED, None))
+                reason, status = None, Status.UNDETERMINED
+            template = {
+                "rule_id": plan.id,
+                "party": plan.party,
+                "status": status,
+                "title": plan.title,
+                "reason": reason,
+                "severity": plan.severity,
+                "rationale": plan.rationale,
+                "evidence": None,
+                "remediation": plan.remediation,
+                "references": plan.references,
+            }
+            self.findings.append((plan, status, reason, template))
             by_party.setdefault(plan.party, []).append((plan, matched))
-        self.decisions = [engine._decide(p, by_party.get(p, [])) for p in Party]
-        self.parties = {party: status for party, status, _, _ in self.decisions}
+        decisions = [engine._decide(p, by_party.get(p, [])) for p in Party]
+        #: (party, status, plans, reason, the status's fields but its evidence, or None when
+        #: no rule decided it: the party's shared default status).
+        self.decisions: list[
+            tuple[Party, Status, list[_Plan], str | None, dict[str, Any] | None]
+        ] = [
+            (
+                party,
+                status,
+                plans,
+                reason,
+                {
+                    "party": party,
+                    "status": status,
+                    "reason": reason,
+                    "rules": [plan.id for plan in plans],  # shared by the case's VMs: read-only
+                    "evidence": None,
+                }
+                if plans
+                else None,
+            )
+            for party, status, plans, reason in decisions
+        ]
+        self.parties = {party: status for party, status, _, _ in decisions}
         self.level, self.level_reason = level_for(self.parties)
         self._gdpr: dict[str, GdprReading] = {}
 
@@ -349,59 +395,21 @@ class _NoGaps:
 _NO_GAPS = _NoGaps()
 
 
-def _finding(
-    plan: _Plan,
-    status: Status,
-    reason: str,
-    vm: Any,
-    caveat: str | None,
-    evidence: dict[tuple[str, ...], list[str]],
-) -> Finding:
-    if caveat and status is Status.EXCLUDED:
-        reason = f"{reason} [{caveat}]"
-    return build_unchecked(
-        Finding,
-        {
-            "rule_id": plan.id,
-            "party": plan.party,
-            "status": status,
-            "title": plan.title,
-            "reason": reason,
-            "severity": plan.severity,
-            "rationale": plan.rationale,
-            "evidence": _evidence_for(plan, vm, evidence),
-            "remediation": plan.remediation,
-            "references": plan.references,
-        },
-    )
-
-
-def _status(
-    party: Party,
-    status: Status,
-    plans: list[_Plan],
-    reason: str,
-    vm: Any,
-    evidence: dict[tuple[str, ...], list[str]],
-) -> PartyStatus:
+def _evidence_of(plans: list[_Plan], vm: Any, cache: dict[tuple[str, ...], list[str]]) -> list[str]:
+    """The evidence behind a party status: that of every rule that decided it, once each."""
     if len(plans) == 1:
-        shas = _evidence_for(plans[0], vm, evidence)  # shared with the finding: read-only
-    else:
-        shas = []
-        for plan in plans:
-            for sha in _evidence_for(plan, vm, evidence):
-                if sha not in shas:
-                    shas.append(sha)
-    return build_unchecked(
-        PartyStatus,
-        {
-            "party": party,
-            "status": status,
-            "reason": reason,
-            "rules": [plan.id for plan in plans],
-            "evidence": shas,
-        },
-    )
+        return _evidence_for(plans[0], vm, cache)  # shared with the finding: read-only
+    shas: list[str] = []
+    for plan in plans:
+        for sha in _evidence_for(plan, vm, cache):
+            if sha not in shas:
+                shas.append(sha)
+    return shas
+
+
+_new_finding = unchecked_builder(Finding)
+_new_status = unchecked_builder(PartyStatus)
+_new_result = unchecked_builder(VMResult)
 
 
 def _evidence_caveat(vm: Any) -> str | None:
@@ -552,6 +560,44 @@ def _prune(value: Any, tree: _Trie | None) -> Any:
     if isinstance(value, list):
         return [_prune(item, tree) for item in value]
     return value
+
+
+def _frozen(value: Any, tree: _Trie | None) -> Any:
+    """A hashable key equal for two documents exactly when `_prune` gives equal values.
+
+    Built in one walk without the cut copy. Booleans and floats carry their type (CEL tells
+    `true` from `1` and `1` from `1.0`; Python's `==` does not), lists and maps are marked
+    apart, absent fields are left out while present ones keep their names. Raises TypeError
+    for a value that cannot be hashed.
+    """
+    if tree is None:
+        return _frozen_whole(value)
+    if isinstance(value, dict):
+        return (
+            _MAP,
+            tuple(
+                [(name, _frozen(value[name], sub)) for name, sub in tree.items() if name in value]
+            ),
+        )
+    if isinstance(value, list):
+        return (_LIST, tuple([_frozen(item, tree) for item in value]))
+    return value if type(value) in _UNTAGGED else (type(value), value)
+
+
+def _frozen_whole(value: Any) -> Any:
+    kind = type(value)
+    if kind in _UNTAGGED:
+        return value
+    if isinstance(value, dict):
+        return (_MAP, tuple([(k, _frozen_whole(v)) for k, v in value.items()]))
+    if isinstance(value, list):
+        return (_LIST, tuple([_frozen_whole(item) for item in value]))
+    return (kind, value)
+
+
+#: Scalars no other JSON value equals: strings, ints (bool is not `int` here) and None.
+_UNTAGGED = frozenset({str, int, type(None)})
+_MAP, _LIST = object(), object()
 
 
 #: Worker processes never paid on the 2-core benchmark machine: sending 100k results back

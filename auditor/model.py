@@ -10,6 +10,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
+from collections.abc import Callable
 from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any, TypeVar
@@ -125,12 +126,43 @@ def build_unchecked(cls: type[_M], values: dict[str, Any]) -> _M:
         names = _ALL_FIELDS[cls] = set(cls.model_fields)
     if values.keys() != names:  # a missing or misspelt field would be silent: refuse it
         raise ValueError(f"{cls.__name__}: fields {sorted(names ^ set(values))} differ")
-    model = cls.__new__(cls)
-    object.__setattr__(model, "__dict__", values)
+    return _unchecked(cls, values, names)
+
+
+def unchecked_builder(cls: type[_M]) -> Callable[[dict[str, Any]], _M]:
+    """`build_unchecked` for one class, checking only the number of fields: for call sites that
+    build millions of objects from one dict literal (the engine's findings and statuses).
+
+    The literal's names are checked once by `build_unchecked` on the first call, and by the
+    tests that validate engine results (tests/test_engine_memo.py).
+    """
+    names = set(cls.model_fields)
+    count = len(names)
+    first = True
+
+    def build(values: dict[str, Any]) -> _M:
+        nonlocal first
+        if first:
+            first = False
+            return build_unchecked(cls, values)
+        if len(values) != count:
+            raise ValueError(f"{cls.__name__}: {len(values)} fields given, {count} expected")
+        return _unchecked(cls, values, names)
+
+    return build
+
+
+_new = object.__new__
+_set = object.__setattr__
+
+
+def _unchecked(cls: type[_M], values: dict[str, Any], names: set[str]) -> _M:
+    model: _M = _new(cls)
+    _set(model, "__dict__", values)
     # One shared set naming every field: assignments only add names already in it.
-    object.__setattr__(model, "__pydantic_fields_set__", names)
-    object.__setattr__(model, "__pydantic_extra__", None)
-    object.__setattr__(model, "__pydantic_private__", None)
+    _set(model, "__pydantic_fields_set__", names)
+    _set(model, "__pydantic_extra__", None)
+    _set(model, "__pydantic_private__", None)
     return model
 
 

@@ -13,8 +13,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from auditor.engine import Engine, _paths_read
-from auditor.model import VM, Finding, Gap, Status, build_unchecked
+from auditor.engine import Engine, _frozen, _paths_read, _prune
+from auditor.model import VM, Finding, Gap, Status, VMResult, build_unchecked, unchecked_builder
 from auditor.rules.loader import load_packs
 
 _ENGINE = Engine(load_packs())
@@ -138,6 +138,8 @@ def test_cut_and_reused_decisions_equal_the_whole_document(
         assert fast == _ORACLE.evaluate(vm).model_dump()
         assert fast == _CUT_ONLY.evaluate(vm).model_dump()
         assert fast["id"] == vm.id
+        # built without validation, yet exactly what validation would have built
+        assert VMResult.model_validate(fast).model_dump() == fast
 
 
 def test_same_fields_read_other_vm_gets_its_own_identity_evidence_and_gap_reasons() -> None:
@@ -229,3 +231,54 @@ def test_unchecked_build_refuses_a_missing_or_misspelt_field() -> None:
                 "references": [],
             },
         )
+
+
+def test_unchecked_builder_checks_the_first_literal_and_then_the_count() -> None:
+    build = unchecked_builder(Finding)
+    fields = {
+        "rule_id": "r",
+        "party": "hypervisor",
+        "status": Status.EXCLUDED,
+        "title": "t",
+        "reason": "r",
+        "severity": "low",
+        "rationale_typo": "",
+        "evidence": [],
+        "remediation": None,
+        "references": [],
+    }
+    with pytest.raises(ValueError, match="rationale"):
+        build(dict(fields))
+    fields["rationale"] = fields.pop("rationale_typo")
+    assert build(dict(fields)).rationale == ""
+    del fields["references"]
+    with pytest.raises(ValueError, match="9 fields given, 10 expected"):
+        build(fields)
+
+
+@pytest.mark.parametrize(
+    ("a", "b"),
+    [
+        ({"x": True}, {"x": 1}),  # CEL tells a bool from an int; Python's == does not
+        ({"x": 1}, {"x": 1.0}),
+        ({"x": None}, {}),  # null is not absent
+        ({"x": []}, {"x": {}}),
+        ({"x": ["a"]}, {"x": "a"}),
+        ({"x": {"a": 1}}, {"x": [["a", 1]]}),
+        ({"x": {"a": 1, "b": 2}}, {"x": {"b": 2, "a": 1}}),  # a map read whole keeps its order
+    ],
+)
+def test_reuse_keys_differ_where_the_values_rules_see_differ(
+    a: dict[str, Any], b: dict[str, Any]
+) -> None:
+    whole = {"x": None}
+    assert _frozen(a, whole) != _frozen(b, whole)
+
+
+def test_reuse_keys_are_equal_where_the_cut_documents_are() -> None:
+    tree = _paths_read(Engine(load_packs()).rules)
+    one = {"technology": "SEV_SNP", "tags": {"a": "1"}, "disks": [{"id": "d1", "boot": True}]}
+    two = {"technology": "SEV_SNP", "tags": {"b": "2"}, "disks": [{"id": "d2", "boot": True}]}
+    assert _prune(one, tree) == _prune(two, tree)
+    assert _frozen(one, tree) == _frozen(two, tree)
+    assert hash(_frozen(one, tree)) == hash(_frozen(two, tree))
