@@ -144,3 +144,14 @@ rules:
     result = engine.evaluate(aws)
     assert "custom.by-index" in {f.rule_id for f in result.findings}
     assert Engine(load_packs([]))._read is not None  # the built-in pack reads by section
+
+
+def test_snp_benchmark_verifies_every_report_and_measures_its_bound() -> None:
+    from benchmarks.run import bench_snp
+
+    result = bench_snp(40, chips=2)
+    assert result["verified_ok"] == 40
+    assert result["chains"] == 2
+    assert result["signature_ms"] > 0
+    # the whole verification can never be cheaper than its signature alone (noise aside)
+    assert 0 < result["fraction_of_bound"] < 1.5
