@@ -11,7 +11,7 @@ import base64
 import hashlib
 import json
 from collections.abc import Callable
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from enum import StrEnum
 from typing import Any, TypeVar
 
@@ -169,12 +169,17 @@ def _unchecked(cls: type[_M], values: dict[str, Any], names: set[str]) -> _M:
 def canonical_json(value: Any) -> bytes:
     """The byte form hashed for JSON evidence: sorted keys, no whitespace, UTF-8."""
     return json.dumps(
-        value, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=_json_default
+        value, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=json_default
     ).encode("utf-8")
 
 
-def _json_default(value: Any) -> Any:
-    if isinstance(value, datetime):
+def json_default(value: Any) -> Any:
+    """What JSON gets for the non-JSON leaves of SDK responses: ISO-8601 dates, base64 bytes.
+
+    The `json` encoder calls it only for values it cannot encode itself, so SDK responses are
+    made JSON in C instead of by a walk in Python.
+    """
+    if isinstance(value, date):  # datetime included
         return value.isoformat()
     if isinstance(value, bytes | bytearray):
         return base64.b64encode(bytes(value)).decode("ascii")

@@ -15,7 +15,7 @@ from datetime import date, datetime
 from pathlib import Path
 from typing import Any
 
-from auditor.model import Evidence
+from auditor.model import Evidence, json_default
 
 EVIDENCE_DIR = "evidence"
 _SAFE_PART = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:@+=,-]{0,254}$")
@@ -39,6 +39,14 @@ def jsonable(value: Any) -> Any:
     return value
 
 
+def _dumps(data: Any) -> str:
+    """Compact JSON of a response (indent=2 would make `json` use its pure-Python encoder)."""
+    try:
+        return json.dumps(data, ensure_ascii=False, separators=(",", ":"), default=json_default)
+    except TypeError:  # e.g. a non-string map key: walk it first
+        return json.dumps(jsonable(data), ensure_ascii=False, separators=(",", ":"))
+
+
 def raw_path(*parts: str) -> str:
     """A relative path in the replay layout; refuses components that could escape it."""
     for part in parts:
@@ -59,7 +67,7 @@ class EvidenceSink:
     def save_raw(self, relpath: str, data: Any) -> str:
         """Write one response (`<relpath>.json`); returns the path relative to raw/."""
         ref = f"{relpath}.json"
-        self._write(ref, jsonable(data))
+        self._write(ref, data)
         return ref
 
     def save_error(self, relpath: str, status: int, code: str, message: str) -> str:
@@ -101,10 +109,7 @@ class EvidenceSink:
             folder.mkdir(parents=True, exist_ok=True)
             self._made.add(folder)
         tmp = target.with_suffix(target.suffix + ".tmp")
-        # compact: indent=2 makes json use its pure-Python encoder, several times slower
-        tmp.write_text(
-            json.dumps(data, ensure_ascii=False, separators=(",", ":")) + "\n", encoding="utf-8"
-        )
+        tmp.write_text(_dumps(data) + "\n", encoding="utf-8")
         tmp.replace(target)
 
     def add(self, evidence: Evidence) -> str:

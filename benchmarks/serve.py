@@ -80,9 +80,20 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("replay", type=Path)
     parser.add_argument("--latency-ms", type=float, default=30.0)
     parser.add_argument("--page-size", type=int, default=50)
+    parser.add_argument(
+        "--validate-files",
+        action="store_true",
+        help="check each replay file against the SDK models as it is served (fakecloud's "
+        "default; off here: a generated fleet's records were checked where they were cloned)",
+    )
     args = parser.parse_args(argv)
     cloud = CountingFakeCloud(
-        args.replay, FaultConfig(latency_ms=args.latency_ms, page_size=args.page_size)
+        args.replay,
+        FaultConfig(
+            latency_ms=args.latency_ms,
+            page_size=args.page_size,
+            validate_files=args.validate_files,
+        ),
     )
     warm_up()
     cloud.start()
@@ -102,7 +113,9 @@ class ServerProcess:
     stats: dict[str, Any] = field(default_factory=dict)
 
     @classmethod
-    def start(cls, replay: Path, latency_ms: float, page_size: int) -> ServerProcess:
+    def start(
+        cls, replay: Path, latency_ms: float, page_size: int, validate_files: bool = False
+    ) -> ServerProcess:
         cmd = [
             sys.executable,
             "-m",
@@ -112,6 +125,7 @@ class ServerProcess:
             str(latency_ms),
             "--page-size",
             str(page_size),
+            *(["--validate-files"] if validate_files else []),
         ]
         proc = subprocess.Popen(
             cmd,

@@ -373,7 +373,9 @@ def _replay_problem(doc: LoadedJson, what: str) -> ArmError:
     return ArmError(500, "InternalServerError", message)
 
 
-def _prepare_list(doc: LoadedJson, collection: _Collection | None) -> list[_Item]:
+def _prepare_list(
+    doc: LoadedJson, collection: _Collection | None, check: bool = True
+) -> list[_Item]:
     """The items of an ARM list file, each checked (``collection`` None: VM extensions)."""
     data = doc.data
     if not isinstance(data, dict) or not isinstance(data.get("value"), list):
@@ -391,7 +393,7 @@ def _prepare_list(doc: LoadedJson, collection: _Collection | None) -> list[_Item
         if not isinstance(raw, dict) or not isinstance(raw.get("name"), str) or not raw["name"]:
             raise _replay_problem(doc, f"{where} must be an object with a non-empty 'name'")
         name = raw["name"]
-        problem = model_problem(model, raw)
+        problem = model_problem(model, raw) if check else None
         if problem is not None:
             raise _replay_problem(doc, f"{where} ({name}) is not a valid {model}: {problem}")
         rg: str | None = None
@@ -667,7 +669,9 @@ class AzureHandler:
         doc = self._load("azure", sub, coll.stem)
         if doc is None:
             return []
-        items: list[_Item] = self._prepared_doc(doc, coll.stem, lambda d: _prepare_list(d, coll))
+        items: list[_Item] = self._prepared_doc(
+            doc, coll.stem, lambda d: _prepare_list(d, coll, self.ctx.validate)
+        )
         return items
 
     # ------------------------------------------------------------------ subscriptions
@@ -805,7 +809,11 @@ class AzureHandler:
         if is_safe_name(vm.name):  # a name unfit for a folder cannot have an extensions file
             doc = self._load("azure", sub, "virtualMachines", vm.name, "extensions")
         items: list[_Item] = (
-            self._prepared_doc(doc, "extensions", lambda d: _prepare_list(d, None)) if doc else []
+            self._prepared_doc(
+                doc, "extensions", lambda d: _prepare_list(d, None, self.ctx.validate)
+            )
+            if doc
+            else []
         )
         if route.operation == OP_EXT_LIST:
             return self._ok({"value": [i.data for i in items]}, seen)

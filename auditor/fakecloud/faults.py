@@ -74,6 +74,11 @@ class FaultConfig(BaseModel):
     hang_seconds: float = Field(default=30.0, ge=0.0, le=3600.0)
     malformed: tuple[CallMatch, ...] = Field(default=(), strict=False)
     retry_after_seconds: int = Field(default=1, ge=0, le=3600)
+    #: Check every replay file against the SDK's own models before serving it (the default:
+    #: a replay with an invented field fails loudly). Off only for generated benchmark fleets,
+    #: whose records were checked once where they were cloned from, so that fakecloud's CPU
+    #: on a shared machine is not charged to the scanner.
+    validate_files: bool = True
 
     @model_validator(mode="after")
     def _rates_fit(self) -> FaultConfig:

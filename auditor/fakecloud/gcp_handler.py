@@ -67,6 +67,7 @@ import urllib.parse
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta, timezone
+from functools import partial
 from typing import Any
 
 from auditor.fakecloud.faults import Fault
@@ -410,7 +411,7 @@ class _Aggregated:
     flat: list[tuple[str, Mapping[str, Any]]]  # (scope key, instance) in file order
 
 
-def _prepare_aggregated(doc: LoadedJson) -> _Aggregated:
+def _prepare_aggregated(doc: LoadedJson, check: bool = True) -> _Aggregated:
     data = doc.data
     if not isinstance(data, dict):
         raise _replay_problem(doc, "expected a JSON object (the aggregatedList response body)")
@@ -429,7 +430,7 @@ def _prepare_aggregated(doc: LoadedJson) -> _Aggregated:
             where = f"items[{key!r}].instances[{n}]"
             if not isinstance(inst, dict) or not isinstance(inst.get("name"), str):
                 raise _replay_problem(doc, f"{where} must be an object with a 'name'")
-            problem = _proto_problem(_COMPUTE_TYPES, "Instance", inst)
+            problem = _proto_problem(_COMPUTE_TYPES, "Instance", inst) if check else None
             if problem is not None:
                 raise _replay_problem(
                     doc, f"{where} ({inst['name']}) is not a valid compute Instance: {problem}"
@@ -441,16 +442,20 @@ def _prepare_aggregated(doc: LoadedJson) -> _Aggregated:
     return _Aggregated(top, scopes, flat)
 
 
-def _prepare_identity(doc: LoadedJson) -> Mapping[str, Any]:
+def _prepare_identity(doc: LoadedJson, check: bool = True) -> Mapping[str, Any]:
     if not isinstance(doc.data, dict):
         raise _replay_problem(doc, "expected a JSON object (a ShieldedInstanceIdentity)")
-    problem = _proto_problem(_COMPUTE_TYPES, "ShieldedInstanceIdentity", doc.data)
+    problem = (
+        _proto_problem(_COMPUTE_TYPES, "ShieldedInstanceIdentity", doc.data) if check else None
+    )
     if problem is not None:
         raise _replay_problem(doc, f"not a valid ShieldedInstanceIdentity: {problem}")
     return doc.data
 
 
-def _prepare_entries(doc: LoadedJson) -> list[tuple[datetime, Mapping[str, Any]]]:
+def _prepare_entries(
+    doc: LoadedJson, check: bool = True
+) -> list[tuple[datetime, Mapping[str, Any]]]:
     if not isinstance(doc.data, list):
         raise _replay_problem(doc, "expected a JSON list of LogEntry objects")
     out: list[tuple[datetime, Mapping[str, Any]]] = []
@@ -463,7 +468,7 @@ def _prepare_entries(doc: LoadedJson) -> list[tuple[datetime, Mapping[str, Any]]
             raise _replay_problem(doc, f"[{n}].timestamp must be an RFC 3339 string")
         if not isinstance(entry.get("logName"), str):
             raise _replay_problem(doc, f"[{n}].logName must be a string")
-        problem = _proto_problem(_LOGGING_TYPES, "LogEntry", entry)
+        problem = _proto_problem(_LOGGING_TYPES, "LogEntry", entry) if check else None
         if problem is not None:
             raise _replay_problem(doc, f"[{n}] is not a valid LogEntry: {problem}")
         out.append((ts, entry))
@@ -638,7 +643,9 @@ class GcpHandler:
             return self._ok(self._identity(project, seen.zone, seen.resource), seen)
         doc = self._load("gcp", project, "aggregatedList")
         agg = (
-            self._prepared_doc(doc, "aggregated", _prepare_aggregated)
+            self._prepared_doc(
+                doc, "aggregated", partial(_prepare_aggregated, check=self.ctx.validate)
+            )
             if doc is not None
             else _Aggregated({}, [], [])
         )
@@ -769,7 +776,9 @@ class GcpHandler:
                 f"(fakecloud: no gcp/{project}/shieldedInstanceIdentity/{zone}/{name}.json)",
                 "NOT_FOUND",
             )
-        identity: Mapping[str, Any] = self._prepared_doc(doc, "identity", _prepare_identity)
+        identity: Mapping[str, Any] = self._prepared_doc(
+            doc, "identity", partial(_prepare_identity, check=self.ctx.validate)
+        )
         return identity
 
     # ------------------------------------------------------------------ logging
@@ -798,7 +807,9 @@ class GcpHandler:
             return fault
         doc = self._load("gcp", project, "logEntries")
         entries: list[tuple[datetime, Mapping[str, Any]]] = (
-            self._prepared_doc(doc, "entries", _prepare_entries) if doc is not None else []
+            self._prepared_doc(doc, "entries", partial(_prepare_entries, check=self.ctx.validate))
+            if doc is not None
+            else []
         )
         matching = [(ts, e) for ts, e in entries if predicate(e, ts)]
         matching.sort(key=lambda pair: pair[0], reverse=order == "timestamp desc")

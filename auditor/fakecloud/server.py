@@ -73,6 +73,10 @@ class HandlerContext:
     def page_size(self) -> int:
         return self.faults.config.page_size
 
+    @property
+    def validate(self) -> bool:
+        return self.faults.config.validate_files
+
 
 class CloudHandler(Protocol):
     """One cloud's wire protocol. ``matches`` must be cheap and side-effect free."""

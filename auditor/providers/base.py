@@ -143,19 +143,21 @@ def record_evidence(
     source: Source = Source.CONTROL_PLANE,
 ) -> str:
     """Keep one raw item as Evidence (deduplicated by hash); returns its sha256."""
-    return sink.add(
-        Evidence.from_json(
-            jsonable(raw),
-            kind=kind,
-            source=source,
-            call=call,
-            provider=provider,
-            account=account,
-            region=region,
-            resource=resource,
-            ref=ref,
-        )
-    )
+    meta = {
+        "kind": kind,
+        "source": source,
+        "call": call,
+        "provider": provider,
+        "account": account,
+        "region": region,
+        "resource": resource,
+        "ref": ref,
+    }
+    try:
+        evidence = Evidence.from_json(raw, **meta)  # dates and bytes: model.json_default
+    except TypeError:  # e.g. a non-string map key: the slower walk copes with anything
+        evidence = Evidence.from_json(jsonable(raw), **meta)
+    return sink.add(evidence)
 
 
 def is_loopback(url: str | None) -> bool:

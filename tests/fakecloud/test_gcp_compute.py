@@ -373,6 +373,23 @@ def test_instance_the_strict_parser_rejects_is_500_naming_file_and_field(
     assert "confidentialInstanceTypo" in message and "cvm-snp-1" in message
 
 
+def test_unchecked_replay_is_served_as_written_when_validation_is_off(
+    tmp_path: Path, client: ClientFactory
+) -> None:
+    # benchmarks switch the check off (their fleets are clones of checked records): the file
+    # is then served as it is, and the client's own parser decides (it drops unknown fields)
+    bad = copy.deepcopy(fixture("gcp_instance_sev_snp.json"))
+    bad["confidentialInstanceConfig"] = {"confidentialInstanceTypo": "SEV_SNP"}
+    agg = aggregated()
+    agg["items"][f"zones/{SNP_ZONE}"]["instances"][0] = bad
+    faults = FaultConfig(validate_files=False)
+    with FakeCloud(gcp_replay(tmp_path, agg), faults=faults) as fc:
+        pages = list(client(fc).aggregated_list(project=PROJECT, retry=None))
+        assert all(r.status == 200 for r in fc.request_log)
+    names = {i.name for _, scoped in pages for i in scoped.instances}
+    assert "cvm-snp-1" in names
+
+
 def test_malformed_replay_json_is_500_naming_the_file(
     tmp_path: Path, client: ClientFactory
 ) -> None:
