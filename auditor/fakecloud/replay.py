@@ -17,13 +17,12 @@ from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 MAX_FILE_BYTES = 64 * 1024 * 1024
 """Largest replay file read (64 MiB): a guard against a runaway file, not a format limit."""
 
 _CACHE_ENTRIES = 2048
-T = TypeVar("T")
 _SAFE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.@+=-]{0,254}")
 
 
@@ -240,39 +239,3 @@ class PreparedCache:
             self._entries.move_to_end(key)
             while len(self._entries) > self.max_entries:
                 self._entries.popitem(last=False)
-
-
-class RenderCache:
-    """Response bodies rendered once per request shape and replay file version.
-
-    `key` names everything the body depends on besides the files (operation, account, page,
-    parameters); `stamps` are the stamps of the replay files it was rendered from, so an edited
-    file renders again. Only successful bodies are cached; faults, latency and the request log
-    stay per request (the server and handlers apply them around the cache).
-    """
-
-    MAX_ENTRIES = 16384
-
-    def __init__(self, max_entries: int = MAX_ENTRIES) -> None:
-        self._lock = threading.Lock()
-        self.max_entries = max_entries
-        self._entries: OrderedDict[Any, tuple[Any, Any]] = OrderedDict()
-        self.hits = 0
-        self.misses = 0
-
-    def get(self, key: Any, stamps: Any, render: Callable[[], T]) -> T:
-        with self._lock:
-            hit = self._entries.get(key)
-            if hit is not None and hit[0] == stamps:
-                self._entries.move_to_end(key)
-                self.hits += 1
-                cached: T = hit[1]
-                return cached
-            self.misses += 1
-        value = render()
-        with self._lock:
-            self._entries[key] = (stamps, value)
-            self._entries.move_to_end(key)
-            while len(self._entries) > self.max_entries:
-                self._entries.popitem(last=False)
-        return value
