@@ -245,6 +245,7 @@ def scan(
     rules: Sequence[str | Path] = (),
     run_dir: str | Path | None = None,
     concurrency: int = 8,
+    processes: int | None = None,
     progress: ProgressListener | None = None,
     run_id: str | None = None,
     guest_evidence: str | Path | None = None,
@@ -274,6 +275,10 @@ def scan(
     `config`: a `ccaudit.yaml` (path or `auditor.config.Config`); every option it sets applies
     unless given here. `store`: keep the run in this run store (`runs/<run-id>/`, sealed with a
     manifest and indexed) unless `run_dir` says where.
+
+    `concurrency`: cloud calls in flight at once, scopes and per-VM calls together.
+    `processes`: worker processes that read the scopes (auditor.workers); None chooses one per
+    core (at most 4) when there are at least 8 scopes per worker, 1 keeps it in this process.
     """
     if config is not None:
         return scan(**_with_config(dict(locals())))
@@ -338,6 +343,7 @@ def scan(
             scope,
             run_dir=Path(run_dir) if run_dir else None,
             concurrency=concurrency,
+            processes=processes,
             progress=progress,
             run_id=run_id,
             as_of=as_of,

@@ -250,6 +250,7 @@ def _run_scan(
     rules: list[Path],
     run_dir: Path | None,
     concurrency: int,
+    processes: int | None = None,
     run_id: str | None = None,
     shard: str | None = None,
     hardware: dict[str, Any] | None = None,
@@ -272,6 +273,7 @@ def _run_scan(
                 rules=list(rules),
                 run_dir=run_dir,
                 concurrency=concurrency,
+                processes=processes,
                 progress=progress,
                 run_id=run_id,
                 shard=shard,
@@ -529,9 +531,24 @@ def scan_cmd(
     concurrency: Annotated[
         int,
         typer.Option(
-            min=1, max=256, metavar="N", help="Scopes (account x region) read in parallel."
+            min=1,
+            max=256,
+            metavar="N",
+            help="Cloud calls in flight at once, over all scopes (account x region, project, "
+            "subscription) and their per-VM calls.",
         ),
     ] = 8,
+    processes: Annotated[
+        int,
+        typer.Option(
+            min=0,
+            max=64,
+            metavar="N",
+            help="Worker processes that read the scopes, sharing --concurrency. 0 (default): "
+            "one per core, at most 4, when there are at least 8 scopes per worker; 1: all in "
+            "this process.",
+        ),
+    ] = 0,
     shard: Annotated[
         str | None,
         typer.Option(
@@ -616,6 +633,7 @@ def scan_cmd(
                 rules=rules or [],
                 run_dir=target,
                 concurrency=concurrency,
+                processes=processes or None,
                 shard=shard,
                 hardware={
                     "nonce_state": nonce_state,

@@ -7,7 +7,8 @@ see; nothing is dropped.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import logging
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -17,6 +18,9 @@ from auditor.model import VM, Coverage, Evidence, Gap, ScopeCoverage
 from auditor.providers.base import CallPool, Provider, ScopeKey, ScopeResult
 from auditor.recording import EvidenceSink
 from auditor.shard import Shard
+from auditor.workers import auto_workers, picklable
+
+log = logging.getLogger(__name__)
 
 
 class ProgressListener:
@@ -53,11 +57,16 @@ class StoppableSink(EvidenceSink):
 
     Scopes still in flight when a scan is interrupted stop at their next write, so nothing is
     added to the run directory or to the evidence after the partial result is decided.
+    `stopped`, if given, is asked at every write too (a collection worker's view of its
+    parent's stop flag, auditor.workers).
     """
 
-    def __init__(self, raw_dir: Path | None = None) -> None:
+    def __init__(
+        self, raw_dir: Path | None = None, stopped: Callable[[], bool] | None = None
+    ) -> None:
         super().__init__(raw_dir)
         self._closed = False
+        self._stopped = stopped
 
     def close(self) -> None:
         with self._lock:
@@ -68,7 +77,8 @@ class StoppableSink(EvidenceSink):
         return self._closed
 
     def _check_open(self) -> None:
-        if self._closed:
+        if self._closed or (self._stopped is not None and self._stopped()):
+            self._closed = True
             raise SinkClosed("the scan was interrupted")
 
     def _write(self, ref: str, data: Any) -> None:
@@ -104,17 +114,47 @@ def _scope_status(result: ScopeResult) -> str:
     return "partial" if result.errors else "complete"
 
 
+def collect_scope(
+    calls: CallPool, provider: Provider, scope: ScopeKey, sink: EvidenceSink
+) -> ScopeResult | None:
+    """One scope in a call slot. None if the scan was interrupted at one of its writes; a
+    provider bug becomes a gap on the scope, so it never loses the other scopes."""
+    try:
+        return calls.run_scope(provider.collect, scope, sink)
+    except SinkClosed:
+        return None
+    except Exception as err:
+        return ScopeResult(
+            scope=scope,
+            failed=True,
+            errors=[
+                Gap(
+                    provider=scope.provider,
+                    account=scope.account,
+                    region=scope.region,
+                    call="collect",
+                    code=type(err).__name__,
+                    message=f"internal error while collecting: {err}",
+                    affects="scope",
+                )
+            ],
+        )
+
+
 def collect(
     providers: Sequence[Provider],
     sink: EvidenceSink,
     concurrency: int = 8,
     progress: ProgressListener | None = None,
     shard: Shard | None = None,
+    processes: int | None = 1,
 ) -> Collection:
     """Run every provider's plan, then all their scopes concurrently.
 
     With `shard`, every plan still runs in full (it is cheap and names the scopes), and only
-    the scopes and planning gaps that shard owns are kept (auditor.shard).
+    the scopes and planning gaps that shard owns are kept (auditor.shard). `processes`: worker
+    processes that read the scopes (auditor.workers); None chooses (`workers.auto_workers`),
+    1 reads them in threads of this process. Planning always runs here.
     """
     listener = progress or ProgressListener()
     out = Collection()
@@ -159,52 +199,18 @@ def collect(
     listener.planned(len(work))
 
     results: list[ScopeResult] = []
-    # `concurrency` bounds calls in flight: scopes list in a slot each, and their per-VM calls
-    # fan out over the same slots (providers with a `pool` attribute get the CallPool).
-    calls = CallPool(concurrency)
-    for provider in providers:
-        if hasattr(provider, "pool"):
-            provider.pool = calls
-    pool = ThreadPoolExecutor(max_workers=max(1, concurrency), thread_name_prefix="scope")
-    futures = (
-        {}
-        if out.interrupted
-        else {pool.submit(calls.run_scope, p.collect, s, sink): (p, s) for p, s in work}
-    )
-    try:
-        if out.interrupted:
-            raise KeyboardInterrupt  # interrupted while planning: no scope is started
-        for fut in as_completed(futures):
-            provider, scope = futures[fut]
-            try:
-                result = fut.result()
-            except SinkClosed:
-                continue
-            except Exception as err:  # a provider bug must not lose the other scopes
-                result = ScopeResult(
-                    scope=scope,
-                    failed=True,
-                    errors=[
-                        Gap(
-                            provider=scope.provider,
-                            account=scope.account,
-                            region=scope.region,
-                            call="collect",
-                            code=type(err).__name__,
-                            message=f"internal error while collecting: {err}",
-                            affects="scope",
-                        )
-                    ],
-                )
-            results.append(result)
-            listener.scope_done(result)
-    except KeyboardInterrupt:
-        # Stop here: unstarted scopes are cancelled, running ones stop at their next write
-        # (bounded by one call and its SDK retries); what finished is kept.
-        _stop(sink)
-        out.interrupted = True
-        calls.close()
-        pool.shutdown(wait=True, cancel_futures=True)
+    if not out.interrupted:
+        count = auto_workers(len(work), concurrency) if processes is None else processes
+        why_not = picklable(providers) if count > 1 else None
+        if why_not is not None:
+            log.warning("collecting in this process: providers cannot go to workers (%s)", why_not)
+        if count > 1 and len(work) > 1 and why_not is None:
+            out.interrupted = _in_workers(
+                providers, work, sink, concurrency, count, listener, results
+            )
+        else:
+            out.interrupted = _in_threads(providers, work, sink, concurrency, listener, results)
+    if out.interrupted:
         finished = {r.scope for r in results}
         for _, scope in work:
             if scope not in finished:
@@ -219,10 +225,6 @@ def collect(
                         errors=[gap],
                     )
                 )
-    finally:
-        # interrupted again while waiting: do not wait twice (threads stop at their next write)
-        pool.shutdown(wait=not out.interrupted, cancel_futures=out.interrupted)
-        calls.close()
 
     results.sort(key=lambda r: (r.scope.provider, r.scope.account, r.scope.region or ""))
     for result in results:
@@ -245,6 +247,67 @@ def collect(
     out.coverage.complete = not gaps
     out.coverage.interrupted = out.interrupted
     return out
+
+
+def _in_threads(
+    providers: Sequence[Provider],
+    work: Sequence[tuple[Provider, ScopeKey]],
+    sink: EvidenceSink,
+    concurrency: int,
+    listener: ProgressListener,
+    results: list[ScopeResult],
+) -> bool:
+    """Every scope in a thread of this process; True if interrupted (finished ones kept)."""
+    # `concurrency` bounds calls in flight: scopes list in a slot each, and their per-VM calls
+    # fan out over the same slots (providers with a `pool` attribute get the CallPool).
+    calls = CallPool(concurrency)
+    for provider in providers:
+        if hasattr(provider, "pool"):
+            provider.pool = calls
+    pool = ThreadPoolExecutor(max_workers=max(1, concurrency), thread_name_prefix="scope")
+    futures = [pool.submit(collect_scope, calls, p, s, sink) for p, s in work]
+    interrupted = False
+    try:
+        for fut in as_completed(futures):
+            result = fut.result()
+            if result is None:  # stopped at a write by an interruption
+                continue
+            results.append(result)
+            listener.scope_done(result)
+    except KeyboardInterrupt:
+        # Stop here: unstarted scopes are cancelled, running ones stop at their next write
+        # (bounded by one call and its SDK retries); what finished is kept.
+        _stop(sink)
+        interrupted = True
+        calls.close()
+        pool.shutdown(wait=True, cancel_futures=True)
+    finally:
+        # interrupted again while waiting: do not wait twice (threads stop at their next write)
+        pool.shutdown(wait=not interrupted, cancel_futures=interrupted)
+        calls.close()
+    return interrupted
+
+
+def _in_workers(
+    providers: Sequence[Provider],
+    work: Sequence[tuple[Provider, ScopeKey]],
+    sink: EvidenceSink,
+    concurrency: int,
+    processes: int,
+    listener: ProgressListener,
+    results: list[ScopeResult],
+) -> bool:
+    """Every scope in worker processes (auditor.workers); True if interrupted."""
+    from auditor.workers import collect_in_workers
+
+    def keep(result: ScopeResult) -> None:
+        results.append(result)
+        listener.scope_done(result)
+
+    run = collect_in_workers(providers, work, sink.raw_dir, concurrency, processes, sink.add, keep)
+    if run.interrupted:
+        _stop(sink)
+    return run.interrupted
 
 
 def _stop(sink: EvidenceSink) -> None:

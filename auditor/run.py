@@ -86,12 +86,14 @@ def run_audit(
     guest_evidence: Path | None = None,
     verify_options: VerifyOptions | None = None,
     shard: Shard | None = None,
+    processes: int | None = None,
 ) -> AuditRun:
     """Collect, verify, evaluate every VM, and (with `run_dir`) write the run to disk.
 
     `as_of` is the time evidence is judged at (certificate validity, log windows): now for a
     live scan, the recording time for a replay, so a replay gives the same verdicts later.
-    `shard` reads only that shard's scopes (auditor.shard).
+    `shard` reads only that shard's scopes (auditor.shard). `processes`: collection worker
+    processes (auditor.workers); None chooses by the number of scopes and cores.
 
     Interrupted (KeyboardInterrupt, which the CLI also raises for SIGTERM) while collecting,
     the VMs of the scopes already read are evaluated, the run is written with
@@ -117,7 +119,14 @@ def run_audit(
             sink.save_collateral(
                 "maa-jwks.json", json.dumps(verify_options.maa_jwks, indent=2).encode()
             )
-    collection = collect(providers, sink, concurrency=concurrency, progress=progress, shard=shard)
+    collection = collect(
+        providers,
+        sink,
+        concurrency=concurrency,
+        progress=progress,
+        shard=shard,
+        processes=processes,
+    )
     if guest_evidence is not None and not collection.interrupted:
         problems = import_guest_evidence(guest_evidence, collection.vms, sink)
         if shard is not None:

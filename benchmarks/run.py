@@ -116,8 +116,14 @@ def bench_collect(
     page_size: int = 50,
     per_scope: int = 80,
     work: Path = DEFAULT_WORK,
+    processes: int | None = None,
 ) -> dict[str, Any]:
-    """Scan a generated fleet through fakecloud (own process) and compare with the bound."""
+    """Scan a generated fleet through fakecloud (own process) and compare with the bound.
+
+    `processes`: collection worker processes as `ccaudit scan --processes` (None: auto).
+    """
+    from auditor.workers import auto_workers
+
     _clean_env()
     from auditor.engine import Engine
     from auditor.model import Scope
@@ -142,8 +148,10 @@ def bench_collect(
                 run_dir=Path(run_dir),
                 concurrency=concurrency,
                 progress=timer,
+                processes=processes,
             )
             total = time.perf_counter() - started
+        scanner_cpu = _cpu_s()  # this process and its collection workers (ended by now)
     finally:
         served = server.stop()
     assert timer.start is not None and timer.end is not None
@@ -158,6 +166,7 @@ def bench_collect(
         "scopes": timer.scopes,
         "latency_ms": latency_ms,
         "concurrency": concurrency,
+        "processes": processes or auto_workers(timer.scopes, concurrency),
         "page_size": page_size,
         "calls_expected": manifest["total_calls"],
         "calls_served": served.get("requests"),
@@ -168,7 +177,7 @@ def bench_collect(
         "lower_bound_s": round(bound, 2),
         "ratio": round(wall / bound, 3) if bound else None,
         "scan_total_s": round(total, 2),
-        "client_cpu_s": round(time.process_time(), 2),
+        "client_cpu_s": round(scanner_cpu, 2),
         "server_cpu_s": served.get("cpu_s"),
         "gaps": len(run.coverage.gaps),
         "peak_rss_mib": round(peak_rss_mib(), 1),
@@ -340,11 +349,13 @@ def _summary(result: dict[str, Any]) -> str:
     if kind == "collect":
         return (
             f"collect {result['vms']} VMs / {result['scopes']} scopes at "
-            f"{result['latency_ms']} ms, concurrency {result['concurrency']}: "
+            f"{result['latency_ms']} ms, concurrency {result['concurrency']}, "
+            f"{result['processes']} collection process(es): "
             f"{result['collect_s']} s, bound {result['lower_bound_s']} s "
             f"(ratio {result['ratio']}); {result['calls_served']} calls served "
             f"({result['calls_expected']} expected), max {result['max_in_flight']} in flight; "
-            f"whole scan {result['scan_total_s']} s; peak RSS {result['peak_rss_mib']} MiB"
+            f"whole scan {result['scan_total_s']} s; CPU scanner {result['client_cpu_s']} s, "
+            f"fakecloud {result['server_cpu_s']} s; peak RSS {result['peak_rss_mib']} MiB"
         )
     if kind == "evaluate":
         return (
@@ -386,6 +397,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--per-scope", type=int, default=80, help="VMs per generated scope")
     parser.add_argument("--workers", type=int, default=0, help="evaluation processes (0: auto)")
     parser.add_argument(
+        "--processes", type=int, default=0, help="collection worker processes (0: auto)"
+    )
+    parser.add_argument(
         "--no-reuse",
         action="store_true",
         help="evaluation: decide every VM afresh (no two VMs alike: the worst case)",
@@ -416,6 +430,7 @@ def main(argv: list[str] | None = None) -> int:
             args.page_size,
             args.per_scope,
             args.work,
+            args.processes or None,
         )
     elif args.which == "evaluate":
         result = bench_evaluate(size or 100_000, args.workers, args.work, not args.no_reuse)

@@ -37,8 +37,9 @@ def slow_fleet(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return root
 
 
-def _start(fleet: Path, store: Path) -> subprocess.Popen[bytes]:
-    """`ccaudit scan` into a run store (its run directory is <store>/runs/<run-id>/)."""
+def _start(fleet: Path, store: Path, processes: int = 1) -> subprocess.Popen[bytes]:
+    """`ccaudit scan` into a run store (its run directory is <store>/runs/<run-id>/), one scope
+    at a time in each of `processes` (1: the scan's own process, 2: two worker processes)."""
     return subprocess.Popen(
         [
             sys.executable,
@@ -50,7 +51,9 @@ def _start(fleet: Path, store: Path) -> subprocess.Popen[bytes]:
             "--store",
             str(store),
             "--concurrency",
-            "1",
+            str(processes),
+            "--processes",
+            str(processes),
             "--format",
             "json",
             "--output",
@@ -62,16 +65,16 @@ def _start(fleet: Path, store: Path) -> subprocess.Popen[bytes]:
     )
 
 
-def _wait_for_collection(proc: subprocess.Popen[bytes], store: Path) -> Path:
-    """Until a second scope's first response is written: with one scope at a time, the first
-    scope is then complete and the rest are not."""
+def _wait_for_collection(proc: subprocess.Popen[bytes], store: Path, processes: int = 1) -> Path:
+    """Until scope `processes + 1`'s first response is written: with one scope at a time in
+    each process, a first scope is then complete and the rest are not."""
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
         if proc.poll() is not None:
             _, err = proc.communicate()
             pytest.fail(f"scan ended before it was interrupted: {err.decode()[-2000:]}")
         listed = list(store.glob("runs/*/raw/**/DescribeInstances*.json"))
-        if len(listed) >= 2:
+        if len(listed) >= processes + 1:
             (run_dir,) = {p.relative_to(store / "runs").parts[0] for p in listed}
             return store / "runs" / run_dir
         time.sleep(0.05)
@@ -80,13 +83,17 @@ def _wait_for_collection(proc: subprocess.Popen[bytes], store: Path) -> Path:
     raise AssertionError  # unreachable: pytest.fail raises
 
 
-@pytest.mark.parametrize(("sig", "code"), [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
+@pytest.mark.parametrize(
+    ("sig", "code", "processes"),
+    [(signal.SIGINT, 130, 1), (signal.SIGTERM, 143, 1), (signal.SIGINT, 130, 2)],
+    ids=["SIGINT", "SIGTERM", "SIGINT-workers"],
+)
 def test_interrupted_scan_leaves_a_sealed_partial_run(
-    slow_fleet: Path, tmp_path: Path, sig: signal.Signals, code: int
+    slow_fleet: Path, tmp_path: Path, sig: signal.Signals, code: int, processes: int
 ) -> None:
     store = tmp_path / "store"
-    proc = _start(slow_fleet, store)
-    run_dir = _wait_for_collection(proc, store)
+    proc = _start(slow_fleet, store, processes)
+    run_dir = _wait_for_collection(proc, store, processes)
     proc.send_signal(sig)
     try:
         _, err = proc.communicate(timeout=60)

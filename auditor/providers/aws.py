@@ -12,7 +12,7 @@ import base64
 import hashlib
 import threading
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from auditor._version import __version__
@@ -23,6 +23,7 @@ from auditor.providers.base import (
     Plan,
     ScopeKey,
     ScopeResult,
+    WorkerState,
     collected_vm,
     fan_out,
     make_gap,
@@ -54,8 +55,8 @@ class AwsTarget:
 
     profile: str | None = None
     access_key_id: str | None = None
-    secret_access_key: str | None = None
-    session_token: str | None = None
+    secret_access_key: str | None = field(default=None, repr=False)  # never in a message
+    session_token: str | None = field(default=None, repr=False)
 
     @property
     def label(self) -> str:
@@ -64,6 +65,19 @@ class AwsTarget:
         if self.access_key_id:
             return f"key:{self.access_key_id[:4]}…"
         return "default credentials"
+
+
+def _resolved(session: Any) -> AwsTarget:
+    """The credentials a boto3 session resolved, as a target a worker can open again."""
+    credentials = session.get_credentials()
+    if credentials is None:
+        return AwsTarget()  # none found: the worker's default chain finds none either
+    frozen = credentials.get_frozen_credentials()
+    return AwsTarget(
+        access_key_id=frozen.access_key,
+        secret_access_key=frozen.secret_key,
+        session_token=frozen.token,
+    )
 
 
 def _gap_from_error(
@@ -99,12 +113,19 @@ def _error_status(err: Exception) -> int:
     return 0
 
 
-class AwsProvider:
-    """Collects EC2 evidence for each target account and region, concurrently by region."""
+class AwsProvider(WorkerState):
+    """Collects EC2 evidence for each target account and region, concurrently by region.
+
+    Sent to a collection worker, it carries each planned account's credentials as the scan
+    resolved them (access key, secret, session token: `_worker_targets`), so a worker neither
+    resolves a profile again (no second role assumption, no MFA prompt without a terminal) nor
+    calls STS; temporary credentials are not refreshed in the worker.
+    """
 
     name = PROVIDER
     #: Set by collect(): bounds calls in flight and runs the per-instance calls in parallel.
     pool: CallPool | None = None
+    _RUNTIME = ("_sessions", "_lock")
 
     def __init__(
         self,
@@ -120,8 +141,8 @@ class AwsProvider:
         self.targets = list(targets) or [AwsTarget()]
         self.regions = list(regions) if regions else None
         self.endpoint_url = endpoint_url
-        self._sessions: dict[str, Any] = {}
-        self._lock = threading.Lock()
+        self._worker_targets: dict[str, AwsTarget] = {}
+        self._fresh()
         from botocore.config import Config
 
         # botocore's own retries (see RETRY_MODE above); no retry loop of ours on top.
@@ -132,6 +153,28 @@ class AwsProvider:
             max_pool_connections=max_pool_connections,
             user_agent_extra=f"cc-auditor/{__version__}",
         )
+
+    def _fresh(self) -> None:
+        self._sessions: dict[str, Any] = {}
+        self._lock = threading.Lock()
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = super().__getstate__()
+        state["_worker_targets"] = {
+            **self._worker_targets,
+            **{account: _resolved(session) for account, session in self._sessions.items()},
+        }
+        return state
+
+    def _account_session(self, account: str) -> Any:
+        """The planned session of an account (made from its resolved credentials in a worker)."""
+        with self._lock:
+            session = self._sessions.get(account)
+        if session is None:
+            session = self._session(self._worker_targets[account])
+            with self._lock:
+                session = self._sessions.setdefault(account, session)
+        return session
 
     # ------------------------------------------------------------------ clients
     def _session(self, target: AwsTarget) -> Any:
@@ -205,7 +248,7 @@ class AwsProvider:
         assert scope.region is not None
         result = ScopeResult(scope=scope)
         account, region = scope.account, scope.region
-        ec2 = self._client(self._sessions[account], "ec2", region)
+        ec2 = self._client(self._account_session(account), "ec2", region)
         call = _Caller(ec2, sink, account, region, result)
 
         try:

@@ -22,6 +22,7 @@ from auditor.providers.base import (
     Plan,
     ScopeKey,
     ScopeResult,
+    WorkerState,
     collected_vm,
     fan_out,
     make_gap,
@@ -103,12 +104,17 @@ class _StaticToken:
         return AccessToken("replay-token", int(time.time()) + 3600)
 
 
-class AzureProvider:
-    """Collects Azure Compute evidence per subscription, concurrently by subscription."""
+class AzureProvider(WorkerState):
+    """Collects Azure Compute evidence per subscription, concurrently by subscription.
+
+    Sent to a collection worker, it carries its settings and the planned subscriptions; the
+    worker gets its own token from DefaultAzureCredential.
+    """
 
     name = PROVIDER
     #: Set by collect(): bounds calls in flight and runs the per-VM calls in parallel.
     pool: CallPool | None = None
+    _RUNTIME = ("_credential", "_shared_transport", "_lock")
 
     def __init__(
         self,
@@ -127,6 +133,9 @@ class AzureProvider:
         self.retry_backoff = retry_backoff
         self.connect_timeout = connect_timeout
         self.read_timeout = read_timeout
+        self._fresh()
+
+    def _fresh(self) -> None:
         self._credential: Any = None
         self._shared_transport: Any = None
         self._lock = threading.Lock()

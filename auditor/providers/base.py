@@ -67,6 +67,31 @@ class Provider(Protocol):
     def collect(self, scope: ScopeKey, sink: EvidenceSink) -> ScopeResult: ...
 
 
+class WorkerState:
+    """Providers go to collection worker processes (auditor.workers) by their settings and what
+    planning resolved; their clients, credentials, sessions, locks and call pool stay behind
+    and are made again in the worker, as they were before the first call.
+
+    A provider lists the attributes that stay behind in `_RUNTIME` and sets them in `_fresh()`
+    (which its `__init__` calls too, so both start alike).
+    """
+
+    _RUNTIME: tuple[str, ...] = ()
+
+    def _fresh(self) -> None:
+        """Set the `_RUNTIME` attributes to their unstarted values."""
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = dict(self.__dict__)
+        for name in (*self._RUNTIME, "pool"):
+            state.pop(name, None)
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self._fresh()
+
+
 def make_gap(
     provider: str,
     call: str,

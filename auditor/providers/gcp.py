@@ -22,6 +22,7 @@ from auditor.providers.base import (
     Plan,
     ScopeKey,
     ScopeResult,
+    WorkerState,
     collected_vm,
     fan_out,
     make_gap,
@@ -97,12 +98,17 @@ def _last(url: str | None) -> str:
     return (url or "").rstrip("/").rsplit("/", 1)[-1]
 
 
-class GcpProvider:
-    """Collects Compute Engine evidence per project, concurrently by project."""
+class GcpProvider(WorkerState):
+    """Collects Compute Engine evidence per project, concurrently by project.
+
+    Sent to a collection worker, it carries its settings and the planned projects; the worker
+    finds Application Default Credentials itself.
+    """
 
     name = PROVIDER
     #: Set by collect(): bounds calls in flight and runs the per-instance calls in parallel.
     pool: CallPool | None = None
+    _RUNTIME = ("_lock", "_credentials", "_instances", "_retry")
 
     def __init__(
         self,
@@ -122,6 +128,10 @@ class GcpProvider:
         self.log_window = log_window
         self.as_of = as_of
         self.call_timeout = call_timeout
+        self._retry_settings = (retry_initial, max(retry_maximum, retry_initial), retry_timeout)
+        self._fresh()
+
+    def _fresh(self) -> None:
         self._lock = threading.Lock()
         self._credentials: Any = None
         self._instances: Any = None
@@ -130,6 +140,7 @@ class GcpProvider:
         from google.api_core import retry as gretry
 
         # google-api-core's own retry: throttling (429) and transient 5xx, exponential backoff.
+        initial, maximum, timeout = self._retry_settings
         self._retry = gretry.Retry(
             predicate=gretry.if_exception_type(
                 gexc.TooManyRequests,
@@ -140,10 +151,10 @@ class GcpProvider:
                 requests.exceptions.ConnectionError,
                 requests.exceptions.ChunkedEncodingError,
             ),
-            initial=retry_initial,
-            maximum=max(retry_maximum, retry_initial),
+            initial=initial,
+            maximum=maximum,
             multiplier=RETRY_MULTIPLIER,
-            timeout=retry_timeout,
+            timeout=timeout,
         )
 
     # ------------------------------------------------------------- credentials

@@ -1,0 +1,368 @@
+"""Collection in worker processes: a large scan's scopes read on every core.
+
+One Python process parses API responses at the speed of one core (the SDKs hold the GIL while
+they turn XML and JSON into objects), so a scan of many scopes is CPU-bound long before it is
+latency-bound (benchmarks/RESULTS.md). `collect()` then hands its scopes to worker processes:
+
+* each worker is `python -m auditor.workers`, started afresh (no fork of a process that has
+  threads, and no re-import of the caller's script, so a script or notebook that calls
+  `auditor.scan()` needs no `__main__` guard);
+* it gets the providers by their settings and what planning resolved
+  (`auditor.providers.base.WorkerState`), never their clients; it makes its own, and an equal
+  share of `--concurrency`, so the bound on calls in flight holds for the whole scan;
+* it asks for a scope whenever it has room, so one slow scope never holds back the others, and
+  writes raw responses into the run's `raw/` itself;
+* each finished scope comes back whole (VMs, gaps, evidence items) and is reported at once.
+
+Messages are pickles on the worker's stdin and stdout (its own stdout is sent to stderr, so a
+stray print cannot break them). Interruption stays the parent's: workers ignore SIGINT and
+SIGTERM, the parent tells them to stop, their scopes stop at their next write (as threads do
+in one process), and what finished is kept. A worker that dies loses only the scopes it was
+reading: they become gaps that name it, and the other workers take the rest. A worker whose
+parent is gone (its stdin closes) stops.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import pickle
+import queue
+import signal
+import subprocess
+import sys
+import threading
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO, Any
+
+from auditor.model import Evidence, Gap
+from auditor.providers.base import CallPool, Provider, ScopeKey, ScopeResult
+
+#: Scopes a worker should have at least, for a worker to pay for its start (about a second to
+#: import the SDKs) and its memory (one more copy of them).
+SCOPES_PER_WORKER = 8
+#: Workers chosen by default at most: beyond this the API's rate limits, not the CPU, bind.
+MAX_AUTO_WORKERS = 4
+#: How often the parent, waiting, looks for workers that died.
+_POLL_S = 0.2
+#: Parent -> worker: a scope's index, or one of these.
+_END, _STOP = "end", "stop"
+
+
+def auto_workers(scopes: int, concurrency: int) -> int:
+    """Worker processes for `processes=None`: one per core, if every worker gets at least
+    SCOPES_PER_WORKER scopes and two call slots; 1 (no workers, threads only) otherwise."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    return max(1, min(cores or 1, MAX_AUTO_WORKERS, scopes // SCOPES_PER_WORKER, concurrency // 2))
+
+
+def picklable(providers: Sequence[Provider]) -> str | None:
+    """None if the providers can be sent to workers, else why not (they then run in threads)."""
+    try:
+        pickle.dumps(list(providers))
+    except Exception as err:  # any provider type of a user's: say why, do not fail the scan
+        return f"{type(err).__name__}: {err}"
+    return None
+
+
+@dataclass
+class WorkerRun:
+    """What the workers gave back: finished scopes, and whether the scan was interrupted."""
+
+    results: list[ScopeResult] = field(default_factory=list)
+    interrupted: bool = False
+
+
+@dataclass
+class _Worker:
+    k: int
+    proc: subprocess.Popen[bytes]
+    reading: set[int] = field(default_factory=set)
+    ended: bool = False  # sent _END (or _STOP)
+    gone: bool = False  # its stdout closed
+
+    def send(self, message: Any) -> None:
+        assert self.proc.stdin is not None
+        try:
+            pickle.dump(message, self.proc.stdin, protocol=pickle.HIGHEST_PROTOCOL)
+            self.proc.stdin.flush()
+        except (BrokenPipeError, OSError):  # it died: its stdout's end says so
+            pass
+
+
+def collect_in_workers(
+    providers: Sequence[Provider],
+    work: Sequence[tuple[Provider, ScopeKey]],
+    raw_dir: Path | None,
+    concurrency: int,
+    processes: int,
+    on_evidence: Callable[[Evidence], object],
+    on_result: Callable[[ScopeResult], None],
+) -> WorkerRun:
+    """Read `work` in `processes` worker processes; see the module docstring.
+
+    `on_evidence` receives every evidence item of a finished scope before `on_result` receives
+    the scope. Interrupted (KeyboardInterrupt), the workers are stopped and waited for, the
+    finished scopes are returned with `interrupted` set; the caller names the others.
+    """
+    index = {id(p): n for n, p in enumerate(providers)}
+    items = [(index[id(p)], scope) for p, scope in work]
+    count = max(1, min(processes, len(items)))
+    shares = [concurrency // count + (1 if k < concurrency % count else 0) for k in range(count)]
+    inbox: queue.Queue[tuple[int, Any]] = queue.Queue()
+    workers = [_start(k, inbox) for k in range(count)]
+    session = _Session(items, workers, inbox, on_evidence, on_result)
+    for worker in workers:
+        worker.send((list(providers), items, raw_dir, max(1, shares[worker.k])))
+    try:
+        session.run()
+    except KeyboardInterrupt:
+        session.run_result.interrupted = True
+        for worker in workers:
+            worker.ended = True
+            worker.send(_STOP)
+        # asked twice: do not wait for the workers' current calls
+        with contextlib.suppress(KeyboardInterrupt):
+            session.drain()
+    finally:
+        for worker in workers:
+            _finish(worker)
+    return session.run_result
+
+
+def _start(k: int, inbox: queue.Queue[tuple[int, Any]]) -> _Worker:
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(p for p in sys.path if p)  # import what we import
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "auditor.workers"],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        env=env,
+        start_new_session=True,  # a terminal's Ctrl-C reaches the parent only: it decides
+    )
+    assert proc.stdout is not None
+    reader = threading.Thread(
+        target=_read_replies, args=(k, proc.stdout, inbox), name=f"worker-{k}", daemon=True
+    )
+    reader.start()
+    return _Worker(k, proc)
+
+
+def _read_replies(k: int, stream: IO[bytes], inbox: queue.Queue[tuple[int, Any]]) -> None:
+    """One worker's replies into the parent's inbox; ("gone",) when its stdout ends."""
+    try:
+        while True:
+            inbox.put((k, pickle.load(stream)))
+    except Exception:  # EOF, or a reply cut short by its death
+        inbox.put((k, ("gone",)))
+
+
+def _finish(worker: _Worker) -> None:
+    if worker.proc.stdin is not None:
+        with contextlib.suppress(OSError):
+            worker.proc.stdin.close()
+    try:
+        worker.proc.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        worker.proc.kill()
+        worker.proc.wait(timeout=10)
+
+
+class _Session:
+    """The parent's side: hands out scopes, keeps finished ones, notices workers that died."""
+
+    def __init__(
+        self,
+        items: Sequence[tuple[int, ScopeKey]],
+        workers: Sequence[_Worker],
+        inbox: queue.Queue[tuple[int, Any]],
+        on_evidence: Callable[[Evidence], object],
+        on_result: Callable[[ScopeResult], None],
+    ) -> None:
+        self.items = items
+        self.workers = workers
+        self.inbox = inbox  # every worker's reader thread writes here
+        self.on_evidence = on_evidence
+        self.on_result = on_result
+        self.next = 0  # the next scope to hand out
+        self.finished: set[int] = set()
+        self.why: list[str] = []  # why workers left early
+        self.run_result = WorkerRun()
+        self.stopping = False
+
+    def run(self) -> None:
+        while len(self.finished) < len(self.items) and not all(w.gone for w in self.workers):
+            self._take()
+        if len(self.finished) < len(self.items):
+            why = "; ".join(self.why) or "the collection workers ended early"
+            for n in range(len(self.items)):
+                self._lose(n, f"no collection worker was left to read it ({why})")
+
+    def drain(self) -> None:
+        """After _STOP: keep what still finishes until every worker's stdout has ended."""
+        self.stopping = True
+        while not all(w.gone for w in self.workers):
+            self._take()
+
+    def _take(self) -> None:
+        try:
+            k, message = self.inbox.get(timeout=_POLL_S)
+        except queue.Empty:
+            return
+        worker = self.workers[k]
+        kind = message[0]
+        if kind == "ready":
+            self._hand_out(worker)
+        elif kind == "start":
+            worker.reading.add(message[1])
+        elif kind == "done":
+            n, result, evidence = message[1], message[2], message[3]
+            worker.reading.discard(n)
+            if n not in self.finished:
+                self.finished.add(n)
+                for item in evidence:
+                    self.on_evidence(item)
+                self.run_result.results.append(result)
+                self.on_result(result)
+        elif kind == "stopped":  # stopped at a write by _STOP: not finished, not failed
+            worker.reading.discard(message[1])
+        elif kind == "broken":  # could not start (e.g. a provider did not unpickle)
+            self.why.append(f"worker {k} could not start: {message[1]}")
+        elif kind == "gone":
+            worker.gone = True
+            code = worker.proc.poll()
+            if code is None:
+                with contextlib.suppress(subprocess.TimeoutExpired):
+                    code = worker.proc.wait(timeout=5)
+            lost = sorted(worker.reading - self.finished)
+            worker.reading.clear()
+            if lost and not self.stopping:
+                how = f"collection worker {k} died (exit code {code})"
+                self.why.append(how)
+                for n in lost:
+                    self._lose(n, f"{how} while reading it")
+
+    def _hand_out(self, worker: _Worker) -> None:
+        if worker.ended:
+            return
+        if self.next < len(self.items):
+            worker.send(self.next)
+            self.next += 1
+        else:
+            worker.ended = True
+            worker.send(_END)
+
+    def _lose(self, n: int, why: str) -> None:
+        if n in self.finished:
+            return
+        self.finished.add(n)
+        scope = self.items[n][1]
+        result = ScopeResult(
+            scope=scope,
+            failed=True,
+            errors=[
+                Gap(
+                    provider=scope.provider,
+                    account=scope.account,
+                    region=scope.region,
+                    call="collect",
+                    code="WorkerLost",
+                    message=f"{scope.label} was not read: {why}",
+                    affects="scope",
+                )
+            ],
+        )
+        self.run_result.results.append(result)
+        self.on_result(result)
+
+
+# ============================================================================ in the worker
+class _Replies:
+    """The worker's side of the pipe: one pickle per message, from any thread."""
+
+    def __init__(self, stream: IO[bytes]) -> None:
+        self._stream = stream
+        self._lock = threading.Lock()
+
+    def put(self, message: Any) -> None:
+        data = pickle.dumps(message, protocol=pickle.HIGHEST_PROTOCOL)
+        with self._lock:
+            self._stream.write(data)
+            self._stream.flush()
+
+
+def worker_main(requests: IO[bytes], replies_stream: IO[bytes]) -> int:
+    """A worker process: read the scopes the parent hands out, `share` at a time."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent decides when to stop
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    replies = _Replies(replies_stream)
+    try:
+        providers, items, raw_dir, share = pickle.load(requests)
+        from auditor.collect import StoppableSink, collect_scope
+
+        calls = CallPool(share)
+        for provider in providers:
+            if hasattr(provider, "pool"):
+                provider.pool = calls
+    except BaseException as err:  # say why: the parent must not wait for this worker
+        replies.put(("broken", f"{type(err).__name__}: {err}"))
+        return 2
+    stop = threading.Event()
+    threads: list[threading.Thread] = []
+
+    def read(n: int) -> None:
+        provider_index, scope = items[n]
+        sink = StoppableSink(raw_dir, stop.is_set)  # one per scope: its evidence goes back
+        try:
+            result = collect_scope(calls, providers[provider_index], scope, sink)
+        except BaseException as err:  # collect_scope keeps provider errors; this is ours
+            result = None
+            replies.put(("broken", f"scope {scope.label}: {type(err).__name__}: {err}"))
+        if result is None:
+            replies.put(("stopped", n))
+        else:
+            replies.put(("done", n, result, list(sink.evidence.values())))
+        if not stop.is_set():
+            replies.put(("ready",))
+
+    for _ in range(share):
+        replies.put(("ready",))
+    try:
+        while True:
+            try:
+                message = pickle.load(requests)
+            except Exception:  # EOF: the parent is gone, nobody reads our replies
+                stop.set()
+                break
+            if message == _STOP:  # the scopes being read stop at their next write
+                stop.set()
+                break
+            if message == _END:
+                break
+            elif isinstance(message, int):
+                replies.put(("start", message))
+                thread = threading.Thread(target=read, args=(message,), daemon=True)
+                threads.append(thread)
+                thread.start()
+        for thread in threads:
+            thread.join()
+    finally:
+        calls.close()
+    return 0
+
+
+def main() -> int:
+    """`python -m auditor.workers`: the protocol on the original stdout, prints to stderr."""
+    protocol = os.fdopen(os.dup(sys.stdout.fileno()), "wb")
+    os.dup2(sys.stderr.fileno(), sys.stdout.fileno())
+    try:
+        return worker_main(sys.stdin.buffer, protocol)
+    finally:
+        with contextlib.suppress(OSError):
+            protocol.close()
+
+
+if __name__ == "__main__":
+    sys.exit(main())
