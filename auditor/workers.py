@@ -114,9 +114,9 @@ def collect_in_workers(
     inbox: queue.Queue[tuple[int, Any]] = queue.Queue()
     workers = [_start(k, inbox) for k in range(count)]
     session = _Session(items, workers, inbox, on_evidence, on_result)
-    for worker in workers:
-        worker.send((list(providers), items, raw_dir, max(1, shares[worker.k])))
     try:
+        for worker in workers:
+            worker.send((list(providers), items, raw_dir, max(1, shares[worker.k])))
         session.run()
     except KeyboardInterrupt:
         session.run_result.interrupted = True
