@@ -15,7 +15,14 @@ from pathlib import Path
 from typing import Any
 
 from auditor.model import VM, Coverage, Evidence, Gap, ScopeCoverage
-from auditor.providers.base import CallPool, Provider, ScopeKey, ScopeResult
+from auditor.providers.base import (
+    CallPool,
+    Provider,
+    ScopeKey,
+    ScopeResult,
+    failed_scope,
+    share_pool,
+)
 from auditor.recording import EvidenceSink
 from auditor.shard import Shard
 from auditor.workers import auto_workers, picklable
@@ -124,21 +131,7 @@ def collect_scope(
     except SinkClosed:
         return None
     except Exception as err:
-        return ScopeResult(
-            scope=scope,
-            failed=True,
-            errors=[
-                Gap(
-                    provider=scope.provider,
-                    account=scope.account,
-                    region=scope.region,
-                    call="collect",
-                    code=type(err).__name__,
-                    message=f"internal error while collecting: {err}",
-                    affects="scope",
-                )
-            ],
-        )
+        return failed_scope(scope, type(err).__name__, f"internal error while collecting: {err}")
 
 
 def collect(
@@ -261,9 +254,7 @@ def _in_threads(
     # `concurrency` bounds calls in flight: scopes list in a slot each, and their per-VM calls
     # fan out over the same slots (providers with a `pool` attribute get the CallPool).
     calls = CallPool(concurrency)
-    for provider in providers:
-        if hasattr(provider, "pool"):
-            provider.pool = calls
+    share_pool(providers, calls)
     pool = ThreadPoolExecutor(max_workers=max(1, concurrency), thread_name_prefix="scope")
     futures = [pool.submit(collect_scope, calls, p, s, sink) for p, s in work]
     interrupted = False

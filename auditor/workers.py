@@ -37,8 +37,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
-from auditor.model import Evidence, Gap
-from auditor.providers.base import CallPool, Provider, ScopeKey, ScopeResult
+from auditor.model import Evidence
+from auditor.providers.base import (
+    CallPool,
+    Provider,
+    ScopeKey,
+    ScopeResult,
+    failed_scope,
+    share_pool,
+)
 
 #: Scopes a worker should have at least, for a worker to pay for its start (about a second to
 #: import the SDKs) and its memory (one more copy of them).
@@ -259,21 +266,7 @@ class _Session:
             return
         self.finished.add(n)
         scope = self.items[n][1]
-        result = ScopeResult(
-            scope=scope,
-            failed=True,
-            errors=[
-                Gap(
-                    provider=scope.provider,
-                    account=scope.account,
-                    region=scope.region,
-                    call="collect",
-                    code="WorkerLost",
-                    message=f"{scope.label} was not read: {why}",
-                    affects="scope",
-                )
-            ],
-        )
+        result = failed_scope(scope, "WorkerLost", f"{scope.label} was not read: {why}")
         self.run_result.results.append(result)
         self.on_result(result)
 
@@ -303,9 +296,7 @@ def worker_main(requests: IO[bytes], replies_stream: IO[bytes]) -> int:
         from auditor.collect import StoppableSink, collect_scope
 
         calls = CallPool(share)
-        for provider in providers:
-            if hasattr(provider, "pool"):
-                provider.pool = calls
+        share_pool(providers, calls)
     except BaseException as err:  # say why: the parent must not wait for this worker
         replies.put(("broken", f"{type(err).__name__}: {err}"))
         return 2

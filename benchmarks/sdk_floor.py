@@ -32,7 +32,6 @@ import sys
 import tempfile
 import threading
 import time
-import urllib.parse
 from collections.abc import Callable
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -49,7 +48,7 @@ CORES = 2
 def serve(root: Path) -> int:
     """Serve `root` through a render-once cache until stdin closes (the child process)."""
     from auditor.fakecloud import FakeCloud, FaultConfig
-    from auditor.fakecloud.server import FakeRequest
+    from auditor.fakecloud.server import http_request
     from benchmarks.serve import warm_up
 
     warm_up()
@@ -73,15 +72,9 @@ def serve(root: Path) -> int:
                 wire = cache.get(key)
                 counts["hits" if wire is not None else "misses"] += 1
             if wire is None:
-                split = urllib.parse.urlsplit(self.path)
-                request = FakeRequest(
-                    method=self.command,
-                    path=split.path,
-                    query=urllib.parse.parse_qs(split.query, keep_blank_values=True),
-                    headers={k.lower(): v for k, v in self.headers.items()},
-                    body=body,
+                resp = cloud._handle(
+                    http_request(self.command, self.path, self.headers.items(), body)
                 )
-                resp = cloud._handle(request)
                 head = [f"HTTP/1.1 {resp.status} {self.responses[resp.status][0]}"]
                 head.append(f"Content-Type: {resp.content_type}")
                 head.append(f"Content-Length: {len(resp.body)}")

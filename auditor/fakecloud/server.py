@@ -19,7 +19,7 @@ import socket
 import threading
 import time
 import urllib.parse
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -60,6 +60,20 @@ class FakeResponse:
     operation: str | None = None
     resource: str | None = None
     fault: str | None = None
+
+
+def http_request(
+    method: str, target: str, headers: Iterable[tuple[str, str]], body: bytes
+) -> FakeRequest:
+    """A FakeRequest from an HTTP request line's method and target, its headers and body."""
+    split = urllib.parse.urlsplit(target)
+    return FakeRequest(
+        method=method,
+        path=split.path,
+        query=urllib.parse.parse_qs(split.query, keep_blank_values=True),
+        headers={k.lower(): v for k, v in headers},
+        body=body,
+    )
 
 
 @dataclass(frozen=True)
@@ -212,14 +226,7 @@ class _RequestHandler(BaseHTTPRequestHandler):
             self._send_plain(413, "request body missing a valid length or too large")
             return
         body = self.rfile.read(length) if length else b""
-        split = urllib.parse.urlsplit(self.path)
-        request = FakeRequest(
-            method=self.command,
-            path=split.path,
-            query=urllib.parse.parse_qs(split.query, keep_blank_values=True),
-            headers={k.lower(): v for k, v in self.headers.items()},
-            body=body,
-        )
+        request = http_request(self.command, self.path, self.headers.items(), body)
         response = self.server.owner._handle(request)
         self._send(response)
 

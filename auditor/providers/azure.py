@@ -25,6 +25,7 @@ from auditor.providers.base import (
     WorkerState,
     collected_vm,
     fan_out,
+    is_loopback,
     make_gap,
     record_evidence,
     tune_session,
@@ -164,7 +165,7 @@ class AzureProvider(WorkerState):
         if self.endpoint_url:
             kwargs["base_url"] = self.endpoint_url
             if self.endpoint_url.startswith("http://"):
-                if not _is_loopback(self.endpoint_url):
+                if not is_loopback(self.endpoint_url):
                     raise ValueError("plain-http ARM endpoints are allowed on loopback only")
                 kwargs["authentication_policy"] = _loopback_bearer(self._cred())
         return kwargs
@@ -670,19 +671,6 @@ def _subscription_client() -> Any:
     except ImportError:
         from azure.mgmt.resource import SubscriptionClient  # type: ignore[attr-defined,no-redef,unused-ignore]
     return SubscriptionClient
-
-
-def _is_loopback(url: str) -> bool:
-    import ipaddress
-    from urllib.parse import urlsplit
-
-    host = urlsplit(url).hostname or ""
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 def _loopback_bearer(credential: Any) -> Any:

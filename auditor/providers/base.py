@@ -57,6 +57,25 @@ class ScopeResult:
     skipped: int = 0
 
 
+def failed_scope(scope: ScopeKey, code: str, message: str) -> ScopeResult:
+    """A scope that could not be read at all: one scope-wide gap (`collect / code`)."""
+    return ScopeResult(
+        scope=scope,
+        failed=True,
+        errors=[
+            Gap(
+                provider=scope.provider,
+                account=scope.account,
+                region=scope.region,
+                call="collect",
+                code=code,
+                message=message,
+                affects="scope",
+            )
+        ],
+    )
+
+
 class Provider(Protocol):
     """A cloud collector. `plan` finds scopes; `collect` reads one scope (called concurrently)."""
 
@@ -293,6 +312,13 @@ class CallPool:
 
     def close(self) -> None:
         self._pool.shutdown(wait=True, cancel_futures=True)
+
+
+def share_pool(providers: Sequence[Any], calls: CallPool) -> None:
+    """Give every provider that takes one (a `pool` attribute) the scan's CallPool."""
+    for provider in providers:
+        if hasattr(provider, "pool"):
+            provider.pool = calls
 
 
 def fan_out(pool: CallPool | None, fn: Callable[[T], R], items: Sequence[T]) -> list[R]:
