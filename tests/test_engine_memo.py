@@ -214,28 +214,9 @@ def test_whole_read_wins_over_a_part() -> None:
     assert _tree("vm.hardware != null", "has(vm.hardware.x)") == {"hardware": None}
 
 
-def test_unchecked_build_refuses_a_missing_or_misspelt_field() -> None:
-    with pytest.raises(ValueError, match="rationale"):
-        build_unchecked(
-            Finding,
-            {
-                "rule_id": "r",
-                "party": "hypervisor",
-                "status": Status.EXCLUDED,
-                "title": "t",
-                "reason": "r",
-                "severity": "low",
-                "rationale_typo": "",
-                "evidence": [],
-                "remediation": None,
-                "references": [],
-            },
-        )
-
-
-def test_unchecked_builder_checks_the_first_literal_and_then_the_count() -> None:
-    build = unchecked_builder(Finding)
-    fields = {
+def _misspelt_finding() -> dict[str, Any]:
+    """A Finding's fields with one name misspelt (`rationale_typo`)."""
+    return {
         "rule_id": "r",
         "party": "hypervisor",
         "status": Status.EXCLUDED,
@@ -247,6 +228,16 @@ def test_unchecked_builder_checks_the_first_literal_and_then_the_count() -> None
         "remediation": None,
         "references": [],
     }
+
+
+def test_unchecked_build_refuses_a_missing_or_misspelt_field() -> None:
+    with pytest.raises(ValueError, match="rationale"):
+        build_unchecked(Finding, _misspelt_finding())
+
+
+def test_unchecked_builder_checks_the_first_literal_and_then_the_count() -> None:
+    build = unchecked_builder(Finding)
+    fields = _misspelt_finding()
     with pytest.raises(ValueError, match="rationale"):
         build(dict(fields))
     fields["rationale"] = fields.pop("rationale_typo")

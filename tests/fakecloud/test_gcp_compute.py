@@ -356,13 +356,19 @@ def test_injected_5xx_without_retry(tmp_path: Path, client: ClientFactory) -> No
 
 
 # ============================================================================ replay validation
-def test_instance_the_strict_parser_rejects_is_500_naming_file_and_field(
-    tmp_path: Path, client: ClientFactory
-) -> None:
+def _with_invented_field() -> dict[str, Any]:
+    """The aggregated list with a field no compute Instance has, in cvm-snp-1."""
     bad = copy.deepcopy(fixture("gcp_instance_sev_snp.json"))
     bad["confidentialInstanceConfig"] = {"confidentialInstanceTypo": "SEV_SNP"}
     agg = aggregated()
     agg["items"][f"zones/{SNP_ZONE}"]["instances"][0] = bad
+    return agg
+
+
+def test_instance_the_strict_parser_rejects_is_500_naming_file_and_field(
+    tmp_path: Path, client: ClientFactory
+) -> None:
+    agg = _with_invented_field()
     with (
         FakeCloud(gcp_replay(tmp_path, agg)) as fc,
         pytest.raises(exceptions.InternalServerError) as err,
@@ -378,10 +384,7 @@ def test_unchecked_replay_is_served_as_written_when_validation_is_off(
 ) -> None:
     # benchmarks switch the check off (their fleets are clones of checked records): the file
     # is then served as it is, and the client's own parser decides (it drops unknown fields)
-    bad = copy.deepcopy(fixture("gcp_instance_sev_snp.json"))
-    bad["confidentialInstanceConfig"] = {"confidentialInstanceTypo": "SEV_SNP"}
-    agg = aggregated()
-    agg["items"][f"zones/{SNP_ZONE}"]["instances"][0] = bad
+    agg = _with_invented_field()
     faults = FaultConfig(validate_files=False)
     with FakeCloud(gcp_replay(tmp_path, agg), faults=faults) as fc:
         pages = list(client(fc).aggregated_list(project=PROJECT, retry=None))
