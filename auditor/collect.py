@@ -296,6 +296,9 @@ def _in_workers(
         listener.scope_done(result)
 
     run = collect_in_workers(providers, work, sink.raw_dir, concurrency, processes, sink.add, keep)
+    if run.none_started and not run.interrupted:  # nothing was read: read it here instead
+        log.warning("collecting in this process: no worker started (%s)", "; ".join(run.why))
+        return _in_threads(providers, work, sink, concurrency, listener, results)
     if run.interrupted:
         _stop(sink)
     return run.interrupted

@@ -80,6 +80,10 @@ class WorkerRun:
 
     results: list[ScopeResult] = field(default_factory=list)
     interrupted: bool = False
+    #: No worker ever started (each failed before its first scope, `why` says how): nothing
+    #: was read, so the caller can read the scopes itself instead.
+    none_started: bool = False
+    why: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -195,13 +199,17 @@ class _Session:
         self.on_result = on_result
         self.next = 0  # the next scope to hand out
         self.finished: set[int] = set()
-        self.why: list[str] = []  # why workers left early
         self.run_result = WorkerRun()
+        self.why = self.run_result.why  # why workers left early
+        self.started = False  # a worker asked for a scope
         self.stopping = False
 
     def run(self) -> None:
         while len(self.finished) < len(self.items) and not all(w.gone for w in self.workers):
             self._take()
+        if not self.started:
+            self.run_result.none_started = True
+            return
         if len(self.finished) < len(self.items):
             why = "; ".join(self.why) or "the collection workers ended early"
             for n in range(len(self.items)):
@@ -221,6 +229,7 @@ class _Session:
         worker = self.workers[k]
         kind = message[0]
         if kind == "ready":
+            self.started = True
             self._hand_out(worker)
         elif kind == "start":
             worker.reading.add(message[1])
@@ -243,6 +252,8 @@ class _Session:
             if code is None:
                 with contextlib.suppress(subprocess.TimeoutExpired):
                     code = worker.proc.wait(timeout=5)
+            if not self.started and not any(w.startswith(f"worker {k} ") for w in self.why):
+                self.why.append(f"worker {k} ended with exit code {code} before its first scope")
             lost = sorted(worker.reading - self.finished)
             worker.reading.clear()
             if lost and not self.stopping:

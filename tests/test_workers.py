@@ -180,6 +180,26 @@ def test_providers_that_cannot_travel_are_read_here_and_say_so(
     assert "cannot go to workers" in caplog.text
 
 
+class UnpicklableInWorker(DyingProvider):
+    """Pickles here, fails to unpickle in a worker (a provider whose module is not there)."""
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        if os.getpid() != state["parent"]:
+            raise ImportError("no module named 'site_only_plugin'")
+        self.__dict__.update(state)
+
+
+def test_when_no_worker_starts_the_scan_reads_here_and_says_why(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    provider = UnpicklableInWorker(20, "", os.getpid())
+    with caplog.at_level(logging.WARNING, logger="auditor.collect"):
+        out = collect([provider], EvidenceSink(), concurrency=4, processes=2)
+    assert out.coverage.complete and len(out.coverage.scopes) == 20
+    assert "no worker started" in caplog.text
+    assert "site_only_plugin" in caplog.text
+
+
 @pytest.mark.parametrize(
     ("scopes", "concurrency", "cores", "expected"),
     [
