@@ -159,8 +159,22 @@ def _dir_leaks(root: Path, sentinels: list[str]) -> list[str]:
 
 
 def test_no_sentinel_in_any_output(
-    planted: list[str], tmp_path: Path, caplog: pytest.LogCaptureFixture
+    planted: list[str],
+    tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
+    import auditor.workers
+
+    in_workers: list[int] = []
+    real = auditor.workers.collect_in_workers
+
+    def spy(*args: Any, **kwargs: Any) -> Any:
+        outcome = real(*args, **kwargs)
+        in_workers.append(len(outcome.results))
+        return outcome
+
+    monkeypatch.setattr(auditor.workers, "collect_in_workers", spy)
     caplog.set_level(logging.DEBUG, logger="auditor")
     caplog.set_level(logging.INFO)
     runner = CliRunner()
@@ -184,6 +198,9 @@ def test_no_sentinel_in_any_output(
                 "azure",
                 "--subscription",
                 AZURE_SUB,
+                # read in two worker processes: the resolved credentials travel to them
+                "--processes",
+                "2",
             ],
             "environment": ["--provider", "aws", "--regions", "eu-west-1,us-east-2"],
         }
@@ -218,6 +235,7 @@ def test_no_sentinel_in_any_output(
             assert (run_dir / "report.html").is_file() and (run_dir / "manifest.sig").is_file()
         sent = {r.cloud for r in cloud.request_log if r.status == 200}
     assert {"aws", "gcp"} <= sent  # AWS and GCP calls really carried the planted credentials
+    assert in_workers and in_workers[0] > 1  # the profiles run was read by worker processes
     leaks += _leaks(caplog.text.encode(), planted, "logs")
     assert not leaks, leaks
 
