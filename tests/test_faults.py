@@ -149,13 +149,15 @@ def _dirs(root: Path, cloud: str) -> list[str]:
     return sorted(p.name for p in (root / cloud).iterdir() if p.is_dir())
 
 
-def _audit(root: Path) -> tuple[AuditRun, FakeCloud]:
+def _audit(root: Path, processes: int = 1) -> tuple[AuditRun, FakeCloud]:
     with FakeCloud(root) as cloud:
         run = run_audit(
             _providers(root, cloud.endpoint),
             Engine(load_packs()),
             Scope(providers=["aws", "gcp", "azure"]),
-            concurrency=1,  # one call at a time: the seeded fault sequence is reproducible
+            # one call at a time per process: the seeded fault sequence is reproducible
+            concurrency=processes,
+            processes=processes,
             as_of=recorded_at(root),
         )
     return run, cloud
@@ -226,6 +228,32 @@ def test_faulted_scan_keeps_what_it_saw_and_names_every_gap(
     again, _ = _audit(faulted_root)
     assert again.coverage.complete
     assert compare_runs(clean, again) == []
+
+
+def test_faulted_scan_in_worker_processes_names_the_same_gaps(
+    clean_fleet: Path, tmp_path: Path
+) -> None:
+    # the same faults, the scopes read by two worker processes (where botocore's throttling
+    # backoff is its own 1 s base: fewer calls throttled would not test anything)
+    faulted, cloud = _audit(_faulted(clean_fleet, tmp_path / "faulted"), processes=2)
+    assert sum(1 for r in cloud.request_log if r.fault == "throttle") > 0
+    malformed = {
+        (g.provider, g.account, g.region, g.call, g.code)
+        for g in faulted.coverage.gaps
+        if g.call == "compute.instances.getShieldedInstanceIdentity"
+    }
+    assert len(malformed) == 1
+    assert _gap_keys(faulted) - malformed == EXPECTED_GAPS
+    failed = {
+        (c.provider, c.account, c.region) for c in faulted.coverage.scopes if c.status == "failed"
+    }
+    assert failed == {AWS_DENIED, AWS_HUNG, GCP_DENIED, AZURE_DENIED}
+    clean, _ = _audit(clean_fleet)
+    assert {vm.key for vm in faulted.vms} == {
+        vm.key
+        for vm in clean.vms
+        if not any(_in((vm.provider, vm.account, vm.region), d) for d in failed)
+    }
 
 
 def test_same_seed_same_faults(clean_fleet: Path, tmp_path: Path, fast_aws_backoff: None) -> None:
