@@ -23,6 +23,13 @@ sha256 of each evidence item behind the finding is in the result's `properties.e
 
 `invocations[0].executionSuccessful` is true only when coverage is complete; every coverage
 gap is listed in its properties and as a tool execution notification.
+
+GitHub rejects a run of more than 25,000 results (and shows the top 5,000 by severity), which
+a fleet of a few thousand VMs exceeds. A larger run keeps the MAX_RESULTS most severe results
+(errors, then warnings, then notes; by security severity within each) and says how many it
+left out, in a tool execution notification and in the run's properties (`resultsLeftOut`,
+`resultsTotal`): every finding stays in result.json, the CSV/Parquet tables and the HTML
+report.
 """
 
 from __future__ import annotations
@@ -43,6 +50,9 @@ SARIF_SCHEMA = "https://json.schemastore.org/sarif-2.1.0.json"
 FINGERPRINT = "ccauditFinding/v1"
 FAILING = (Status.CAN_ACCESS, Status.UNDETERMINED)
 MAX_TAGS = 20  # GitHub keeps at most 20 tags per rule
+#: GitHub code scanning's hard limit of results per run: a larger run is rejected whole.
+MAX_RESULTS = 25_000
+_LEVEL_RANK = {"error": 0, "warning": 1, "note": 2}
 
 SECURITY_SEVERITY: dict[Severity, str] = {
     Severity.CRITICAL: "9.5",
@@ -231,7 +241,28 @@ def _gap_text(gap: Gap) -> str:
     return f"{gap.call} failed in {where}: {gap.code}: {gap.message}"
 
 
-def _invocation(run: AuditRun) -> dict[str, Any]:
+def _most_severe(candidates: list[tuple[VMResult, Finding]], limit: int) -> list[int]:
+    """Indexes of the `limit` most severe candidates, in their original order."""
+    if len(candidates) <= limit:
+        return list(range(len(candidates)))
+
+    def rank(i: int) -> tuple[int, float, int]:
+        finding = candidates[i][1]
+        severity = float(SECURITY_SEVERITY[finding.severity])
+        return (_LEVEL_RANK[result_level(finding)], -severity, i)
+
+    return sorted(sorted(range(len(candidates)), key=rank)[:limit])
+
+
+def _left_out_text(left_out: int, total: int, limit: int) -> str:
+    return (
+        f"{left_out} of {total} results left out: GitHub code scanning accepts at most "
+        f"{limit} results per run, so this run keeps the most severe; every finding is in "
+        "result.json, the CSV and Parquet findings tables and the HTML report"
+    )
+
+
+def _invocation(run: AuditRun, left_out: int = 0, total: int = 0) -> dict[str, Any]:
     gaps = [g.model_dump(mode="json") for g in run.coverage.gaps]
     notifications = [
         {
@@ -241,6 +272,14 @@ def _invocation(run: AuditRun) -> dict[str, Any]:
         }
         for g in run.coverage.gaps
     ]
+    if left_out:
+        notifications.append(
+            {
+                "level": "warning",
+                "message": {"text": _left_out_text(left_out, total, total - left_out)},
+                "descriptor": {"id": "ResultsLeftOut"},
+            }
+        )
     invocation: dict[str, Any] = {
         "executionSuccessful": run.coverage.complete,
         "startTimeUtc": run.started_at.isoformat().replace("+00:00", "Z"),
@@ -256,8 +295,8 @@ def _invocation(run: AuditRun) -> dict[str, Any]:
     return invocation
 
 
-def document(run: AuditRun) -> dict[str, Any]:
-    """The SARIF log as a JSON-ready dict."""
+def document(run: AuditRun, max_results: int = MAX_RESULTS) -> dict[str, Any]:
+    """The SARIF log as a JSON-ready dict (at most `max_results` results, see above)."""
     vms = sorted_vms(run)
     by_rule: dict[str, list[tuple[VMResult, Finding]]] = {}
     for vm in vms:
@@ -267,14 +306,24 @@ def document(run: AuditRun) -> dict[str, Any]:
     index = {rid: i for i, rid in enumerate(rule_ids)}
     rules = [_rule(by_rule[rid][0][1], by_rule[rid]) for rid in rule_ids]
 
-    results: list[dict[str, Any]] = []
+    candidates: list[tuple[VMResult, Finding]] = []
     for vm in vms:
         seen: set[str] = set()
         for f in sorted(vm.findings, key=lambda f: f.rule_id):
             if f.status not in FAILING or f.rule_id in seen:
                 continue
             seen.add(f.rule_id)
-            results.append(_result(vm, f, index[f.rule_id]))
+            candidates.append((vm, f))
+    kept = _most_severe(candidates, max_results)
+    results = [_result(*candidates[i], index[candidates[i][1].rule_id]) for i in kept]
+    left_out = len(candidates) - len(kept)
+    properties: dict[str, Any] = {
+        "runId": run.run_id,
+        "schemaVersion": run.schema_version,
+        "rulePacks": [p.model_dump(mode="json") for p in run.rule_packs],
+    }
+    if left_out:
+        properties.update(resultsLeftOut=left_out, resultsTotal=len(candidates))
 
     return {
         "$schema": SARIF_SCHEMA,
@@ -288,13 +337,9 @@ def document(run: AuditRun) -> dict[str, Any]:
                         "rules": rules,
                     }
                 },
-                "invocations": [_invocation(run)],
+                "invocations": [_invocation(run, left_out, len(candidates))],
                 "results": results,
-                "properties": {
-                    "runId": run.run_id,
-                    "schemaVersion": run.schema_version,
-                    "rulePacks": [p.model_dump(mode="json") for p in run.rule_packs],
-                },
+                "properties": properties,
             }
         ],
     }

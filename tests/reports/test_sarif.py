@@ -201,3 +201,49 @@ def test_invocation_reports_coverage(demo_run: AuditRun) -> None:
     assert len(inv["properties"]["gaps"]) == len(demo_run.coverage.gaps)
     assert len(inv.get("toolExecutionNotifications", [])) == len(demo_run.coverage.gaps)
     assert len(inv["properties"]["scopes"]) == len(demo_run.coverage.scopes)
+
+
+def test_a_run_too_large_for_github_keeps_the_most_severe_and_says_so(
+    demo_run: AuditRun, schema: dict[str, Any]
+) -> None:
+    full = sarif.document(demo_run)["runs"][0]
+    total = len(full["results"])
+    assert "resultsLeftOut" not in full["properties"]
+    limit = total // 3
+    doc = sarif.document(demo_run, max_results=limit)
+    _validate(doc, schema)
+    run = doc["runs"][0]
+    kept = run["results"]
+    assert len(kept) == limit
+    assert run["properties"]["resultsLeftOut"] == total - limit
+    assert run["properties"]["resultsTotal"] == total
+
+    def rank(result: dict[str, Any]) -> tuple[int, float]:
+        level = {"error": 0, "warning": 1, "note": 2}[result["level"]]
+        return level, -float(
+            run["tool"]["driver"]["rules"][result["ruleIndex"]]["properties"]["security-severity"]
+        )
+
+    # nothing left out is more severe than anything kept
+    fingerprints = {r["partialFingerprints"][sarif.FINGERPRINT] for r in kept}
+    dropped = [
+        r
+        for r in full["results"]
+        if r["partialFingerprints"][sarif.FINGERPRINT] not in fingerprints
+    ]
+    assert len(dropped) == total - limit
+    assert max(rank(r) for r in kept) <= min(rank(r) for r in dropped)
+    # kept results stay in the report's order (VM by VM), unchanged
+    order = [r["partialFingerprints"][sarif.FINGERPRINT] for r in full["results"]]
+    assert [r["partialFingerprints"][sarif.FINGERPRINT] for r in kept] == [
+        f for f in order if f in fingerprints
+    ]
+    (note,) = [
+        n
+        for n in run["invocations"][0]["toolExecutionNotifications"]
+        if n["descriptor"]["id"] == "ResultsLeftOut"
+    ]
+    assert note["level"] == "warning"
+    assert f"{total - limit} of {total} results left out" in note["message"]["text"]
+    assert "result.json" in note["message"]["text"]
+    assert sarif.MAX_RESULTS == 25_000  # GitHub code scanning's hard limit per run
