@@ -8,6 +8,7 @@ WeasyPrint are not loaded for a JSON report.
 from __future__ import annotations
 
 import importlib
+import json
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,6 +16,17 @@ from pathlib import Path
 from auditor.model import AuditRun
 
 Rendered = dict[str, bytes]
+#: Above this many VMs a run is "large": JSON documents are written compact (an indent makes
+#: `json` use its pure-Python encoder, several times slower: 4 s instead of 0.8 s for the OSCAL
+#: document of 1,000 VMs) and the HTML report starts folded (auditor.reports.html).
+LARGE_RUN = 200
+
+
+def dump_json(document: object, run: AuditRun) -> str:
+    """A JSON report: indented for people up to LARGE_RUN VMs, compact beyond."""
+    if len(run.vms) <= LARGE_RUN:
+        return json.dumps(document, indent=2, ensure_ascii=False) + "\n"
+    return json.dumps(document, ensure_ascii=False, separators=(",", ":")) + "\n"
 
 
 @dataclass(frozen=True)

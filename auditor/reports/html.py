@@ -20,6 +20,11 @@ import jinja2
 from markupsafe import Markup
 
 from auditor.model import AuditRun, Level
+
+# Above LARGE_RUN VMs the report is "large": scope sections and per-scope matrices start closed
+# (the browser lays out only what the reader opens) and each VM's detail is compact, its party
+# reasons printed once per scope and referenced by number, so a 10,000-VM page stays usable.
+from auditor.reports import LARGE_RUN
 from auditor.reports.view import ReportView, build_view
 
 FILE = "report.html"
@@ -29,10 +34,6 @@ TEMPLATE = "report.html.j2"
 MATRIX_ROWS = 50
 #: Width of the VM-name column of the matrix, in px.
 MATRIX_LABEL = 210
-#: Above this many VMs the report is "large": scope sections and per-scope matrices start closed
-#: (the browser lays out only what the reader opens) and each VM's detail is compact, its party
-#: reasons printed once per scope and referenced by number, so a 10,000-VM page stays usable.
-LARGE_RUN = 200
 
 LEVEL_COLORS: dict[Level, str] = {
     Level.L0: "#d55e00",

@@ -37,6 +37,7 @@ import io
 import re
 from collections.abc import Iterable
 from datetime import UTC
+from xml.etree import ElementTree
 
 from junitparser import (
     Error,
@@ -159,9 +160,14 @@ def document(run: AuditRun) -> JUnitXml:
 
 
 def render_junit(run: AuditRun) -> bytes:
+    """The file, indented. junitparser's `pretty=True` re-parses with minidom, which takes
+    most of the time at fleet scale (40 s for 10k VMs); ElementTree's indent is C-fast."""
     buf = io.BytesIO()
-    document(run).write(buf, pretty=True)
-    return buf.getvalue()
+    document(run).write(buf)
+    root = ElementTree.fromstring(buf.getvalue())  # nosec: our own output
+    ElementTree.indent(root, space="\t")
+    text: bytes = ElementTree.tostring(root, encoding="utf-8", xml_declaration=True)
+    return text + b"\n"
 
 
 def render(run: AuditRun) -> dict[str, bytes]:

@@ -75,6 +75,7 @@ from auditor.model import (
     Status,
     VMResult,
 )
+from auditor.reports import dump_json
 
 FILE = "oscal-assessment-results.json"
 OSCAL_VERSION = "1.1.3"
@@ -105,7 +106,7 @@ def render(run: AuditRun) -> dict[str, bytes]:
 
 
 def render_json(run: AuditRun) -> str:
-    return json.dumps(build(run), indent=2, ensure_ascii=False) + "\n"
+    return dump_json(build(run), run)
 
 
 def build(run: AuditRun) -> JSON:
@@ -128,12 +129,37 @@ def _escape_char(char: str) -> str:
     return f"\\u{code:04x}" if code <= 0xFFFF else f"\\U{code:08x}"
 
 
+#: In ASCII text the characters `_unsafe` refuses are exactly the C0 controls and DEL (every
+#: ASCII whitespace but the space is one of them): one regex search instead of a walk.
+_ASCII_UNSAFE = re.compile(r"[\x00-\x1f\x7f]")
+#: What `md` changes in ASCII text: markup characters, `_` not between two letters or digits
+#: (in ASCII, `isalnum` is `[A-Za-z0-9]`), and the characters `_unsafe` refuses.
+_ASCII_MARKUP = re.compile(
+    "["
+    + re.escape("".join(sorted(_MARKDOWN_SPECIAL)))
+    + r"\x00-\x1f\x7f]|(?<![A-Za-z0-9])_|_(?![A-Za-z0-9])"
+)
+
+
+def _md_ascii(match: re.Match[str]) -> str:
+    c = match.group()
+    if c in _MARKDOWN_SPECIAL or c == "_":
+        return "\\" + c
+    return _escape_char(c)
+
+
+def _all_safe(s: str) -> bool:
+    if s.isascii():
+        return _ASCII_UNSAFE.search(s) is None
+    return not any(_unsafe(c) for c in s)
+
+
 def value(text: object) -> str | None:
     """A valid OSCAL string for `text` (None when empty): verbatim unless it must be escaped."""
     s = str(text)
     if not s:
         return None
-    if not any(_unsafe(c) for c in s) and s == s.strip(" ") and "\\" not in s:
+    if _all_safe(s) and s == s.strip(" ") and "\\" not in s:
         return s
     out = "".join(
         "\\\\" if c == "\\" else _escape_char(c) if _unsafe(c) else c for c in s.strip(" ")
@@ -150,6 +176,8 @@ def md(text: object) -> str:
     as emphasis (so `api_resource` stays readable).
     """
     s = str(text)
+    if s.isascii():  # the common case (ids, titles, reasons): one regex pass
+        return _ASCII_MARKUP.sub(_md_ascii, s)
     out: list[str] = []
     for i, c in enumerate(s):
         if c in _MARKDOWN_SPECIAL:

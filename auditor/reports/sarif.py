@@ -35,12 +35,12 @@ report.
 from __future__ import annotations
 
 import hashlib
-import json
 import re
 from typing import Any
 from urllib.parse import quote
 
 from auditor.model import PROVIDER_PARTIES, AuditRun, Finding, Gap, Severity, Status, VMResult
+from auditor.reports import dump_json
 from auditor.reports.tables import sorted_vms
 
 FILE = "results.sarif"
@@ -346,7 +346,7 @@ def document(run: AuditRun, max_results: int = MAX_RESULTS) -> dict[str, Any]:
 
 
 def render_sarif(run: AuditRun) -> str:
-    return json.dumps(document(run), indent=2, ensure_ascii=False) + "\n"
+    return dump_json(document(run), run)
 
 
 def render(run: AuditRun) -> dict[str, bytes]:

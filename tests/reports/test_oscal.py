@@ -9,6 +9,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from auditor import reports
 from auditor.api import scan
@@ -338,3 +340,38 @@ def test_naive_times_are_utc() -> None:
     from datetime import datetime
 
     assert oscal._ts(datetime(2026, 11, 20, 10, 0, 0)) == "2026-11-20T10:00:00Z"
+
+
+def _md_walk(s: str) -> str:
+    """`oscal.md` character by character, as the OSCAL rules state it (the reference)."""
+    out = []
+    for i, c in enumerate(s):
+        if c in oscal._MARKDOWN_SPECIAL:
+            out.append("\\" + c)
+        elif c == "_":
+            inner = 0 < i < len(s) - 1 and s[i - 1].isalnum() and s[i + 1].isalnum()
+            out.append(c if inner else "\\_")
+        elif oscal._unsafe(c):
+            out.append(oscal._escape_char(c))
+        else:
+            out.append(c)
+    return "".join(out)
+
+
+_TEXT = st.text(
+    alphabet=st.one_of(
+        st.characters(max_codepoint=127),
+        st.sampled_from(list("_*[\\ \t\n\u00e9\u200b\u2028\ufeff\U0001f600")),
+    ),
+    max_size=40,
+)
+
+
+@settings(max_examples=500, deadline=None)
+@given(_TEXT)
+def test_text_fast_paths_equal_the_character_walk(text: str) -> None:
+    # ids, titles and reasons take the ASCII fast paths; any text must come out the same
+    assert oscal.md(text) == _md_walk(text)
+    assert oscal._all_safe(text) == (not any(oscal._unsafe(c) for c in text))
+    if text and oscal._all_safe(text) and text == text.strip(" ") and "\\" not in text:
+        assert oscal.value(text) == text
