@@ -315,19 +315,25 @@ def _signature_only_s(signed: list[tuple[bytes, bytes]], chains: list[Any]) -> f
 
 
 # ============================================================================ HTML
-def bench_html(vms: int, work: Path = DEFAULT_WORK) -> dict[str, Any]:
-    """Render report.html for a run of n VMs (evaluated clones of a scanned 1k fleet)."""
+def evaluated_run(vms: int, work: Path = DEFAULT_WORK) -> Any:
+    """A run of n VMs: the evaluated clones of a scanned 1k fleet, with its evidence and
+    coverage."""
     from auditor.api import scan
     from auditor.engine import Engine
-    from auditor.reports.html import render_html
     from auditor.rules.loader import load_packs
 
     _clean_env()
-    base = scan(replay=fleet(work, min(vms, 1000), 50, 80))
-    fleet_vms = sample_vms(vms, work)
+    base = scan(replay=fleet(work, min(vms, 1000), 50, 80), processes=1)
     engine = Engine(load_packs([]))
-    results = [engine.evaluate(vm) for vm in fleet_vms]
-    run = base.model_copy(update={"vms": results})
+    results = [engine.evaluate(vm) for vm in sample_vms(vms, work)]
+    return base.model_copy(update={"vms": results})
+
+
+def bench_html(vms: int, work: Path = DEFAULT_WORK) -> dict[str, Any]:
+    """Render report.html for a run of n VMs (evaluated clones of a scanned 1k fleet)."""
+    from auditor.reports.html import render_html
+
+    run = evaluated_run(vms, work)
     started = time.perf_counter()
     cpu = time.process_time()
     page = render_html(run).encode("utf-8")
@@ -335,12 +341,33 @@ def bench_html(vms: int, work: Path = DEFAULT_WORK) -> dict[str, Any]:
     cpu = time.process_time() - cpu
     return {
         "benchmark": "html",
-        "vms": len(results),
+        "vms": len(run.vms),
         "render_s": round(elapsed, 2),
         "cpu_s": round(cpu, 2),
         "size_mib": round(len(page) / 2**20, 2),
         "peak_rss_mib": round(peak_rss_mib(), 1),
     }
+
+
+#: Formats the `reports` benchmark renders: all but HTML (its own benchmark) and PDF (laid out
+#: by WeasyPrint page by page: meant for up to a few hundred VMs, docs/reports.md).
+REPORT_FORMATS = ("json", "csv", "parquet", "sarif", "junit", "oscal", "markdown")
+
+
+def bench_reports(vms: int, work: Path = DEFAULT_WORK) -> dict[str, Any]:
+    """Render every other report format for a run of n VMs: seconds and MiB per format."""
+    from auditor import reports
+
+    run = evaluated_run(vms, work)
+    out: dict[str, Any] = {"benchmark": "reports", "vms": len(run.vms), "formats": {}}
+    for name in REPORT_FORMATS:
+        started = time.perf_counter()
+        files = reports.render(run, name)
+        elapsed = time.perf_counter() - started
+        size = sum(len(data) for data in files.values())
+        out["formats"][name] = {"render_s": round(elapsed, 2), "size_mib": round(size / 2**20, 1)}
+    out["peak_rss_mib"] = round(peak_rss_mib(), 1)
+    return out
 
 
 # ============================================================================ driver
@@ -370,6 +397,11 @@ def _summary(result: dict[str, Any]) -> str:
             f"signatures alone {result['signature_ms']} ms each here: bound "
             f"{result['signature_bound_per_s']}/s, reached {result['fraction_of_bound']:.0%}"
         )
+    if kind == "reports":
+        parts = [
+            f"{n} {r['render_s']} s / {r['size_mib']} MiB" for n, r in result["formats"].items()
+        ]
+        return f"reports {result['vms']} VMs: " + ", ".join(parts)
     return (
         f"HTML {result['vms']} VMs: {result['render_s']} s, {result['size_mib']} MiB; "
         f"peak RSS {result['peak_rss_mib']} MiB"
@@ -389,7 +421,7 @@ def _run_child(argv: list[str]) -> dict[str, Any]:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("which", choices=["collect", "evaluate", "snp", "html", "all"])
+    parser.add_argument("which", choices=["collect", "evaluate", "snp", "html", "reports", "all"])
     parser.add_argument("--vms", default=None, help="fleet size (1k, 10k, 100k, or a count)")
     parser.add_argument("--latency-ms", type=float, default=30.0)
     parser.add_argument("--concurrency", type=int, default=32)
@@ -416,6 +448,7 @@ def main(argv: list[str] | None = None) -> int:
             _run_child(["evaluate", "--vms", "100k"]),
             _run_child(["snp"]),
             _run_child(["html", "--vms", "10k"]),
+            _run_child(["reports", "--vms", "10k"]),
         ]
         print(f"# {datetime.now().isoformat(timespec='seconds')}, {os.cpu_count()} cores")
         for r in results:
@@ -436,6 +469,8 @@ def main(argv: list[str] | None = None) -> int:
         result = bench_evaluate(size or 100_000, args.workers, args.work, not args.no_reuse)
     elif args.which == "snp":
         result = bench_snp(args.reports)
+    elif args.which == "reports":
+        result = bench_reports(size or 10_000, args.work)
     else:
         result = bench_html(size or 10_000, args.work)
     if not args.json:

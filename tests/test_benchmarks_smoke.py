@@ -155,3 +155,12 @@ def test_snp_benchmark_verifies_every_report_and_measures_its_bound() -> None:
     assert result["signature_ms"] > 0
     # the whole verification can never be cheaper than its signature alone (noise aside)
     assert 0 < result["fraction_of_bound"] < 1.5
+
+
+def test_reports_benchmark_renders_every_format(work: Path) -> None:
+    from benchmarks.run import REPORT_FORMATS, bench_reports
+
+    result = bench_reports(30, work)
+    assert result["vms"] == 30
+    assert list(result["formats"]) == list(REPORT_FORMATS)
+    assert all(r["size_mib"] >= 0 and r["render_s"] >= 0 for r in result["formats"].values())
