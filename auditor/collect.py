@@ -23,7 +23,7 @@ from auditor.providers.base import (
     failed_scope,
     share_pool,
 )
-from auditor.recording import EvidenceSink
+from auditor.recording import EvidenceSink, keep_evidence
 from auditor.shard import Shard
 from auditor.workers import auto_workers, picklable
 
@@ -99,7 +99,7 @@ class StoppableSink(EvidenceSink):
     def add(self, evidence: Evidence) -> str:
         with self._lock:
             self._check_open()
-            self.evidence.setdefault(evidence.sha256, evidence)
+            keep_evidence(self.evidence, evidence)
         return evidence.sha256
 
 

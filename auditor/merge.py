@@ -17,7 +17,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from auditor.model import AuditRun, Coverage, Gap, Scope, ScopeCoverage
+from auditor.model import AuditRun, Coverage, Evidence, Gap, Scope, ScopeCoverage
+from auditor.recording import keep_evidence
 from auditor.run import (
     NO_MATCHING_VM,
     RAW_DIR,
@@ -256,7 +257,10 @@ def merge_runs(
         (c for i in inputs for c in i.run.coverage.scopes),
         key=lambda c: (c.provider, c.account, c.region or ""),
     )
-    evidence = {sha: ev for i in inputs for sha, ev in i.run.evidence.items()}
+    evidence: dict[str, Evidence] = {}
+    for i in inputs:
+        for ev in i.run.evidence.values():
+            keep_evidence(evidence, ev)  # the same choice one unsharded run makes
     first = inputs[0].run
     run = AuditRun(
         tool=first.tool,

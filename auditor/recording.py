@@ -47,6 +47,29 @@ def _dumps(data: Any) -> str:
         return json.dumps(jsonable(data), ensure_ascii=False, separators=(",", ":"))
 
 
+def _where(evidence: Evidence) -> tuple[str, ...]:
+    return tuple(
+        value or ""
+        for value in (
+            evidence.provider,
+            evidence.account,
+            evidence.region,
+            evidence.ref,
+            evidence.call,
+            evidence.resource,
+        )
+    )
+
+
+def keep_evidence(store: dict[str, Evidence], evidence: Evidence) -> None:
+    """Add `evidence` to `store` (by sha256). Of two items with the same content (an image or
+    instance type seen in two accounts) the first by where it was read is kept, so a run's
+    evidence never depends on which scope, thread or worker finished first."""
+    kept = store.get(evidence.sha256)
+    if kept is None or _where(evidence) < _where(kept):
+        store[evidence.sha256] = evidence
+
+
 def raw_path(*parts: str) -> str:
     """A relative path in the replay layout; refuses components that could escape it."""
     for part in parts:
@@ -114,5 +137,5 @@ class EvidenceSink:
 
     def add(self, evidence: Evidence) -> str:
         with self._lock:
-            self.evidence.setdefault(evidence.sha256, evidence)
+            keep_evidence(self.evidence, evidence)
         return evidence.sha256

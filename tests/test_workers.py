@@ -215,3 +215,20 @@ def test_auto_workers(
 ) -> None:
     monkeypatch.setattr(os, "sched_getaffinity", lambda _pid: set(range(cores)), raising=False)
     assert auto_workers(scopes, concurrency) == expected
+
+
+def test_the_evidence_kept_for_a_content_does_not_depend_on_which_scope_finished_first() -> None:
+    from auditor.model import Evidence
+    from auditor.recording import keep_evidence
+
+    same = {"InstanceType": "m6a.large"}
+    a = Evidence.from_json(same, kind="api_resource", source="control_plane", account="1111")
+    b = Evidence.from_json(same, kind="api_resource", source="control_plane", account="4444")
+    assert a.sha256 == b.sha256
+    first: dict[str, Evidence] = {}
+    second: dict[str, Evidence] = {}
+    for item in (a, b):
+        keep_evidence(first, item)
+    for item in (b, a):
+        keep_evidence(second, item)
+    assert first[a.sha256].account == second[a.sha256].account == "1111"
