@@ -124,7 +124,7 @@ class Engine:
         self._references = {id(c): c.rule.references.flat() for c in self.rules}
         self._plans: dict[str, tuple[_Plan, ...]] = {}
         self._joined: dict[tuple[str, ...], str] = {}
-        self._memo: dict[tuple[str, str], _Case] = {}
+        self._memo: dict[tuple[str, Any], _Case] = {}  # (provider, _frozen fields) -> case
         self.cases = 0  # distinct sets of fields read seen so far (decisions worked out)
         self._defaults: dict[Party, PartyStatus] = {}
 
@@ -171,24 +171,18 @@ class Engine:
         lookup.
         """
         provider = vm.provider
-        if self._paths is None:
-            return _Case(self, self._run_rules(provider, cel.Context({"vm": vm.document})))
-        if not self.reuse:
-            fields = _prune(vm.document, self._paths)
-            return _Case(self, self._run_rules(provider, cel.Context({"vm": fields})))
+        if self._paths is None or not self.reuse:
+            return _Case(self, self._run_rules(provider, self.context(vm)))
         try:
             key = (provider, _frozen(vm.document, self._paths))
             case = self._memo.get(key)
         except TypeError:  # a value that cannot be hashed (not JSON): no reuse
-            fields = _prune(vm.document, self._paths)
-            return _Case(self, self._run_rules(provider, cel.Context({"vm": fields})))
+            return _Case(self, self._run_rules(provider, self.context(vm)))
         if case is None:
             self.cases += 1
             if len(self._memo) >= _MEMO_MAX:
                 self._memo.clear()
-            fields = _prune(vm.document, self._paths)
-            runs = self._run_rules(provider, cel.Context({"vm": fields}))
-            case = self._memo[key] = _Case(self, runs)
+            case = self._memo[key] = _Case(self, self._run_rules(provider, self.context(vm)))
         return case
 
     def evaluate(self, vm: Any) -> VMResult:

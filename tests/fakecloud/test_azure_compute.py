@@ -1,6 +1,6 @@
 """fakecloud's Azure handler against the real azure-mgmt-compute client over HTTP.
 
-The resources are the copied fixtures in tests/data/cloud (never /work/shared): five VMs in two
+The resources are the copied fixtures in tests/data/cloud (never ../shared): five VMs in two
 resource groups of one subscription and two in a second subscription, with disks, disk
 encryption sets, resource SKUs and a VM extension. Bearer auth over plain http uses the policy
 tweak of cloud_apis.md 4.3.

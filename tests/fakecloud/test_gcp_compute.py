@@ -1,6 +1,6 @@
 """fakecloud's GCP handler against the real google-cloud-compute client (REST transport).
 
-The instances are the copied fixtures in tests/data/cloud (never /work/shared), spread over
+The instances are the copied fixtures in tests/data/cloud (never ../shared), spread over
 several zones so that aggregatedList paging crosses zone boundaries.
 """
 
