@@ -25,7 +25,7 @@ from auditor.providers.base import (
 )
 from auditor.recording import EvidenceSink, keep_evidence
 from auditor.shard import Shard
-from auditor.workers import auto_workers, picklable
+from auditor.workers import NotPortable, auto_workers, pack_providers
 
 log = logging.getLogger(__name__)
 
@@ -194,12 +194,15 @@ def collect(
     results: list[ScopeResult] = []
     if not out.interrupted:
         count = auto_workers(len(work), concurrency) if processes is None else processes
-        why_not = picklable(providers) if count > 1 else None
-        if why_not is not None:
-            log.warning("collecting in this process: providers cannot go to workers (%s)", why_not)
-        if count > 1 and len(work) > 1 and why_not is None:
+        packed: bytes | None = None
+        if count > 1 and len(work) > 1:
+            try:
+                packed = pack_providers(providers)
+            except NotPortable as err:
+                log.warning("collecting in this process: providers cannot go to workers (%s)", err)
+        if packed is not None:
             out.interrupted = _in_workers(
-                providers, work, sink, concurrency, count, listener, results
+                providers, packed, work, sink, concurrency, count, listener, results
             )
         else:
             out.interrupted = _in_threads(providers, work, sink, concurrency, listener, results)
@@ -281,6 +284,7 @@ def _in_threads(
 
 def _in_workers(
     providers: Sequence[Provider],
+    packed: bytes,
     work: Sequence[tuple[Provider, ScopeKey]],
     sink: EvidenceSink,
     concurrency: int,
@@ -295,7 +299,9 @@ def _in_workers(
         results.append(result)
         listener.scope_done(result)
 
-    run = collect_in_workers(providers, work, sink.raw_dir, concurrency, processes, sink.add, keep)
+    run = collect_in_workers(
+        providers, packed, work, sink.raw_dir, concurrency, processes, sink.add, keep
+    )
     if run.none_started and not run.interrupted:  # nothing was read: read it here instead
         log.warning("collecting in this process: no worker started (%s)", "; ".join(run.why))
         return _in_threads(providers, work, sink, concurrency, listener, results)

@@ -52,7 +52,7 @@ from auditor.providers.base import (
 SCOPES_PER_WORKER = 8
 #: Workers chosen by default at most: beyond this the API's rate limits, not the CPU, bind.
 MAX_AUTO_WORKERS = 4
-#: How often the parent, waiting, looks for workers that died.
+#: How long the parent waits for a reply at a time (a worker's death arrives as a reply too).
 _POLL_S = 0.2
 #: Parent -> worker: a scope's index, or one of these.
 _END, _STOP = "end", "stop"
@@ -65,13 +65,17 @@ def auto_workers(scopes: int, concurrency: int) -> int:
     return max(1, min(cores or 1, MAX_AUTO_WORKERS, scopes // SCOPES_PER_WORKER, concurrency // 2))
 
 
-def picklable(providers: Sequence[Provider]) -> str | None:
-    """None if the providers can be sent to workers, else why not (they then run in threads)."""
+class NotPortable(Exception):
+    """Providers that cannot be sent to workers (a custom one holding a lock, say): the scan
+    then reads their scopes in threads of its own process."""
+
+
+def pack_providers(providers: Sequence[Provider]) -> bytes:
+    """The providers as every worker receives them, pickled once for all of them."""
     try:
-        pickle.dumps(list(providers))
+        return pickle.dumps(list(providers), protocol=pickle.HIGHEST_PROTOCOL)
     except Exception as err:  # any provider type of a user's: say why, do not fail the scan
-        return f"{type(err).__name__}: {err}"
-    return None
+        raise NotPortable(f"{type(err).__name__}: {err}") from err
 
 
 @dataclass
@@ -105,6 +109,7 @@ class _Worker:
 
 def collect_in_workers(
     providers: Sequence[Provider],
+    packed: bytes,
     work: Sequence[tuple[Provider, ScopeKey]],
     raw_dir: Path | None,
     concurrency: int,
@@ -114,6 +119,7 @@ def collect_in_workers(
 ) -> WorkerRun:
     """Read `work` in `processes` worker processes; see the module docstring.
 
+    `packed` is `pack_providers(providers)`: what the workers unpickle.
     `on_evidence` receives every evidence item of a finished scope before `on_result` receives
     the scope. Interrupted (KeyboardInterrupt), the workers are stopped and waited for, the
     finished scopes are returned with `interrupted` set; the caller names the others.
@@ -127,7 +133,7 @@ def collect_in_workers(
     session = _Session(items, workers, inbox, on_evidence, on_result)
     try:
         for worker in workers:
-            worker.send((list(providers), items, raw_dir, max(1, shares[worker.k])))
+            worker.send((packed, items, raw_dir, max(1, shares[worker.k])))
         session.run()
     except KeyboardInterrupt:
         session.run_result.interrupted = True
@@ -303,7 +309,8 @@ def worker_main(requests: IO[bytes], replies_stream: IO[bytes]) -> int:
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
     replies = _Replies(replies_stream)
     try:
-        providers, items, raw_dir, share = pickle.load(requests)
+        packed, items, raw_dir, share = pickle.load(requests)
+        providers = pickle.loads(packed)
         from auditor.collect import StoppableSink, collect_scope
 
         calls = CallPool(share)

@@ -27,7 +27,7 @@ from auditor.providers.azure import AzureProvider
 from auditor.providers.base import Plan, ScopeKey, ScopeResult
 from auditor.providers.gcp import GcpProvider
 from auditor.recording import EvidenceSink
-from auditor.workers import auto_workers, picklable
+from auditor.workers import NotPortable, auto_workers, pack_providers
 from tests.conftest import DEMO_FLEET
 
 
@@ -173,7 +173,8 @@ def test_providers_that_cannot_travel_are_read_here_and_say_so(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     provider = LockedProvider(20)
-    assert picklable([provider]) is not None
+    with pytest.raises(NotPortable, match="lock"):
+        pack_providers([provider])
     with caplog.at_level(logging.WARNING, logger="auditor.collect"):
         out = collect([provider], EvidenceSink(), concurrency=4, processes=2)
     assert out.coverage.complete and len(out.coverage.scopes) == 20
