@@ -735,6 +735,8 @@ class ReverifyReport:
     notes: list[str] = field(default_factory=list)
     inputs: dict[str, Any] = field(default_factory=dict)
     reproduced: AuditRun | None = field(default=None, repr=False)
+    #: One line: which trust inputs this reverify used (its own pins only, or the bundle's).
+    trust: str = ""
 
     @property
     def ok(self) -> bool:
@@ -755,6 +757,7 @@ class ReverifyReport:
             "differences": [d.as_dict() for d in self.differences],
             "notes": list(self.notes),
             "inputs": dict(self.inputs),
+            "trust": self.trust,
         }
 
 
@@ -765,17 +768,28 @@ def reverify(
     maa_jwks: Path | None = None,
     rules: Sequence[Path] = (),
     log_window_days: int | None = None,
+    trust_bundle_inputs: bool = False,
+    key_broker_keys: Sequence[Path] = (),
+    reference_measurements: Sequence[tuple[str, str]] | None = None,
+    nonce_state: Path | None = None,
+    tcb_table: Path | None = None,
+    endorsement_root: Path | None = None,
+    demo_trust_anchor: Path | None = None,
 ) -> ReverifyReport:
     """Re-run verification and evaluation from the bundle alone and compare with result.json.
 
     The bundle's `raw/` is served by fakecloud on 127.0.0.1, its `evidence/guest/` is the guest
-    evidence, and MAA keys are never fetched, so nothing leaves the machine; the judging time
-    is the recorded one (raw/replay.json). Inputs come from the stored run: MAA issuer pins
-    (`scope.maa_issuers`), MAA keys (`scope.maa_jwks`, a file in the bundle) and rule packs
-    (built-in ones by name, custom ones found by SHA-256 in `evidence/rules/`, at their
-    recorded path, or in `rules`). The arguments override what is recorded; `log_window_days`
-    is not recorded by runs yet and defaults to the scan default (30).
-    Raises BundleError when the bundle cannot be re-run at all.
+    evidence, nothing is fetched, and the judging time is the recorded one (raw/replay.json).
+
+    What is trusted: always this tool's own pinned vendor roots (AMD, Intel, Google, Microsoft);
+    vendor certificates kept in the bundle count only as they chain to those pins. The owner's
+    inputs (key-broker keys, reference measurements, the nonce state, a TCB table, the
+    endorsement root, the demo trust anchor, MAA issuer pins and keys) decide verdicts too, and
+    a bundle can carry any of them, so they are taken from the bundle only with
+    `trust_bundle_inputs=True`; otherwise only those given here are used, and a verdict that
+    needed another one does not reproduce. `report.trust` says in one line which was done.
+    Rule packs are found by the SHA-256 the run recorded. Raises BundleError when the bundle
+    cannot be re-run at all.
     """
     run_dir = Path(run_dir)
     try:
@@ -783,31 +797,42 @@ def reverify(
     except (OSError, ValueError) as err:
         raise BundleError(f"{run_dir / RESULT_FILE}: not a readable run: {err}") from err
     notes: list[str] = []
-    issuers = list(maa_issuers) if maa_issuers is not None else list(recorded.scope.maa_issuers)
-    jwks = maa_jwks if maa_jwks is not None else _recorded_jwks(run_dir, recorded, notes)
     guest = run_dir / GUEST_DIR
     custom = _custom_packs(run_dir, recorded, rules, notes)
-    kwargs: dict[str, Any] = {}
-    if log_window_days is not None:
-        kwargs["log_window_days"] = log_window_days
-    inputs: dict[str, Any] = {
-        "maa_issuers": issuers,
-        "maa_jwks": str(jwks) if jwks else None,
-        "guest_evidence": str(guest) if guest.is_dir() else None,
-        "rules": [str(p) for p in custom],
-        "log_window_days": log_window_days,
-    }
+    given = _Given(
+        maa_issuers=list(maa_issuers) if maa_issuers is not None else None,
+        maa_jwks=maa_jwks,
+        key_broker_keys=list(key_broker_keys),
+        reference_measurements=(
+            list(reference_measurements) if reference_measurements is not None else None
+        ),
+        nonce_state=nonce_state,
+        tcb_table=tcb_table,
+        endorsement_root=endorsement_root,
+        demo_trust_anchor=demo_trust_anchor,
+    )
     state = tempfile.TemporaryDirectory(prefix="ccaudit-reverify-")
-    kwargs.update(_recorded_trust(run_dir, recorded, Path(state.name), notes))
     try:
+        kwargs, trust, used = _trust_inputs(
+            run_dir, recorded, given, trust_bundle_inputs, Path(state.name), notes
+        )
+        if log_window_days is not None:
+            kwargs["log_window_days"] = log_window_days
+        inputs: dict[str, Any] = {
+            "maa_issuers": kwargs["maa_issuers"],
+            "maa_jwks": str(kwargs["maa_jwks"]) if kwargs["maa_jwks"] else None,
+            "guest_evidence": str(guest) if guest.is_dir() else None,
+            "rules": [str(p) for p in custom],
+            "log_window_days": log_window_days,
+            "trust_bundle_inputs": trust_bundle_inputs,
+            "owner_inputs": used,
+        }
         fresh = scan(
             list(recorded.scope.providers),
             replay=run_dir,
             regions=list(recorded.scope.regions) or None,
             rules=custom,
             guest_evidence=guest if guest.is_dir() else None,
-            maa_issuers=issuers,
-            maa_jwks=jwks,
             maa_fetch_keys=False,
             run_id=recorded.run_id,
             **kwargs,
@@ -822,48 +847,101 @@ def reverify(
             f"{fresh.tool.version}"
         )
     notes.extend(_anchor_notes(run_dir))
-    report = ReverifyReport(
+    judged = fresh.judged_at or recorded.judged_at
+    if judged is not None:
+        notes.append(f"judged at the recording time {judged.isoformat()}, not today")
+    return ReverifyReport(
         run_id=recorded.run_id,
         vms=len(recorded.vms),
         differences=compare_runs(recorded, fresh),
         notes=notes,
         inputs=inputs,
         reproduced=fresh,
+        trust=trust,
     )
-    return report
 
 
-def _recorded_trust(run_dir: Path, run: AuditRun, state: Path, notes: list[str]) -> dict[str, Any]:
-    """Guest-evidence trust as recorded: references, bundled keys and anchors, nonce state."""
+@dataclass
+class _Given:
+    """Owner inputs given to reverify directly (None or empty: not given)."""
+
+    maa_issuers: list[str] | None
+    maa_jwks: Path | None
+    key_broker_keys: list[Path]
+    reference_measurements: list[tuple[str, str]] | None
+    nonce_state: Path | None
+    tcb_table: Path | None
+    endorsement_root: Path | None
+    demo_trust_anchor: Path | None
+
+
+def _trust_inputs(
+    run_dir: Path,
+    run: AuditRun,
+    given: _Given,
+    from_bundle: bool,
+    state: Path,
+    notes: list[str],
+) -> tuple[dict[str, Any], str, list[str]]:
+    """scan() arguments for the owner's inputs, the one-line trust statement, the inputs used."""
     collateral = run_dir / COLLATERAL_DIR
-    out: dict[str, Any] = {
-        "reference_measurements": [
-            (r["name"], r["measurement"]) for r in run.scope.reference_measurements
-        ],
-        "nonce_state": state,
-        "offline": True,
-    }
-    nonces = collateral / NONCE_COLLATERAL
-    if nonces.is_file():
-        shutil.copy(nonces, state / NONCE_COLLATERAL)
-    elif run.scope.guest_evidence:
-        notes.append("the nonce state is not in the bundle: guest evidence will read as stale")
+    out: dict[str, Any] = {"nonce_state": state, "offline": True}
+    used: list[str] = []
     vceks = sorted((collateral / "amd-vcek").glob("*.der"))
-    if vceks:  # AMD KDS certificates the scan fetched: served from the cache, never refetched
+    if vceks:  # AMD KDS certificates: they must still chain to the pinned AMD roots
         (state / "cache").mkdir(parents=True, exist_ok=True)
         for der in vceks:
             shutil.copy(der, state / "cache" / der.name)
+
+    def pick(name: str, mine: Any, bundled: Any) -> Any:
+        if mine not in (None, []):
+            used.append(f"{name} (given)")
+            return mine
+        if from_bundle and bundled not in (None, []):
+            used.append(f"{name} (from the bundle)")
+            return bundled
+        return None
+
+    out["maa_issuers"] = pick("MAA issuer pins", given.maa_issuers, run.scope.maa_issuers) or []
+    out["maa_jwks"] = pick("MAA signing keys", given.maa_jwks, _recorded_jwks(run_dir, run, notes))
+    recorded_refs = [(r["name"], r["measurement"]) for r in run.scope.reference_measurements]
+    out["reference_measurements"] = (
+        pick("reference measurements", given.reference_measurements, recorded_refs) or []
+    )
     brokers = sorted((collateral / "key-broker").glob("*.pem"))
-    if brokers:
-        out["key_broker_keys"] = brokers
-    if run.scope.demo_trust_anchor:
-        out["demo_trust_anchor"] = collateral / "demo-trust-anchor"
-        notes.append("the run trusted the demo trust anchor (not AMD); so does this reverify")
-    if (collateral / "tcb-table.yaml").is_file():
-        out["tcb_table"] = collateral / "tcb-table.yaml"
-    if (collateral / "endorsement-root.pem").is_file():
-        out["endorsement_root"] = collateral / "endorsement-root.pem"
-    return out
+    out["key_broker_keys"] = pick("key-broker keys", given.key_broker_keys, brokers) or []
+    bundled_nonces = collateral / NONCE_COLLATERAL
+    nonce_file = pick(
+        "nonce state",
+        given.nonce_state / NONCE_COLLATERAL if given.nonce_state else None,
+        bundled_nonces if bundled_nonces.is_file() else None,
+    )
+    if nonce_file is not None and Path(nonce_file).is_file():
+        shutil.copy(nonce_file, state / NONCE_COLLATERAL)
+    elif run.scope.guest_evidence:
+        notes.append("no nonce state used: guest evidence reads as stale, so it raises nothing")
+    demo = collateral / "demo-trust-anchor" if run.scope.demo_trust_anchor else None
+    out["demo_trust_anchor"] = pick("the demo trust anchor", given.demo_trust_anchor, demo)
+    if out["demo_trust_anchor"] is not None:
+        notes.append("the demo trust anchor (not AMD) is trusted by this reverify")
+    tcb = collateral / "tcb-table.yaml"
+    out["tcb_table"] = pick("TCB table", given.tcb_table, tcb if tcb.is_file() else None)
+    root = collateral / "endorsement-root.pem"
+    out["endorsement_root"] = pick(
+        "endorsement root", given.endorsement_root, root if root.is_file() else None
+    )
+    what = ", ".join(used) if used else "none"
+    if from_bundle:
+        trust = (
+            "reproduced with the owner inputs shipped in the bundle (--trust-bundle-inputs) "
+            f"beside this tool's own pinned roots: {what}; not an independent verification"
+        )
+    else:
+        trust = (
+            f"independent: this tool's own pinned roots; owner inputs used: {what}; the "
+            "bundle's own were not trusted (give them, or --trust-bundle-inputs)"
+        )
+    return out, trust, used
 
 
 def _recorded_jwks(run_dir: Path, run: AuditRun, notes: list[str]) -> Path | None:

@@ -791,15 +791,72 @@ def bundle_verify(
 @app.command("reverify")
 def reverify_cmd(
     run_dir: Annotated[Path, typer.Argument(help="A stored run directory.")],
+    trust_bundle_inputs: Annotated[
+        bool,
+        typer.Option(
+            "--trust-bundle-inputs",
+            help="Also trust the owner inputs the bundle carries (key-broker keys, reference "
+            "measurements, nonce state, TCB table, endorsement root, demo anchor, MAA pins "
+            "and keys): the result is then 'reproduced', not independently verified.",
+        ),
+    ] = False,
+    key_broker_key: Annotated[
+        list[Path] | None,
+        typer.Option("--key-broker-key", help="PEM public key of your key broker (repeatable)."),
+    ] = None,
+    reference_measurement: Annotated[
+        list[str] | None,
+        typer.Option("--reference-measurement", help="Launch measurement you trust, NAME=HEX."),
+    ] = None,
+    state: Annotated[
+        Path | None,
+        typer.Option("--state", help="Your audit state directory (the nonces you issued)."),
+    ] = None,
+    tcb_table: Annotated[
+        Path | None, typer.Option("--tcb-table", help="Your minimum-TCB table (YAML).")
+    ] = None,
+    endorsement_root: Annotated[
+        Path | None, typer.Option("--endorsement-root", help="GCE endorsement root (PEM).")
+    ] = None,
+    demo_trust_anchor: Annotated[
+        Path | None,
+        typer.Option("--demo-trust-anchor", metavar="DIR", help="Demo only: the demo chain."),
+    ] = None,
+    maa_issuer: Annotated[
+        list[str] | None, typer.Option("--maa-issuer", help="MAA issuer URL to trust.")
+    ] = None,
+    maa_jwks: Annotated[
+        Path | None, typer.Option("--maa-jwks", help="That issuer's signing keys (JWKS).")
+    ] = None,
 ) -> None:
-    """Re-run verification and evaluation offline from the bundle and compare. Exit 1 if differs."""
+    """Re-run verification and evaluation offline from the bundle and compare. Exit 1 if differs.
+
+    It trusts this tool's own pinned vendor roots. The owner's inputs (key-broker keys,
+    reference measurements, nonce state, ...) decide verdicts too; the bundle's own copies are
+    used only with --trust-bundle-inputs, otherwise only what you give here. The first line says
+    which.
+    """
     from auditor.bundle import BundleError, reverify
+    from auditor.verify.options import HardwareOptionError, parse_reference
 
     try:
-        report = reverify(run_dir)
-    except (BundleError, ScanError, RulePackError) as err:
+        refs = [parse_reference(r) for r in reference_measurement or []]
+        report = reverify(
+            run_dir,
+            trust_bundle_inputs=trust_bundle_inputs,
+            key_broker_keys=key_broker_key or [],
+            reference_measurements=refs or None,
+            nonce_state=state,
+            tcb_table=tcb_table,
+            endorsement_root=endorsement_root,
+            demo_trust_anchor=demo_trust_anchor,
+            maa_issuers=maa_issuer or None,
+            maa_jwks=maa_jwks,
+        )
+    except (BundleError, ScanError, RulePackError, HardwareOptionError) as err:
         raise _fail(str(err)) from err
     console = Console()
+    console.print(f"trust: {report.trust}", highlight=False)
     for note in report.notes:
         console.print(f"note: {note}", highlight=False)
     if report.ok:

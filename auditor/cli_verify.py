@@ -1,9 +1,19 @@
 """`ccaudit verify ...`: check one piece of hardware evidence by hand, for investigators.
 
 Reads a report or quote in whatever encoding it comes (raw, hex, base64), runs the same verifier
-the scan uses, and prints every check with its reason. Exit codes: 0 the evidence verifies, 1 it
-does not, 2 the input is unusable (truncated, unknown format, unreadable file) with a one-line
-reason and no traceback.
+the scan uses, and prints every check with its reason.
+
+Exit codes, so that a CI gate on them passes only what the scan would accept:
+- 0: the evidence is authentic (signature and chain to pinned vendor roots), every binding asked
+  for holds (REPORT_DATA, measurement, and for `verify evidence` this VM and a fresh nonce),
+  *and* the policy holds: debug off, no migration agent, TCB known and not below the published
+  minimum;
+- 1: any of those fails or is unknown (the first line says which part: `authentic: yes,
+  policy: no (...)`);
+- 2: the input is unusable (truncated, unknown format, unreadable file, a certificate the
+  library refuses), with a one-line reason and no traceback.
+JSON keeps `valid` (authentic and the asked bindings hold), `policy_ok` (every check holds) and
+adds `authentic`, `passes` (the exit-0 condition) and, for `verify evidence`, `fresh`.
 """
 
 from __future__ import annotations
@@ -37,9 +47,14 @@ _POLICY = frozenset(
         "tcb_minimum",
         "td_debug",
         "tcb_status",
+        "td_migratable",
         "vmpl",
     }
 )
+
+
+#: Checks of what rides along with a report (they judge other parties): shown, never counted.
+_OTHER = ("key_release", "endorsement", "event_log")
 
 
 class OutputFormat(StrEnum):
@@ -90,6 +105,38 @@ def _valid(checks: Sequence[Check], authentic: bool) -> bool:
     return authentic and all(c.ok for c in asked)
 
 
+def _policy_holds(checks: Sequence[Check]) -> bool:
+    return all(c.ok for c in checks if c.name.split(".")[-1] in _POLICY)
+
+
+def _with_tcb(checks: Sequence[Check], what: str) -> list[Check]:
+    """A TCB that was not compared with a minimum is unknown, and unknown never passes."""
+    out = list(checks)
+    if not any(c.name.split(".")[-1] in ("tcb_minimum", "tcb_status") for c in out):
+        out.append(Check("tcb_status", False, f"TCB status unknown: {what}"))
+    return out
+
+
+def _verdict_line(
+    authentic: bool, checks: Sequence[Check], fresh: bool | None, show_fresh: bool
+) -> str:
+    """`authentic: yes, bindings: yes, policy: no (policy_debug), ...`: which part failed."""
+    failed = [c.name for c in checks if not c.ok]
+    policy = [n for n in failed if n.split(".")[-1] in _POLICY]
+    other = [n for n in failed if n.split(".")[0].startswith(_OTHER)]
+    bindings = [n for n in failed if n not in policy and n not in other and n != "nonce"]
+    parts = [f"authentic: {'yes' if authentic else 'no'}"]
+    if authentic:
+        parts.append("bindings: " + (f"no ({', '.join(bindings)})" if bindings else "yes"))
+    parts.append("policy: " + (f"no ({', '.join(policy)})" if policy else "yes"))
+    if show_fresh:
+        word = {True: "yes", False: "no", None: "not checked (give --state)"}[fresh]
+        parts.append(f"fresh: {word}")
+    if other:
+        parts.append(f"not counted: {', '.join(other)} failed")
+    return ", ".join(parts)
+
+
 def _emit(
     fmt: OutputFormat,
     kind: str,
@@ -97,22 +144,33 @@ def _emit(
     checks: Sequence[Check],
     facts: dict[str, Any],
     summary: str = "",
+    *,
+    authentic: bool,
+    passes: bool,
+    fresh: bool | None = None,
+    show_fresh: bool = False,
 ) -> None:
+    line = _verdict_line(authentic, checks, fresh, show_fresh)
     if fmt is OutputFormat.json:
         doc = {
             "kind": kind,
+            "passes": passes,
             "valid": valid,
+            "authentic": authentic,
             "policy_ok": all(c.ok for c in checks),
+            "verdict": line,
             "checks": [c.as_dict() for c in checks],
             **facts,
         }
+        if show_fresh:
+            doc["fresh"] = fresh
         if summary:
             doc["summary"] = summary
         typer.echo(json.dumps(doc, indent=2, sort_keys=False, default=str))
         return
     console = Console()
-    verdict = "[green]VERIFIES[/green]" if valid else "[red]DOES NOT VERIFY[/red]"
-    console.print(f"{kind}: {verdict}" + (f" - {summary}" if summary else ""))
+    verdict = "[green]PASSES[/green]" if passes else "[red]DOES NOT PASS[/red]"
+    console.print(f"{kind}: {verdict} ({line})" + (f" - {summary}" if summary else ""))
     table = Table(show_header=True, header_style="bold")
     table.add_column("check")
     table.add_column("ok")
@@ -128,22 +186,39 @@ def _emit(
             console.print(f"{key}: {json.dumps(facts[key], default=str)}")
 
 
-def _verdict(fmt: OutputFormat, kind: str, result: Any) -> int:
-    """Print a report/quote verifier's result; 0 when genuine and every asked binding holds."""
+def _verdict(fmt: OutputFormat, kind: str, result: Any, tcb_unknown: str) -> int:
+    """Print a report/quote verifier's result; 0 only when authentic, bound and policy holds."""
     if result.check("parse") is False:
         raise _Unusable(result.reason)
-    valid = _valid(result.checks, result.authentic)
-    _emit(fmt, kind, valid, result.checks, dict(result.facts))
-    return 0 if valid else 1
+    if getattr(result, "format_error", None):
+        raise _Unusable(str(result.format_error))
+    checks = _with_tcb(result.checks, tcb_unknown)
+    valid = _valid(checks, result.authentic)
+    passes = valid and _policy_holds(checks)
+    facts = dict(result.facts)
+    _emit(fmt, kind, valid, checks, facts, authentic=result.authentic, passes=passes)
+    return 0 if passes else 1
 
 
-def _run(action: Any) -> None:
+def _run(action: Any, fmt: OutputFormat = OutputFormat.text) -> None:
     try:
         code = action()
     except (_Unusable, EvidenceFormatError, HardwareOptionError) as err:
-        typer.echo(f"error: {err}", err=True)
+        _error(fmt, str(err))
+        raise typer.Exit(2) from None
+    except typer.Exit:
+        raise
+    except Exception as err:  # untrusted input a library refused in a way we did not foresee
+        _error(fmt, f"unusable input ({type(err).__name__}: {err})")
         raise typer.Exit(2) from None
     raise typer.Exit(code)
+
+
+def _error(fmt: OutputFormat, message: str) -> None:
+    """One line on stderr; with --format json also a JSON object on stdout."""
+    typer.echo(f"error: {message}", err=True)
+    if fmt is OutputFormat.json:
+        typer.echo(json.dumps({"error": message, "passes": False}))
 
 
 @verify_app.command("snp")
@@ -200,9 +275,9 @@ def verify_snp_cmd(
                 offline=offline,
             ),
         )
-        return _verdict(output, "sev-snp report", result)
+        return _verdict(output, "sev-snp report", result, "no minimum TCB for this product")
 
-    _run(action)
+    _run(action, output)
 
 
 @verify_app.command("tdx")
@@ -245,9 +320,9 @@ def verify_tdx_cmd(
                 ccel_data=_read(ccel, "a CCEL log") if ccel else None,
             ),
         )
-        return _verdict(output, "tdx quote", result)
+        return _verdict(output, "tdx quote", result, "no verified collateral (--collateral DIR)")
 
-    _run(action)
+    _run(action, output)
 
 
 @verify_app.command("evidence")
@@ -310,24 +385,42 @@ def verify_evidence_cmd(
             store = NonceStore(state / STORE_FILE)
             digest = hashlib.sha256(raw).hexdigest()
             vm_id = str(doc["vm"]["id"])
+            now = opts.at or datetime.now(UTC)  # freshness is judged at --at, like validity
 
             def check(nonce: str) -> tuple[bool, str]:
                 try:
-                    return store.check(nonce, vm_id, digest)
+                    return store.check(nonce, vm_id, digest, now=now)
                 except (OSError, ValueError) as err:  # corrupt or unreadable nonce state
                     return False, f"nonce state unusable: {err}"
 
             opts.nonce_check = check
         result = verify_guest_evidence(doc, opts)
         hardware = result.hardware
-        valid = bool(hardware.get("authentic") and hardware.get("bound"))
+        authentic = bool(hardware.get("authentic"))
+        valid = authentic and bool(hardware.get("bound"))
+        fresh = result.check("nonce") if state is not None else None
+        checks = _with_tcb(result.checks, "no minimum TCB or no TDX collateral")
+        valid = valid and result.check("identity") is not False
         if state is not None:
-            valid = valid and result.check("nonce") is True
+            valid = valid and fresh is True
+        # the key-release receipt and endorsement are reported, but judge other parties
+        passes = valid and fresh is True and _policy_holds(checks)
         facts = {"vm": doc.get("vm", {}).get("id"), "hardware": hardware, "guest": result.guest}
-        _emit(output, "guest evidence", valid, result.checks, facts, result.summary)
-        return 0 if valid else 1
+        _emit(
+            output,
+            "guest evidence",
+            valid,
+            checks,
+            facts,
+            result.summary,
+            authentic=authentic,
+            passes=passes,
+            fresh=fresh,
+            show_fresh=True,
+        )
+        return 0 if passes else 1
 
-    _run(action)
+    _run(action, output)
 
 
 @verify_app.command("endorsement")
@@ -370,10 +463,20 @@ def verify_endorsement_cmd(
             at=_at(at),
         )
         valid = result.ok
-        _emit(output, "gce launch endorsement", valid, result.checks, dict(result.facts))
+        facts = dict(result.facts)
+        authentic = result.check("signature") is not False and result.check("chain") is not False
+        _emit(
+            output,
+            "gce launch endorsement",
+            valid,
+            result.checks,
+            facts,
+            authentic=authentic,
+            passes=valid,
+        )
         return 0 if valid else 1
 
-    _run(action)
+    _run(action, output)
 
 
 measure_app = typer.Typer(

@@ -30,7 +30,9 @@ SECTIONS: dict[str, str] = {
     "chain_verified, identity_match, verified, reason}, event_log: {present, parsed, events, "
     "secure_boot}}",
     "image": "{id, name, owner_id, owner_alias, owned_by_account, boot_mode, tpm_support}",
-    "disks": "list of {id, device, boot, encrypted, custody, kms_key}",
+    "disks": "list of {id, device, boot, encrypted, custody, kms_key, lun (Azure data disks), "
+    "guest_encrypted and guest_device (from the verified guest evidence: a dm-crypt device in "
+    "the guest covers this disk)}",
     "metadata_service": "{enabled, tokens_required, hop_limit}",
     "console": "{serial_port_enabled}: provider-mediated consoles into the guest",
     "agents": "provider code in the guest: {vm_agent, extension_operations_allowed, "
@@ -38,12 +40,15 @@ SECTIONS: dict[str, str] = {
     "migration": "{live_migration, provider_controlled}: who can move the VM between hosts",
     "hardware": "hardware report from guest evidence, verified by this tool: {present, "
     "technology, authentic (vendor-signed, chain to pinned roots), bound (REPORT_DATA = this "
-    "audit's nonce and VM identity), fresh, verified (all three), trust_anchor, demo_anchor, "
-    "signer, product, debug, migrate_ma, smt, vmpl, measurement, measurement_matched (only "
-    "when references are given), measurement_reference, endorsement_verified, reported_tcb, "
-    "committed_tcb, tcb_below_minimum, tcb_bulletins, tcb_summary, caveat, reason}",
-    "guest": "guest-side facts from the evidence file: {evidence_file, disk_encryption: "
-    "{root_encrypted, devices}, key_release: {present, verified, broker, jurisdiction, "
+    "audit's nonce, VM identity and the guest's claims), fresh, verified (all three), "
+    "claims_bound, evidence_sha256, trust_anchor, demo_anchor, signer, product, debug, "
+    "migrate_ma (SNP MIGRATE_MA / TDX MIGRATABLE), smt, vmpl, measurement, measurement_matched "
+    "(only when references are given), measurement_reference, endorsement_verified, "
+    "reported_tcb, committed_tcb, tcb_current (absent when unknown), tcb_below_minimum, "
+    "tcb_bulletins, tcb_summary, caveat, reason}",
+    "guest": "the guest's claims, only from the one evidence file whose report verified and "
+    "covers them: {evidence_file, claims_used, disk_encryption: {root_encrypted, "
+    "all_disks_covered, devices}, key_release: {present, verified, broker, jurisdiction, "
     "reason}, kernel_cmdline, collection_errors}",
     "attestation": "what the provider's attestation service or logs say: {provider_verdict: "
     "none | passed | failed, source, launch: {integrity_passed, debug_enabled, ...}, boot}",

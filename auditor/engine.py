@@ -5,6 +5,13 @@ CLAIMED_EXCLUDED or EXCLUDED; a matching veto (effect CAN_ACCESS) forces CAN_ACC
 A rule whose inputs are missing is *undetermined*; it makes the party UNDETERMINED whenever its
 outcome could change the status: an undetermined veto when nothing vetoed, or an undetermined
 exclusion stronger than any that matched. No SDK, no network, no I/O here.
+
+Two guards hold whatever the packs say (DESIGN.md §2):
+- EXCLUDED only with verified hardware evidence: a rule whose effect is EXCLUDED is not even
+  run on a VM without the verify stage's proof (auditor/verify/proof.py).
+- Owner overrides are visible: a built-in veto that an owner's pack disables or replaces is
+  still evaluated; where it applies, the party's status names the override and is at most
+  CLAIMED_EXCLUDED, so an override never produces EXCLUDED by itself.
 """
 
 from __future__ import annotations
@@ -24,6 +31,7 @@ from auditor.model import (
     Finding,
     Gap,
     GdprReading,
+    OwnerOverride,
     Party,
     PartyStatus,
     Status,
@@ -32,6 +40,7 @@ from auditor.model import (
     unchecked_builder,
 )
 from auditor.rules.loader import CompiledRule, RulePack, RulePackError
+from auditor.verify.proof import has_verified_hardware
 
 _VM_FIELDS = tuple(VM.model_fields)
 _VM_NAME = re.compile(r"\bvm\b")
@@ -105,35 +114,73 @@ class Engine:
         self.packs = list(packs)
         self.reuse = reuse
         rules: dict[str, CompiledRule] = {}
+        builtin_vetoes: dict[str, CompiledRule] = {}
+        #: Built-in vetoes an owner's pack disabled or replaced: still run, to show the override.
+        shadow: dict[str, tuple[CompiledRule, OwnerOverride]] = {}
         self.party_defaults: dict[Party, str] = {}
         for pack in self.packs:
+            builtin = pack.ref.path.startswith("builtin:")
             for rid in pack.spec.disable:
                 if rid not in rules:
                     raise RulePackError(pack.ref.path, "disables a rule no earlier pack has", rid)
+                if not builtin and rid in builtin_vetoes:
+                    shadow[rid] = (
+                        builtin_vetoes[rid],
+                        _override(builtin_vetoes[rid], pack, "disabled"),
+                    )
                 del rules[rid]
             for compiled in pack.rules:
-                rules[compiled.rule.id] = compiled
+                rid = compiled.rule.id
+                if builtin and compiled.rule.is_veto:
+                    builtin_vetoes[rid] = compiled
+                elif (
+                    rid in builtin_vetoes and rid in rules and not _same_rule(compiled, rules[rid])
+                ):
+                    shadow[rid] = (
+                        builtin_vetoes[rid],
+                        _override(builtin_vetoes[rid], pack, "replaced"),
+                    )
+                rules[rid] = compiled
             for party, default in pack.spec.parties.items():
                 self.party_defaults[party] = default.reason
         self.rules: tuple[CompiledRule, ...] = tuple(rules.values())
+        self.shadow: tuple[CompiledRule, ...] = tuple(rule for rule, _ in shadow.values())
+        self.overrides: dict[str, OwnerOverride] = {rid: o for rid, (_, o) in shadow.items()}
+        self._override_words = {
+            rid: f"{o.rule_id} {o.action} by owner pack {o.pack} (sha256 {o.pack_sha256[:12]})"
+            for rid, o in self.overrides.items()
+        }
         # The CEL context is built once per VM from the fields the rules read (converting it
         # to CEL values is the costliest step per VM); the whole document when a rule reads
         # `vm` otherwise than by name.
-        self._read: frozenset[str] | None = _sections_read(self.rules)
-        self._paths: _Trie | None = _paths_read(self.rules) if self._read is not None else None
-        self._references = {id(c): c.rule.references.flat() for c in self.rules}
-        self._plans: dict[str, tuple[_Plan, ...]] = {}
+        read_by = self.rules + self.shadow
+        self._read: frozenset[str] | None = _sections_read(read_by)
+        self._paths: _Trie | None = _paths_read(read_by) if self._read is not None else None
+        self._references = {id(c): c.rule.references.flat() for c in read_by}
+        self._plans: dict[tuple[str, bool], tuple[_Plan, ...]] = {}
+        self._shadow_plans: dict[str, tuple[_Plan, ...]] = {}
         self._joined: dict[tuple[str, ...], str] = {}
-        self._memo: dict[tuple[str, Any], _Case] = {}  # (provider, _frozen fields) -> case
+        self._memo: dict[tuple[str, bool, Any], _Case] = {}  # (provider, proof, fields) -> case
         self.cases = 0  # distinct sets of fields read seen so far (decisions worked out)
         self._defaults: dict[Party, PartyStatus] = {}
 
-    def _plan(self, provider: str) -> tuple[_Plan, ...]:
-        plans = self._plans.get(provider)
+    def _plan(self, provider: str, proof: bool) -> tuple[_Plan, ...]:
+        """The rules that may run: without verified hardware evidence, no EXCLUDED rule."""
+        plans = self._plans.get((provider, proof))
         if plans is None:
-            plans = self._plans[provider] = tuple(
+            plans = self._plans[(provider, proof)] = tuple(
                 _Plan(c, provider, self._references[id(c)])
                 for c in self.rules
+                if c.rule.applies_to(provider) and (proof or c.rule.effect is not Status.EXCLUDED)
+            )
+        return plans
+
+    def _shadow_plan(self, provider: str) -> tuple[_Plan, ...]:
+        plans = self._shadow_plans.get(provider)
+        if plans is None:
+            plans = self._shadow_plans[provider] = tuple(
+                _Plan(c, provider, self._references[id(c)])
+                for c in self.shadow
                 if c.rule.applies_to(provider)
             )
         return plans
@@ -143,10 +190,10 @@ class Engine:
         doc = vm.document
         return cel.Context({"vm": doc if self._paths is None else _prune(doc, self._paths)})
 
-    def _run_rules(self, provider: str, ctx: Any) -> tuple[_Run, ...]:
-        """Every applicable rule on one context; rules that did not match are left out."""
+    def _run_rules(self, plans: tuple[_Plan, ...], ctx: Any) -> tuple[_Run, ...]:
+        """Every rule of `plans` on one context; rules that did not match are left out."""
         out: list[_Run] = []
-        for plan in self._plan(provider):
+        for plan in plans:
             try:
                 value = plan.compiled.program.execute(ctx)
             except KeyError as err:
@@ -171,19 +218,25 @@ class Engine:
         lookup.
         """
         provider = vm.provider
+        proof = has_verified_hardware(vm)
         if self._paths is None or not self.reuse:
-            return _Case(self, self._run_rules(provider, self.context(vm)))
+            return self._new_case(provider, proof, vm)
         try:
-            key = (provider, _frozen(vm.document, self._paths))
+            key = (provider, proof, _frozen(vm.document, self._paths))
             case = self._memo.get(key)
         except TypeError:  # a value that cannot be hashed (not JSON): no reuse
-            return _Case(self, self._run_rules(provider, self.context(vm)))
+            return self._new_case(provider, proof, vm)
         if case is None:
             self.cases += 1
             if len(self._memo) >= _MEMO_MAX:
                 self._memo.clear()
-            case = self._memo[key] = _Case(self, self._run_rules(provider, self.context(vm)))
+            case = self._memo[key] = self._new_case(provider, proof, vm)
         return case
+
+    def _new_case(self, provider: str, proof: bool, vm: Any) -> _Case:
+        ctx = self.context(vm)
+        shadow = self._run_rules(self._shadow_plan(provider), ctx) if self.shadow else ()
+        return _Case(self, self._run_rules(self._plan(provider, proof), ctx), shadow)
 
     def evaluate(self, vm: Any) -> VMResult:
         """Decide every party for one collected VM (an `auditor.model.VM`)."""
@@ -231,6 +284,7 @@ class Engine:
             party_status=statuses,
             findings=findings,
             gdpr=case.gdpr(vm, statuses, findings),
+            overrides=case.overrides,
         )
         return _new_result(result)
 
@@ -272,6 +326,7 @@ class Engine:
                     "reason": self.party_defaults.get(party, _DEFAULT_REASON),
                     "rules": [],
                     "evidence": [],
+                    "override": None,
                 },
             )
         return status
@@ -302,12 +357,15 @@ class _Case:
         "findings",
         "level",
         "level_reason",
+        "overrides",
         "parties",
         "runs",
         "undetermined",
     )
 
-    def __init__(self, engine: Engine, runs: tuple[_Run, ...]) -> None:
+    def __init__(
+        self, engine: Engine, runs: tuple[_Run, ...], shadow: tuple[_Run, ...] = ()
+    ) -> None:
         self.runs = runs
         self.undetermined: dict[int, str] = {}
         #: (plan, status, reason, the finding's fields but its evidence); reason None =
@@ -337,6 +395,26 @@ class _Case:
             self.findings.append((plan, status, reason, template))
             by_party.setdefault(plan.party, []).append((plan, matched))
         decisions = [engine._decide(p, by_party.get(p, [])) for p in Party]
+        overridden: dict[Party, list[tuple[_Plan, str]]] = {}
+        for plan, kind, _ in shadow:  # a disabled built-in veto that applies (or might) here
+            overridden.setdefault(plan.party, []).append((plan, kind))
+        notes: dict[Party, str] = {}
+        self.overrides: list[str] = []
+        for i, (party, status, plans, reason) in enumerate(decisions):
+            vetoes = overridden.get(party)
+            if not vetoes or status is Status.CAN_ACCESS:
+                continue  # no override applies, or the party can access anyway: no change
+            words = "; ".join(
+                engine._override_words[p.id]
+                + (" (it applies here)" if k is _MATCHED else " (it could not be evaluated here)")
+                for p, k in vetoes
+            )
+            notes[party] = words
+            self.overrides.extend(p.id for p, _ in vetoes if p.id not in self.overrides)
+            capped = Status.CLAIMED_EXCLUDED if status is Status.EXCLUDED else status
+            if reason is not None:
+                reason = f"{reason} Owner override: {words}; at most CLAIMED_EXCLUDED."
+            decisions[i] = (party, capped, plans, reason)
         #: (party, status, plans, reason, the status's fields but its evidence, or None when
         #: no rule decided it: the party's shared default status).
         self.decisions: list[
@@ -353,6 +431,7 @@ class _Case:
                     "reason": reason,
                     "rules": [plan.id for plan in plans],  # shared by the case's VMs: read-only
                     "evidence": None,
+                    "override": notes.get(party),
                 }
                 if plans
                 else None,
@@ -371,6 +450,28 @@ class _Case:
         if reading is None:
             reading = self._gdpr[vm.region] = gdpr_reading(vm, statuses, findings)
         return reading
+
+
+def _override(rule: CompiledRule, pack: RulePack, action: str) -> OwnerOverride:
+    return OwnerOverride(
+        rule_id=rule.rule.id,
+        party=rule.rule.party,
+        action=action,
+        pack=pack.ref.name,
+        pack_sha256=pack.ref.sha256,
+        title=rule.rule.title,
+    )
+
+
+def _same_rule(a: CompiledRule, b: CompiledRule) -> bool:
+    """Does a replacement keep the built-in veto as it was (same party, effect, condition)?"""
+    ra, rb = a.rule, b.rule
+    return (ra.party, ra.effect, ra.when, ra.providers) == (
+        rb.party,
+        rb.effect,
+        rb.when,
+        rb.providers,
+    )
 
 
 def _undetermined(plan: _Plan, kind: str, text: str | None, vm: Any) -> str:

@@ -17,7 +17,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from auditor.model import AuditRun, Coverage, Evidence, Gap, Scope, ScopeCoverage
+from auditor.model import AuditRun, Coverage, Evidence, Gap, OwnerOverride, Scope, ScopeCoverage
 from auditor.recording import keep_evidence
 from auditor.run import (
     NO_MATCHING_VM,
@@ -232,6 +232,20 @@ def _copy_tree(src: Path, dst: Path, rel_root: str, conflicts: list[str]) -> Non
         shutil.copyfile(path, target)
 
 
+def _merged_overrides(inputs: Sequence[_Input]) -> list[OwnerOverride]:
+    """One entry per overridden veto, with the VMs it changed in every shard."""
+    merged: dict[str, OwnerOverride] = {}
+    for item in inputs:
+        for override in item.run.owner_overrides:
+            seen = merged.get(override.rule_id)
+            merged[override.rule_id] = (
+                override
+                if seen is None
+                else seen.model_copy(update={"vms": seen.vms + override.vms})
+            )
+    return [merged[k] for k in sorted(merged)]
+
+
 def merge_runs(
     run_dirs: Sequence[str | Path],
     output: str | Path,
@@ -280,6 +294,8 @@ def merge_runs(
             key=lambda vm: (vm.provider, vm.account, vm.region, vm.id),
         ),
         evidence=dict(sorted(evidence.items())),
+        owner_overrides=_merged_overrides(inputs),
+        judged_at=first.judged_at,
     )
 
     conflicts: list[str] = []

@@ -296,6 +296,13 @@ class VM(_Model):
     document: dict[str, Any] = Field(default_factory=dict)
     evidence: dict[str, list[str]] = Field(default_factory=dict)
     gaps: list[Gap] = Field(default_factory=list)
+    hardware_evidence: str | None = Field(
+        default=None,
+        description="SHA-256 of the one guest evidence file whose hardware report verified "
+        "against pinned vendor roots, bound to this audit's nonce, this VM and the guest's "
+        "claims, and fresh: the only thing that lets a party be EXCLUDED (set by the verify "
+        "stage alone)",
+    )
 
     @property
     def key(self) -> str:
@@ -311,6 +318,12 @@ class PartyStatus(_Model):
     reason: str
     rules: list[str] = Field(default_factory=list)
     evidence: list[str] = Field(default_factory=list)
+    override: str | None = Field(
+        default=None,
+        description="an owner override that changed this status: a built-in veto the owner's "
+        "rule pack disabled or replaced, which applied here (the status is then at most "
+        "CLAIMED_EXCLUDED)",
+    )
 
 
 class Finding(_Model):
@@ -348,6 +361,10 @@ class VMResult(VM):
     party_status: dict[Party, PartyStatus]
     findings: list[Finding] = Field(default_factory=list)
     gdpr: GdprReading
+    overrides: list[str] = Field(
+        default_factory=list,
+        description="ids of built-in vetoes an owner override switched off where they applied",
+    )
 
 
 class RulePackRef(_Model):
@@ -358,6 +375,21 @@ class RulePackRef(_Model):
     sha256: str
     path: str
     rules: int
+
+
+class OwnerOverride(_Model):
+    """A built-in veto the owner's rule pack disabled or replaced: a visible owner decision.
+
+    It never yields EXCLUDED: a party whose overridden veto applies is at most CLAIMED_EXCLUDED.
+    """
+
+    rule_id: str
+    party: Party
+    action: str = Field(description="`disabled` or `replaced`")
+    pack: str
+    pack_sha256: str
+    title: str = ""
+    vms: int = Field(default=0, description="VMs whose verdict the override changed")
 
 
 class ScopeCoverage(_Model):
@@ -433,6 +465,15 @@ class AuditRun(_Model):
     coverage: Coverage
     vms: list[VMResult]
     evidence: dict[str, Evidence] = Field(default_factory=dict)
+    owner_overrides: list[OwnerOverride] = Field(
+        default_factory=list,
+        description="built-in vetoes the owner's rule packs disabled or replaced",
+    )
+    judged_at: datetime | None = Field(
+        default=None,
+        description="the time evidence was judged at (validity, freshness, log windows): the "
+        "scan time, or a replay's recording time",
+    )
 
     def level_counts(self) -> dict[Level, int]:
         counts = dict.fromkeys(Level, 0)

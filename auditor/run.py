@@ -18,7 +18,7 @@ from pathlib import Path
 from auditor._version import __version__
 from auditor.collect import ProgressListener, StoppableSink, collect
 from auditor.engine import Engine, evaluate_all
-from auditor.model import AuditRun, Gap, Scope, ToolInfo, utcnow
+from auditor.model import AuditRun, Gap, OwnerOverride, Scope, ToolInfo, VMResult, utcnow
 from auditor.providers.base import Provider
 from auditor.providers.guest import import_guest_evidence
 from auditor.shard import Shard
@@ -150,12 +150,26 @@ def run_audit(
         coverage=collection.coverage,
         vms=results,
         evidence=dict(sorted(sink.evidence.items())),
+        owner_overrides=_overrides_used(engine, results),
+        judged_at=at,
     )
     if run_dir is not None:
         write_run(run, run_dir)
     if collection.interrupted:
         raise ScanInterrupted(run, run_dir)
     return run
+
+
+def _overrides_used(engine: Engine, results: Sequence[VMResult]) -> list[OwnerOverride]:
+    """The owner's overrides of built-in vetoes, each with the number of VMs it changed."""
+    counts: dict[str, int] = {}
+    for vm in results:
+        for rule_id in vm.overrides:
+            counts[rule_id] = counts.get(rule_id, 0) + 1
+    return [
+        override.model_copy(update={"vms": counts.get(rule_id, 0)})
+        for rule_id, override in sorted(engine.overrides.items())
+    ]
 
 
 def _in_shard_words(gap: Gap, shard: Shard) -> Gap:

@@ -364,8 +364,11 @@ def test_reverify_makes_no_lookup_at_all(run: Path, no_network: list[Any]) -> No
 
 def test_reverify_reproduces_a_demo_run(run: Path, no_network: list[Any]) -> None:
     _seal(run)
-    report = reverify(run)
+    report = reverify(run, trust_bundle_inputs=True)
     assert report.ok, [str(d) for d in report.differences]
+    assert report.trust.startswith("reproduced with the owner inputs shipped in the bundle")
+    assert "MAA issuer pins (from the bundle)" in report.trust
+    assert any("judged at the recording time 2026-11-22" in n for n in report.notes)
     assert report.vms == len(load_run(run).vms) > 0
     assert report.inputs["maa_issuers"] == [MAA_ISSUER]
     assert report.inputs["maa_jwks"] == str(run / "evidence/collateral/maa-jwks.json")
@@ -379,7 +382,7 @@ def test_reverify_shows_a_tampered_level(run: Path, no_network: list[Any]) -> No
     vm["level"] = "L3"
     (run / "result.json").write_text(json.dumps(doc, indent=2))
     key = f"aws/{vm['account']}/{vm['region']}/{vm['id']}"
-    report = reverify(run)
+    report = reverify(run, trust_bundle_inputs=True)
     assert not report.ok
     assert [(d.vm, d.aspect, d.recorded, d.reproduced) for d in report.differences] == [
         (key, "level", "L3", "L1")
@@ -387,12 +390,20 @@ def test_reverify_shows_a_tampered_level(run: Path, no_network: list[Any]) -> No
     assert list(report.by_vm()) == [key]
 
 
-def test_reverify_without_the_maa_pins_differs_on_that_vm(run: Path) -> None:
-    """The recorded issuer pins matter: overriding them changes the Azure VM with a token."""
-    report = reverify(run, maa_issuers=[])
+def test_reverify_trusts_only_its_own_pins_unless_told(run: Path) -> None:
+    """The MAA pins and keys inside the bundle are owner inputs: not trusted by default, so the
+    Azure VM whose token they verified does not reproduce; given explicitly, it does."""
+    report = reverify(run)
     assert not report.ok
     assert list(report.by_vm()) == [next(k for k in report.by_vm() if k.endswith(MAA_VM))]
     assert any(d.aspect == "level" for d in report.differences)
+    assert report.trust == (
+        "independent: this tool's own pinned roots; owner inputs used: none; the bundle's own "
+        "were not trusted (give them, or --trust-bundle-inputs)"
+    )
+    given = reverify(run, maa_issuers=[MAA_ISSUER], maa_jwks=DEMO_FLEET / "maa-demo-jwks.json")
+    assert given.ok, [str(d) for d in given.differences]
+    assert "MAA issuer pins (given)" in given.trust and "MAA signing keys (given)" in given.trust
 
 
 def test_reverify_of_a_directory_without_a_run(tmp_path: Path) -> None:

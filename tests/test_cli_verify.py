@@ -1,7 +1,9 @@
 """`ccaudit verify snp|tdx|evidence` and `ccaudit measure snp`: the investigator's contract.
 
-JSON keys, exit codes (0 verifies, 1 does not, 2 unusable input with one line and no
-traceback) and encoding detection (raw, hex, base64), on the real vectors.
+JSON keys, exit codes (0 authentic, bound and the policy holds, and fresh for evidence; 1 any
+of those fails or is unknown; 2 unusable input with one line and no traceback) and encoding
+detection (raw, hex, base64), on the real vectors. Every time is passed in (`--at`): nothing
+here depends on today's date.
 """
 
 from __future__ import annotations
@@ -18,6 +20,8 @@ from auditor.cli import app
 runner = CliRunner()
 DATA = Path(__file__).parent / "data" / "vectors"
 FLEET = Path(__file__).resolve().parent.parent / "examples" / "demo-fleet"
+#: When the demo fleet is judged (its replay.json): the demo nonces are fresh then.
+DEMO_AT = "2026-11-22T00:00:00+00:00"
 SNP = DATA / "go-sev-guest" / "attestation.bin"
 VCEK = DATA / "go-sev-guest" / "vcek.testcer"
 
@@ -30,9 +34,13 @@ def _json(args: list[str]) -> tuple[int, dict[str, object]]:
 
 def test_snp_json_contract_on_the_go_sev_guest_report() -> None:
     code, doc = _json(["verify", "snp", str(SNP), "--cert", str(VCEK), "--at", "none"])
-    assert code == 0
-    assert doc["valid"] is True
-    assert doc["policy_ok"] is False  # DEBUG=1 and an old TCB are reported, not hidden
+    # genuine, but DEBUG=1 and an old TCB: a gate on the exit code must not pass it
+    assert code == 1
+    assert doc["valid"] is True and doc["authentic"] is True
+    assert doc["policy_ok"] is False and doc["passes"] is False
+    assert doc["verdict"] == (
+        "authentic: yes, bindings: yes, policy: no (policy_debug, tcb_minimum)"
+    )
     checks = {c["name"]: c for c in doc["checks"]}  # type: ignore[attr-defined]
     assert checks["signature"]["ok"] and checks["chain"]["ok"]
     assert checks["policy_debug"]["ok"] is False
@@ -58,7 +66,8 @@ def test_snp_report_encodings_are_detected(tmp_path: Path, encoding: str) -> Non
     path = tmp_path / f"report.{encoding}"
     path.write_text(text + "\n")
     code, doc = _json(["verify", "snp", str(path), "--cert", str(VCEK), "--at", "none"])
-    assert code == 0 and doc["valid"] is True
+    assert doc["valid"] is True and doc["authentic"] is True
+    assert code == 1 and "policy: no" in str(doc["verdict"])  # the same DEBUG=1 report
 
 
 def test_virtee_hex_report_with_chain() -> None:
@@ -75,7 +84,8 @@ def test_virtee_hex_report_with_chain() -> None:
             "none",
         ]
     )
-    assert code == 0 and doc["valid"] is True
+    assert doc["valid"] is True
+    assert code == 1 and doc["verdict"] == "authentic: yes, bindings: yes, policy: no (tcb_minimum)"
 
 
 def test_flipped_byte_does_not_verify(tmp_path: Path) -> None:
@@ -125,9 +135,13 @@ def test_tdx_quote_with_ccel_and_nonce() -> None:
     args = ["verify", "tdx", str(tdx / "cos-113-tdx-quote.dat"), "--report-data", nonce]
     args += ["--ccel", str(tdx / "ccel_data.dat"), "--at", "none"]
     code, doc = _json(args)
-    assert code == 0 and doc["valid"] is True
-    names = {c["name"]: c["ok"] for c in doc["checks"]}  # type: ignore[attr-defined]
-    assert names["rtmr_replay"] and names["quote_signature"] and names["td_debug"]
+    assert doc["valid"] is True
+    names = {c["name"]: c for c in doc["checks"]}  # type: ignore[attr-defined]
+    assert names["rtmr_replay"]["ok"] and names["quote_signature"]["ok"]
+    assert names["td_debug"]["ok"] and names["td_migratable"]["ok"]
+    # without collateral the TCB status is unknown, and unknown never passes a gate
+    assert code == 1 and names["tcb_status"]["ok"] is False
+    assert "no verified collateral" in names["tcb_status"]["reason"]
 
 
 def test_tdx_collateral_reports_tcb_status() -> None:
@@ -143,7 +157,8 @@ def test_tdx_collateral_reports_tcb_status() -> None:
             "2023-07-01T00:00:00",
         ]
     )
-    assert code == 0 and doc["valid"] is True  # genuine; its TCB status is a policy finding
+    assert doc["valid"] is True  # genuine; its TCB status is a policy finding
+    assert code == 1 and "policy: no (tcb_status)" in str(doc["verdict"])
     checks = {c["name"]: c for c in doc["checks"]}  # type: ignore[attr-defined]
     assert checks["tcb_status"]["ok"] is False
     assert "no matching TCB level" in checks["tcb_status"]["reason"]
@@ -152,7 +167,8 @@ def test_tdx_collateral_reports_tcb_status() -> None:
 def test_evidence_file_bound_with_the_demo_anchor(tmp_path: Path) -> None:
     evidence = FLEET / "guest-evidence" / "eu-hr-db.json"
     state = FLEET / "audit-state"
-    code, doc = _json(["verify", "evidence", str(evidence), "--state", str(state)])
+    at = ["--at", DEMO_AT]
+    code, doc = _json(["verify", "evidence", str(evidence), "--state", str(state), *at])
     assert code == 1  # the demo chain is not AMD: refused unless asked for
     assert "does not verify" in str(doc["summary"])
     code, doc = _json(
@@ -164,9 +180,11 @@ def test_evidence_file_bound_with_the_demo_anchor(tmp_path: Path) -> None:
             str(state),
             "--demo-trust-anchor",
             str(FLEET / "demo-trust-anchor"),
+            *at,
         ]
     )
     assert code == 0, doc
+    assert doc["passes"] is True and doc["fresh"] is True
     assert "demo trust anchor, not AMD" in str(doc["summary"])
 
 

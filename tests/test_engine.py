@@ -13,6 +13,7 @@ from hypothesis import strategies as st
 from auditor.engine import Engine
 from auditor.model import VM, Answer, Level, Party, Status, Technology
 from auditor.rules.loader import RulePackError, load_pack, load_packs
+from auditor.verify.proof import record_proof
 
 
 def _pack(tmp_path: Path, body: str, name: str = "pack.yaml") -> Path:
@@ -21,9 +22,10 @@ def _pack(tmp_path: Path, body: str, name: str = "pack.yaml") -> Path:
     return path
 
 
-def _vm(doc: dict[str, Any], provider: str = "aws") -> VM:
+def _vm(doc: dict[str, Any], provider: str = "aws", proven: bool = False) -> VM:
+    """A VM with `doc`; `proven`: as if the verify stage had recorded verified hardware."""
     base = {"provider": provider, "account": "111122223333", "region": "eu-west-1", "id": "i-1"}
-    return VM(
+    vm = VM(
         provider=provider,
         account="111122223333",
         region="eu-west-1",
@@ -32,6 +34,16 @@ def _vm(doc: dict[str, Any], provider: str = "aws") -> VM:
         document={**base, **doc},
         evidence={"disks": ["aa" * 32], "technology": ["bb" * 32]},
     )
+    if proven:
+        hardware = {
+            "authentic": True,
+            "bound": True,
+            "fresh": True,
+            "verified": True,
+            "debug": False,
+        }
+        record_proof(vm, "cc" * 32, {**hardware, **(doc.get("hardware") or {})})
+    return vm
 
 
 TWO_RULES = """
@@ -59,7 +71,7 @@ rules:
     title: guest encrypts
     party: key_custodian
     effect: EXCLUDED
-    when: vm.guest.luks == true
+    when: vm.hardware.verified == true && vm.guest.luks == true
     rationale: owner key
 """
 
@@ -84,12 +96,14 @@ def test_veto_wins_over_exclusion(tmp_path: Path) -> None:
 def test_veto_wins_over_excluded(tmp_path: Path) -> None:
     engine = Engine([load_pack(_pack(tmp_path, TWO_RULES))])
     doc = {"disks": [{"encrypted": False}], "guest": {"luks": True}}
-    assert engine.evaluate(_vm(doc)).parties[Party.KEY_CUSTODIAN] is Status.CAN_ACCESS
+    assert engine.evaluate(_vm(doc, proven=True)).parties[Party.KEY_CUSTODIAN] is (
+        Status.CAN_ACCESS
+    )
 
 
 def test_missing_input_is_undetermined_not_a_pass(tmp_path: Path) -> None:
     engine = Engine([load_pack(_pack(tmp_path, TWO_RULES))])
-    result = engine.evaluate(_vm({"technology": "SEV_SNP"}))  # no disks, no guest
+    result = engine.evaluate(_vm({"technology": "SEV_SNP"}, proven=True))  # no disks, no guest
     keys = result.party_status[Party.KEY_CUSTODIAN]
     assert keys.status is Status.UNDETERMINED
     assert "Could not evaluate" in keys.reason and "disks" in keys.reason
@@ -109,14 +123,22 @@ def test_undetermined_weaker_exclusion_does_not_block(tmp_path: Path) -> None:
     body = """
     pack: t
     rules:
-      - {id: a.strong, title: strong, party: vtpm, effect: EXCLUDED, when: vm.tpm.x, rationale: r r}
+      - {id: a.strong, title: strong, party: vtpm, effect: EXCLUDED,
+         when: vm.hardware.verified == true && vm.tpm.x, rationale: r r}
       - {id: a.weak, title: weak, party: vtpm, effect: CLAIMED_EXCLUDED, when: vm.tpm.y,
          rationale: r r}
     """
     engine = Engine([load_pack(_pack(tmp_path, body))])
-    assert engine.evaluate(_vm({"tpm": {"x": True}})).parties[Party.VTPM] is Status.EXCLUDED
+    proven = engine.evaluate(_vm({"tpm": {"x": True}}, proven=True))
+    assert proven.parties[Party.VTPM] is Status.EXCLUDED
     # the stronger one missing blocks even when the weaker matched
-    assert engine.evaluate(_vm({"tpm": {"y": True}})).parties[Party.VTPM] is Status.UNDETERMINED
+    assert engine.evaluate(_vm({"tpm": {"y": True}}, proven=True)).parties[Party.VTPM] is (
+        Status.UNDETERMINED
+    )
+    # without verified hardware the EXCLUDED rule is not even run: the weaker one decides
+    assert engine.evaluate(_vm({"tpm": {"y": True}})).parties[Party.VTPM] is (
+        Status.CLAIMED_EXCLUDED
+    )
 
 
 def test_gap_cause_is_named_in_undetermined_reason(tmp_path: Path) -> None:
@@ -294,10 +316,13 @@ def test_builtin_rules_are_documented() -> None:
 
 
 def test_builtin_never_excludes_without_hardware_evidence() -> None:
-    """EXCLUDED needs owner-verified hardware evidence: every such rule must read it."""
-    for compiled in Engine(load_packs()).rules:
-        if compiled.rule.effect is Status.EXCLUDED:
-            assert "hardware" in compiled.sections, compiled.rule.id
+    """EXCLUDED needs owner-verified hardware evidence: every such rule requires it."""
+    from auditor.rules.loader import requires_verified_hardware
+
+    excluded = [c for c in Engine(load_packs()).rules if c.rule.effect is Status.EXCLUDED]
+    assert len(excluded) >= 5
+    for compiled in excluded:
+        assert requires_verified_hardware(compiled.rule.when), compiled.rule.id
 
 
 _control_plane_docs = st.fixed_dictionaries(

@@ -34,7 +34,13 @@ from auditor._version import __version__
 from auditor.cli import app
 from auditor.guest import __main__ as guest_main
 from auditor.guest import collector, diskcrypt
-from auditor.guest.format import binding_report_data, identity_string, parse_evidence_file
+from auditor.guest.format import (
+    binding_report_data,
+    claims_digest,
+    expected_report_data,
+    identity_string,
+    parse_evidence_file,
+)
 from auditor.guest.nonces import STORE_FILE, NonceStore
 from auditor.guest.tsm import ConfigfsTsm
 
@@ -183,10 +189,19 @@ def _mountinfo(devnum: str, source: str) -> str:
     )
 
 
+ROOT_SERIAL = "vol0abc1234567890de"
+ROOT_LINK = f"/dev/disk/by-id/nvme-Amazon_Elastic_Block_Store_{ROOT_SERIAL}"
+
+
 def luks_root_layout(root: Path) -> None:
-    """/ on dm-0 = LUKS2 on vda2."""
+    """/ on dm-0 = LUKS2 on vda2; vda is an EBS volume (serial and by-id link)."""
     _write(root / "proc" / "self" / "mountinfo", _mountinfo("253:0", "/dev/mapper/root"))
     _block(root, "vda", "252:0", parts={"vda1": "252:1", "vda2": "252:2"})
+    _write(root / "sys" / "block" / "vda" / "device" / "serial", ROOT_SERIAL + "  \n")
+    link = root / ROOT_LINK.lstrip("/")
+    link.parent.mkdir(parents=True, exist_ok=True)
+    link.symlink_to("../../vda")
+    (link.parent / "nvme-part-link").symlink_to("../../vda2")  # a partition's link: not the disk
     _block(
         root,
         "dm-0",
@@ -256,7 +271,8 @@ def test_snp_collection_with_luks_root(tmp_path: Path) -> None:
     stderr = io.StringIO()
     assert collector.run(tree.options(), stderr) == collector.EXIT_OK
     doc = _load(tree.out)
-    binding = binding_report_data(NONCE, identity_string("unknown", "vm-1"))
+    binding = binding_report_data(NONCE, identity_string("unknown", "vm-1"), claims_digest(doc))
+    assert doc["claims_sha256"] == claims_digest(doc).hex()
     assert tree.inblob_log() == binding
     assert doc["report_data"] == binding.hex()
     assert doc["nonce"] == NONCE.hex()
@@ -278,6 +294,7 @@ def test_snp_collection_with_luks_root(tmp_path: Path) -> None:
                 "uuid": f"CRYPT-LUKS2-{LUKS_UUID.replace('-', '')}-root",
                 "type": "LUKS2",
                 "holds_root": True,
+                "backing": [{"name": "vda", "serial": ROOT_SERIAL, "links": [ROOT_LINK]}],
             }
         ],
     }
@@ -290,7 +307,7 @@ def test_tdx_collection_with_lvm_on_luks(tmp_path: Path) -> None:
     tree = make_tree(tmp_path, "tdx")
     assert collector.run(tree.options(vm_id="vm-tdx"), io.StringIO()) == collector.EXIT_OK
     doc = _load(tree.out)
-    assert tree.inblob_log() == binding_report_data(NONCE, "unknown:vm-tdx")
+    assert tree.inblob_log() == expected_report_data(doc, "unknown:vm-tdx")
     assert doc["tee"]["provider"] == "tdx_guest"
     assert _b64(doc["tee"]["outblob"]) == TDX_QUOTE.read_bytes()
     assert "auxblob" not in doc["tee"]
@@ -306,6 +323,8 @@ def test_tdx_collection_with_lvm_on_luks(tmp_path: Path) -> None:
         ("dm-0", "LUKS2", True),
         ("dm-3", "LUKS2", False),
     ]
+    # LUKS on a partition (vda3) sits on the whole disk vda; the data LUKS on vdb
+    assert [d["backing"] for d in disk["devices"]] == [[{"name": "vda"}], [{"name": "vdb"}]]
 
 
 def test_snp_without_certificate_table_names_the_gap(tmp_path: Path) -> None:
@@ -374,7 +393,7 @@ def test_output_is_written_atomically_and_private(tmp_path: Path) -> None:
     assert collector.run(tree.options(), io.StringIO()) == collector.EXIT_OK
     assert [p.name for p in tree.out.parent.iterdir()] == ["evidence.json"]
     assert tree.out.stat().st_mode & 0o777 == 0o600
-    assert _load(tree.out)["format"] == "ccaudit-guest-evidence/1"
+    assert _load(tree.out)["format"] == "ccaudit-guest-evidence/2"
 
 
 def test_key_release_token_is_included_or_named_in_errors(tmp_path: Path) -> None:
@@ -603,7 +622,7 @@ def test_identity_from_each_cloud_metadata_service(
         source,
     )
     assert _b64(doc["vm"]["identity_document"]) == document
-    binding = binding_report_data(NONCE, identity_string(cloud, vm_id))
+    binding = expected_report_data(doc, identity_string(cloud, vm_id))
     assert tree.inblob_log() == binding and doc["report_data"] == binding.hex()
     gets = [r for r in fake.requests if r.method == "GET"]
     assert gets and all(r.headers.get(header[0]) == header[1] for r in gets)
@@ -630,7 +649,8 @@ def test_azure_vm_id_binding_is_lower_case(tmp_path: Path, metadata_server: Any)
     collector.run(
         tree.options(provider="azure", vm_id=None, metadata_url=[fake.url]), io.StringIO()
     )
-    assert tree.inblob_log() == binding_report_data(NONCE, f"azure:{AZURE_VM_ID.lower()}")
+    doc = _load(tree.out)
+    assert tree.inblob_log() == expected_report_data(doc, f"azure:{AZURE_VM_ID.lower()}")
 
 
 def test_auto_probes_until_a_service_answers(tmp_path: Path, metadata_server: Any) -> None:
@@ -860,7 +880,7 @@ def test_cli_challenge_then_collect_then_check(tmp_path: Path) -> None:
     collected = runner.invoke(app, ["guest", "collect", *argv])
     assert collected.exit_code == 0, collected.output
     doc = _load(tree.out)
-    assert tree.inblob_log() == binding_report_data(bytes.fromhex(nonce), "unknown:vm-1")
+    assert tree.inblob_log() == expected_report_data(doc, "unknown:vm-1")
     digest = hashlib.sha256(tree.out.read_bytes()).hexdigest()
     store = NonceStore(state / STORE_FILE)
     assert store.check(doc["nonce"], doc["vm"]["id"], digest)[0]

@@ -15,6 +15,7 @@ import pytest
 from auditor.engine import Engine
 from auditor.model import VM, Answer, Level, Party, Status, Technology
 from auditor.rules.loader import load_packs
+from auditor.verify.proof import record_proof
 
 ENGINE = Engine(load_packs())
 
@@ -48,22 +49,36 @@ VERIFIED: dict[str, Any] = {
     "measurement_matched": True,
     "measurement_reference": "ovmf-2026.10",
     "tcb_below_minimum": False,
+    "tcb_current": True,
     "tcb_bulletins": [],
+    "claims_bound": True,
     "reason": "genuine AMD-signed report, bound to this VM and this audit's nonce",
 }
 LUKS_AND_BROKER: dict[str, Any] = {
     "evidence_file": True,
+    "claims_used": True,
     "disk_encryption": {"root_encrypted": True, "devices": [{"name": "dm-0", "type": "LUKS2"}]},
     "key_release": {"present": True, "verified": True, "broker": "kbs.example.eu"},
 }
 
 
-def _evaluate(hardware: dict[str, Any] | None = None, guest: dict[str, Any] | None = None) -> Any:
+def _evaluate(
+    hardware: dict[str, Any] | None = None,
+    guest: dict[str, Any] | None = None,
+    covered: bool | None = None,
+    disks: list[dict[str, Any]] | None = None,
+) -> Any:
+    """Evaluate BASE as the verify stage would leave it: `covered` marks the disks a guest
+    dm-crypt device covers (default: all of them when the guest claims a LUKS root)."""
     doc = copy.deepcopy(BASE)
-    if hardware is not None:
-        doc["hardware"] = hardware
+    if disks is not None:
+        doc["disks"] = copy.deepcopy(disks)
     if guest is not None:
         doc["guest"] = guest
+        if covered is None:
+            covered = bool((guest.get("disk_encryption") or {}).get("root_encrypted"))
+        for disk in doc["disks"]:
+            disk.setdefault("guest_encrypted", covered)
     vm = VM(
         provider="aws",
         account=doc["account"],
@@ -73,6 +88,10 @@ def _evaluate(hardware: dict[str, Any] | None = None, guest: dict[str, Any] | No
         document=doc,
         evidence={"hardware": ["cd" * 32], "disks": ["ef" * 32]},
     )
+    if hardware is not None and hardware.get("verified") is True:
+        record_proof(vm, "cd" * 32, hardware)
+    elif hardware is not None:
+        vm.document["hardware"] = hardware
     return ENGINE.evaluate(vm)
 
 

@@ -9,7 +9,12 @@ from typing import Any
 import pytest
 from cryptography.hazmat.primitives import serialization
 
-from auditor.guest.format import FORMAT, binding_report_data, identity_string
+from auditor.guest.format import (
+    FORMAT,
+    binding_report_data,
+    expected_report_data,
+    identity_string,
+)
 from auditor.verify.amd import vcek_cache_path
 from auditor.verify.demo_anchor import make_demo_chain, sign_demo_report
 from auditor.verify.errors import EvidenceFormatError
@@ -61,7 +66,7 @@ def test_bad_base64_is_a_format_error() -> None:
 
 def test_certificate_from_the_cache_is_kept_as_collateral(tmp_path: Path) -> None:
     chain = make_demo_chain("Milan")
-    binding = binding_report_data(bytes.fromhex(NONCE), identity_string("aws", "i-1"))
+    binding = expected_report_data(_doc(), identity_string("aws", "i-1"))
     raw = sign_demo_report(chain, report_data=binding, measurement=bytes(48))
     report = parse_report(raw)
     assert report.product == "Milan"  # v3: the report names its product, so KDS can be asked

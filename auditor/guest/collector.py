@@ -1,10 +1,12 @@
 """`ccaudit guest collect`: gather a VM's hardware evidence from inside it into one JSON file.
 
 Runs inside the guest with nothing but the standard library (see docs/guest-evidence.md). It
-binds the auditor's nonce to the VM's identity (REPORT_DATA = SHA-512(nonce || identity)), asks
-the TEE for a report over that through configfs-tsm, and adds what lets the auditor judge the
-rest: the vTPM event log, the TDX CCEL, dm-crypt state of the root filesystem, the kernel command
-line and, optionally, the owner's key-release token. It only collects: verifiers judge the blobs.
+reads what lets the auditor judge the rest (the vTPM event log, the TDX CCEL, dm-crypt state
+and the disks under it, the kernel command line: the claims), binds the auditor's nonce, the
+VM's identity and the claims' digest into REPORT_DATA (SHA-512(nonce || identity ||
+SHA-256(claims)), auditor/guest/format.py), asks the TEE for a report over that through
+configfs-tsm and adds, optionally, the owner's key-release token. It only collects: verifiers
+judge the blobs.
 
 Whatever cannot be read is named in `errors` and the file is still written. Exit codes: 0 the
 identity and a TEE report were collected; 3 the file was written without a TEE report; 2 the
@@ -28,7 +30,7 @@ from typing import Any, TextIO
 
 from auditor._version import __version__
 from auditor.guest import diskcrypt, metadata, tsm
-from auditor.guest.format import FORMAT, binding_report_data, identity_string
+from auditor.guest.format import FORMAT, binding_report_data, claims_digest, identity_string
 
 EXIT_OK = 0
 EXIT_USAGE = 2
@@ -289,20 +291,14 @@ def collect(options: CollectOptions) -> Collection:
     if identity is None:
         reasons = "; ".join(e["message"] for e in errors.items)
         raise UsageError(f"no VM identity ({reasons}); pass --vm-id ID to bind one explicitly")
-    report_data = binding_report_data(
-        options.nonce, identity_string(identity.provider, identity.vm_id)
-    )
     doc: dict[str, Any] = {
         "format": FORMAT,
         "collector_version": __version__,
         "collected_at": _now(),
         "nonce": options.nonce.hex(),
         "vm": _vm_section(identity),
-        "report_data": report_data.hex(),
     }
-    tee = _tee(options, report_data, errors)
-    if tee is not None:
-        doc["tee"] = tee
+    # The claims first: their digest goes into REPORT_DATA, so the report covers them.
     event_log = _blob(options.root, TPM_EVENT_LOG, MAX_EVENT_LOG_BYTES, "vtpm event log", errors)
     if event_log is not None:
         doc["tpm"] = {"event_log": _b64(event_log)}
@@ -315,6 +311,15 @@ def collect(options: CollectOptions) -> Collection:
     cmdline = _blob(options.root, KERNEL_CMDLINE, MAX_TEXT_BYTES, "kernel command line", errors)
     if cmdline is not None:
         doc["kernel_cmdline"] = cmdline.decode("utf-8", "replace").rstrip("\n")
+    digest = claims_digest(doc)
+    report_data = binding_report_data(
+        options.nonce, identity_string(identity.provider, identity.vm_id), digest
+    )
+    doc["claims_sha256"] = digest.hex()
+    doc["report_data"] = report_data.hex()
+    tee = _tee(options, report_data, errors)
+    if tee is not None:
+        doc["tee"] = tee
     if options.key_release is not None:
         token = _key_release(options.key_release, errors)
         if token is not None:

@@ -6,6 +6,12 @@ device comes from `/proc/self/mountinfo` (major:minor) or `/proc/mounts` (source
 device-mapper stack under it is followed through `/sys/block/<dev>/slaves/` (LVM on LUKS, LUKS on
 RAID), and every dm-crypt device is named by its `/sys/block/dm-N/dm/uuid`
 (`CRYPT-LUKS2-<luks uuid>-<name>` for LUKS2). Standard library only.
+
+Each dm-crypt device also names the physical disks it sits on (`backing`): their kernel name,
+serial (`/sys/block/<disk>/device/serial`: on AWS Nitro the EBS volume id) and the stable
+`/dev/disk/by-id` and `/dev/disk/azure` links that point at them (Google's `google-<device
+name>`, Azure's LUN links). The auditor matches these against the disks the cloud lists, so a
+data disk that guest-side encryption does not cover keeps its "provider can read it" verdict.
 """
 
 from __future__ import annotations
@@ -15,6 +21,9 @@ from pathlib import Path
 from typing import Any
 
 MAX_DEPTH = 16
+MAX_LINKS = 4096
+#: Folders of stable device links (udev's, and the Azure VM utilities').
+LINK_DIRS = ("dev/disk/by-id", "dev/disk/azure")
 # dm uuids cryptsetup gives to devices that verify or protect integrity but do not encrypt.
 NOT_ENCRYPTION = ("VERITY", "INTEGRITY", "SUBDEV")
 
@@ -131,6 +140,22 @@ class BlockDevices:
         except OSError:
             return None
 
+    def parent_disk(self, name: str) -> str:
+        """The whole disk a partition belongs to (`nvme0n1p2` -> `nvme0n1`); a disk itself."""
+        if (self.sys_block / name).is_dir():
+            return name
+        for disk in sorted(self.sys_block.iterdir()):
+            if (disk / name).is_dir():
+                return disk.name
+        return name
+
+    def serial(self, disk: str) -> str | None:
+        try:
+            value = _read(self.sys_block / disk / "device" / "serial").strip()
+        except OSError:
+            return None
+        return value[:128] or None
+
     def lower_devices(self, name: str) -> set[str]:
         """`name` and every device beneath it in the stack (through `slaves/`)."""
         seen: set[str] = set()
@@ -146,6 +171,26 @@ class BlockDevices:
             except OSError:
                 continue
         return seen
+
+
+def device_links(root: Path) -> dict[str, list[str]]:
+    """Disk name -> the stable links (`/dev/disk/by-id/...`, `/dev/disk/azure/...`) to it."""
+    links: dict[str, list[str]] = {}
+    count = 0
+    for rel in LINK_DIRS:
+        top = root / rel
+        if not top.is_dir():
+            continue
+        for dirpath, _dirs, files in os.walk(top):
+            for name in sorted(files):
+                path = Path(dirpath) / name
+                if count >= MAX_LINKS or not path.is_symlink():
+                    continue
+                count += 1
+                target = os.path.basename(os.readlink(path))
+                shown = "/" + path.relative_to(root).as_posix()
+                links.setdefault(target, []).append(shown)
+    return {disk: sorted(names) for disk, names in links.items()}
 
 
 def crypt_type(dm_uuid: str) -> str | None:
@@ -177,6 +222,7 @@ def disk_encryption(root: Path) -> tuple[dict[str, Any], list[tuple[str, str]]]:
     except DiskCryptError as err:
         problems.append(("root device", str(err)))
     under_root = devices.lower_devices(root_device) if root_device else set()
+    links = device_links(root)
     found: list[dict[str, Any]] = []
     for name in devices.dm_devices():
         uuid = devices.dm_attribute(name, "uuid")
@@ -186,8 +232,33 @@ def disk_encryption(root: Path) -> tuple[dict[str, Any], list[tuple[str, str]]]:
         kind = crypt_type(uuid)
         if kind is None:
             continue
-        found.append({"name": name, "uuid": uuid, "type": kind, "holds_root": name in under_root})
+        found.append(
+            {
+                "name": name,
+                "uuid": uuid,
+                "type": kind,
+                "holds_root": name in under_root,
+                "backing": _backing(devices, name, links),
+            }
+        )
     section: dict[str, Any] = {"devices": found}
     if root_device is not None:
         section = {"root_device": root_device, **section}
     return section, problems
+
+
+def _backing(devices: BlockDevices, name: str, links: dict[str, list[str]]) -> list[dict[str, Any]]:
+    """The physical disks under a dm device, with what identifies them to the cloud."""
+    disks = sorted(
+        {devices.parent_disk(d) for d in devices.lower_devices(name) if not d.startswith("dm-")}
+    )
+    out: list[dict[str, Any]] = []
+    for disk in disks:
+        entry: dict[str, Any] = {"name": disk}
+        serial = devices.serial(disk)
+        if serial:
+            entry["serial"] = serial
+        if links.get(disk):
+            entry["links"] = links[disk][:32]
+        out.append(entry)
+    return out

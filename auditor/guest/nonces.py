@@ -156,6 +156,11 @@ class NonceStore:
             return False, f"nonce was issued for VM {record.vm_id}, not {vm_id}"
         age = _utc(now) - record.issued_at
         issued = _timestamp(record.issued_at)
+        if age < timedelta(0):
+            return False, (
+                f"not yet issued: nonce issued {issued}, after the time the evidence is judged "
+                f"at ({_timestamp(_utc(now))})"
+            )
         if age > max_age:
             return False, f"stale: nonce issued {issued}, older than {_days(max_age)}"
         digest = evidence_sha256.strip().lower()

@@ -447,6 +447,8 @@ def _disks(
             "device": ref.get("name"),
             "boot": boot,
         }
+        if not boot and isinstance(ref.get("lun"), int):
+            entry["lun"] = ref["lun"]  # how the guest sees a data disk (/dev/disk/azure/...)
         if sec.get("securityEncryptionType"):
             entry["confidential_encryption"] = sec["securityEncryptionType"]
         disk = by_id.get(disk_id.lower())

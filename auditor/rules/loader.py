@@ -180,8 +180,67 @@ def _format_cel_error(err: Exception) -> str:
     return f"CEL error: {text}"
 
 
+#: The term every EXCLUDED rule must have at the top level of its condition (DESIGN.md §2).
+VERIFIED_TERM = "vm.hardware.verified == true"
+_STRINGS = re.compile(r"'(?:[^'\\]|\\.)*'|\"(?:[^\"\\]|\\.)*\"")
+
+
+def _top_level_terms(expression: str) -> list[str] | None:
+    """The `&&` terms of an expression at depth 0, or None when it is not a plain conjunction
+    (a top-level `||` or `?:` could make it true without any one term)."""
+    code = _STRINGS.sub('""', expression).strip()
+    while code.startswith("(") and _closing(code, 0) == len(code) - 1:
+        code = code[1:-1].strip()
+    terms, depth, start, i = [], 0, 0, 0
+    while i < len(code):
+        char = code[i]
+        if char in "([{":
+            depth += 1
+        elif char in ")]}":
+            depth -= 1
+        elif (depth == 0 and code.startswith("||", i)) or (depth == 0 and char == "?"):
+            return None
+        elif depth == 0 and code.startswith("&&", i):
+            terms.append(code[start:i])
+            start = i + 2
+            i += 1
+        i += 1
+    terms.append(code[start:])
+    return [" ".join(t.split()) for t in terms]
+
+
+def _closing(code: str, open_at: int) -> int:
+    depth = 0
+    for i in range(open_at, len(code)):
+        if code[i] in "([{":
+            depth += 1
+        elif code[i] in ")]}":
+            depth -= 1
+            if depth == 0:
+                return i
+    return -1
+
+
+def requires_verified_hardware(expression: str) -> bool:
+    """Can this condition hold only when `vm.hardware.verified == true`? Checked on its shape:
+    that comparison must be one of its top-level `&&` terms."""
+    terms = _top_level_terms(expression)
+    wanted = " ".join(VERIFIED_TERM.split())
+    return terms is not None and any(
+        " ".join(t.replace("==", " == ").split()) == wanted for t in terms
+    )
+
+
 def compile_rule(rule: Rule, path: str, pack: str) -> CompiledRule:
     """Compile one rule's condition and check the sections it reads."""
+    if rule.effect is Status.EXCLUDED and not requires_verified_hardware(rule.when):
+        raise RulePackError(
+            path,
+            "effect EXCLUDED is set only from hardware evidence this tool verified: the "
+            f"condition must have `{VERIFIED_TERM}` as one of its top-level && terms "
+            "(use CLAIMED_EXCLUDED for what anything else shows)",
+            rule.id,
+        )
     try:
         program = cel.compile(rule.when)
     except Exception as err:  # the CEL binding raises ValueError with the position

@@ -31,7 +31,7 @@ from cryptography.utils import CryptographyDeprecationWarning
 
 from auditor.verify.anchors import ANCHOR_DIR, AnchorError, fingerprint
 from auditor.verify.der import single
-from auditor.verify.errors import EvidenceFormatError
+from auditor.verify.errors import CERT_ERRORS, EvidenceFormatError, decoded
 
 PRODUCTS = ("Milan", "Genoa", "Turin")
 KDS_BASE_URL = "https://kdsintf.amd.com"
@@ -222,15 +222,21 @@ def load_certificates(data: bytes, what: str = "certificates") -> list[x509.Cert
         if len(raw) <= CACHED_CERT_INPUT_BYTES:
             return list(_load_cached(raw))
         return list(_load_uncached(raw))
-    except ValueError as err:
+    except EvidenceFormatError as err:
+        raise EvidenceFormatError(f"{what}: {err}") from err
+    except CERT_ERRORS as err:
         raise EvidenceFormatError(f"{what}: not a DER or PEM X.509 certificate ({err})") from err
 
 
 def _load_uncached(data: bytes) -> tuple[x509.Certificate, ...]:
     with quiet_serial_warning():
         if b"-----BEGIN CERTIFICATE-----" in data:
-            return tuple(x509.load_pem_x509_certificates(data))
-        return (x509.load_der_x509_certificate(data),)
+            certs = tuple(x509.load_pem_x509_certificates(data))
+        else:
+            certs = (x509.load_der_x509_certificate(data),)
+        # decoded now: a malformed extension (even a duplicated one) fails here, as a format
+        # error, and never in the middle of a verification
+        return tuple(decoded(cert, "certificate") for cert in certs)
 
 
 #: Keyed on the whole input (bytes compare by value); a ValueError is raised, never cached.
@@ -301,7 +307,7 @@ def _ext_bytes(cert: x509.Certificate, oid: x509.ObjectIdentifier) -> bytes | No
         ext = cert.extensions.get_extension_for_oid(oid)
     except x509.ExtensionNotFound:
         return None
-    except ValueError as err:  # a malformed extension elsewhere in the certificate
+    except CERT_ERRORS as err:  # a malformed or duplicated extension in the certificate
         raise EvidenceFormatError(f"certificate extensions unreadable: {err}") from err
     value = ext.value
     if isinstance(value, x509.UnrecognizedExtension):

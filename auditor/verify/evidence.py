@@ -3,13 +3,17 @@
 A guest evidence file (auditor/guest/format.py) carries a SEV-SNP report or a TDX quote, the
 certificates that came with it, the vTPM or CCEL event log, disk-encryption state and perhaps a
 key-release receipt. This module runs each verifier on its part and adds what none of them can
-judge alone: is the report *bound* to this VM and this audit (REPORT_DATA = SHA-512(nonce ||
-identity)), is the nonce fresh, does the file name the VM it was attached to. The result is one
+judge alone: is the report *bound* to this VM, this audit and the guest's claims (REPORT_DATA =
+SHA-512(nonce || identity || SHA-256(claims)), auditor/guest/format.py), is the nonce fresh,
+does the file name the VM it was attached to. The result is one
 list of checks (for `ccaudit verify evidence` and the bundle) and the facts rules read
 (`vm.hardware`, `vm.guest`, `vm.tpm.event_log`).
 
 Only a report that is authentic, bound and fresh is `verified`; an authentic report that is not
-bound is "genuine, not bound to this VM" and raises nothing.
+bound is "genuine, not bound to this VM" and raises nothing. The guest's claims (disk
+encryption, kernel command line, event logs) count only when the report covers them
+(`claims_bound`, format version 2); the verify stage uses them only from the one file whose
+report is verified (auditor/verify/stage.py).
 """
 
 from __future__ import annotations
@@ -24,7 +28,7 @@ from typing import Any
 
 from cryptography import x509
 
-from auditor.guest.format import binding_report_data, identity_string
+from auditor.guest.format import claims_bound, expected_report_data, identity_string
 from auditor.verify.checks import Check, CheckedResult
 from auditor.verify.errors import EvidenceFormatError
 from auditor.verify.key_release import BrokerKey, verify_key_release
@@ -59,6 +63,8 @@ class GuestEvidenceResult(CheckedResult):
     """Every check, plus the document facts the verify stage writes for rules."""
 
     technology: str | None = None
+    #: The report covers the guest's claims (format version 2): only then may they be used.
+    claims_bound: bool = False
     hardware: dict[str, Any] = field(default_factory=dict)
     guest: dict[str, Any] = field(default_factory=dict)
     event_log: dict[str, Any] = field(default_factory=dict)
@@ -66,6 +72,10 @@ class GuestEvidenceResult(CheckedResult):
     #: Collateral fetched or read from the cache while verifying (AMD KDS certificates), by
     #: bundle name, so the run keeps it and `reverify` needs no network.
     collateral: dict[str, bytes] = field(default_factory=dict)
+    #: REPORT_DATA as the report carries it (hex), to say why a binding failed.
+    reported_report_data: str = ""
+    #: The report binds the claims digest the file declares, but the claims hash otherwise.
+    claims_changed: bool = False
 
 
 def _b64(doc: Mapping[str, Any], *path: str) -> bytes | None:
@@ -114,7 +124,8 @@ def verify_guest_evidence(
     if opts.nonce_check is not None:
         fresh, why = opts.nonce_check(nonce_hex)
         result.checks.append(Check("nonce", fresh, why))
-    binding = binding_report_data(bytes.fromhex(nonce_hex), identity)
+    binding = expected_report_data(dict(doc), identity)
+    result.claims_bound = claims_bound(dict(doc))
 
     tee = doc.get("tee") if isinstance(doc.get("tee"), Mapping) else None
     hardware: dict[str, Any] = {"present": False}
@@ -126,7 +137,10 @@ def verify_guest_evidence(
         )
     if fresh is not None:
         hardware["fresh"] = fresh
+    if hardware.get("present") and not hardware.get("bound"):
+        result.claims_changed = _claims_changed(doc, identity, result.reported_report_data)
     if hardware.get("present"):
+        hardware["claims_bound"] = result.claims_bound
         hardware["verified"] = bool(
             hardware.get("authentic")
             and hardware.get("bound")
@@ -142,6 +156,20 @@ def verify_guest_evidence(
     result.event_log = _event_log(doc, result)
     result.guest = _guest_facts(doc, identity, binding.hex(), opts, result)
     return result
+
+
+def _claims_changed(doc: Mapping[str, Any], identity: str, reported: str) -> bool:
+    """The report binds the file's declared `claims_sha256`, which its claims no longer hash to."""
+    from auditor.guest.format import binding_report_data
+
+    declared = doc.get("claims_sha256")
+    if not isinstance(declared, str) or not reported:
+        return False
+    try:
+        nonce, digest = bytes.fromhex(str(doc.get("nonce", ""))), bytes.fromhex(declared)
+    except ValueError:
+        return False
+    return binding_report_data(nonce, identity, digest).hex() == reported.lower()
 
 
 def _verify_tee(
@@ -212,7 +240,9 @@ def _verify_snp(
         "tcb_bulletins": sorted({str(b.get("bulletin")) for b in tcb.get("below", [])}),
         "tcb_summary": _tcb_summary(tcb.get("below", [])),
         "csp_id": facts.get("csp_id"),
+        "tcb_current": _snp_tcb_current(tcb),
     }
+    r.reported_report_data = str(facts.get("report_data") or "")
     _measurement_facts(hardware, snp.check("measurement"), facts.get("measurement_match"))
     if aux is not None and snp.report is not None:
         _endorsement(aux, snp.report.measurement, opts, r, hardware)
@@ -254,15 +284,15 @@ def _verify_tdx(
         "demo_anchor": False,
         "signer": "pck",
         "debug": attrs.get("debug"),
-        "migrate_ma": False,
+        # TD attribute MIGRATABLE (bit 29): a migration TD may move the TD's memory out.
+        "migrate_ma": attrs.get("migratable"),
         "measurement": facts.get("mrtd"),
         "rtmr": facts.get("rtmr"),
         "tcb_status": facts.get("tcb_status"),
-        "tcb_below_minimum": (
-            tdx.check("tcb_status") is False if tdx.check("tcb_status") is not None else None
-        ),
-        "tcb_bulletins": [],
+        "tcb_bulletins": list(facts.get("advisory_ids") or []),
+        **_tdx_tcb(tdx.check("tcb_status"), facts),
     }
+    r.reported_report_data = str(facts.get("report_data") or "")
     _measurement_facts(hardware, tdx.check("mrtd"), facts.get("mrtd_match"))
     return {k: v for k, v in hardware.items() if v is not None}
 
@@ -332,6 +362,33 @@ def _endorsement(
     hardware["endorsement_verified"] = endorsed.ok
 
 
+def _snp_tcb_current(tcb: Mapping[str, Any]) -> bool | None:
+    """True/False when the reported TCB was compared with the minimum table; None = unknown."""
+    ok = tcb.get("ok") if tcb else None
+    return ok if isinstance(ok, bool) else None
+
+
+def _tdx_tcb(check: bool | None, facts: Mapping[str, Any]) -> dict[str, Any]:
+    """TCB facts of a TDX quote: known only from verified collateral (`--tdx-collateral`).
+
+    Without collateral, or when it does not verify or has expired, the status is *unknown*:
+    `tcb_current` is absent, so a rule that needs a current TCB is UNDETERMINED, never met.
+    """
+    if check is True:
+        return {"tcb_current": True, "tcb_below_minimum": False}
+    status = facts.get("tcb_status")
+    if check is False and isinstance(status, str):
+        from auditor.verify.intel import ACCEPTED_TCB_STATUSES
+
+        if status not in ACCEPTED_TCB_STATUSES:
+            return {
+                "tcb_current": False,
+                "tcb_below_minimum": True,
+                "tcb_summary": f"TDX TCB status {status}",
+            }
+    return {}
+
+
 def _tcb_summary(below: Sequence[Mapping[str, Any]]) -> str | None:
     """'microcode 68 < 219 (AMD-SB-3019, CVE-2024-56161); ...' for findings to quote."""
     parts = [
@@ -359,9 +416,14 @@ def _summary(hardware: Mapping[str, Any], result: GuestEvidenceResult) -> str:
         why = failed[0].reason if failed else "verification failed"
         return f"hardware report does not verify: {why}"
     if not hardware.get("bound"):
+        if result.claims_changed:
+            return (
+                f"genuine {vendor} report{caveat}, but the guest's claims were changed after "
+                "it was made (REPORT_DATA covers claims with another SHA-256)"
+            )
         return (
             f"genuine {vendor} report{caveat}, not bound to this VM (REPORT_DATA is not "
-            "this audit's nonce and VM identity)"
+            "this audit's nonce, VM identity and claims)"
         )
     if hardware.get("fresh") is False:
         why = next((c.reason for c in result.checks if c.name == "nonce"), "stale nonce")
@@ -410,9 +472,15 @@ def _guest_facts(
         devices = [d for d in disk.get("devices") or [] if isinstance(d, Mapping)]
         luks = [d for d in devices if str(d.get("type", "")).upper().startswith("LUKS")]
         guest["disk_encryption"] = {
-            "root_encrypted": any(bool(d.get("holds_root")) for d in luks),
+            "root_encrypted": any(d.get("holds_root") is True for d in luks),
             "devices": [
-                {"name": str(d.get("name", "")), "type": str(d.get("type", ""))} for d in devices
+                {
+                    "name": str(d.get("name", ""))[:64],
+                    "type": str(d.get("type", ""))[:32],
+                    "holds_root": d.get("holds_root") is True,
+                    "backing": _backing(d.get("backing")),
+                }
+                for d in devices[:64]
             ],
         }
     cmdline = doc.get("kernel_cmdline")
@@ -437,6 +505,24 @@ def _guest_facts(
             if isinstance(e, Mapping)
         ]
     return guest
+
+
+def _backing(value: Any) -> list[dict[str, Any]]:
+    """The physical disks a dm-crypt device sits on, as the guest names them (bounded)."""
+    out: list[dict[str, Any]] = []
+    for item in value if isinstance(value, list) else []:
+        if not isinstance(item, Mapping):
+            continue
+        entry: dict[str, Any] = {"name": str(item.get("name", ""))[:64]}
+        if isinstance(item.get("serial"), str):
+            entry["serial"] = item["serial"][:128]
+        links = item.get("links")
+        if isinstance(links, list):
+            entry["links"] = [str(link)[:256] for link in links[:32] if isinstance(link, str)]
+        out.append(entry)
+        if len(out) >= 16:
+            break
+    return out
 
 
 def load_endorsement_root(path: Path) -> x509.Certificate:

@@ -25,9 +25,9 @@ from cryptography.hazmat.primitives.asymmetric import padding, rsa
 from auditor.verify.amd import parse_cert_table
 from auditor.verify.anchors import TrustStore
 from auditor.verify.checks import Check, CheckedResult
-from auditor.verify.errors import EvidenceFormatError
+from auditor.verify.errors import CERT_ERRORS, EvidenceFormatError
 from auditor.verify.protobuf import Message
-from auditor.verify.tpm import CERT_ERRORS, load_der_certificate
+from auditor.verify.tpm import load_der_certificate
 from auditor.verify.x509chain import verify_chain
 
 #: SNP extended-report certificate-table entry that carries the GCE UEFI endorsement

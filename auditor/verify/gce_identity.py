@@ -19,7 +19,10 @@ from cryptography.hazmat.primitives import serialization
 from auditor.verify.anchors import TrustStore
 from auditor.verify.checks import Check, CheckedResult
 from auditor.verify.der import DerError, children, tlv
+from auditor.verify.errors import CERT_ERRORS, decoded
 from auditor.verify.x509chain import verify_chain
+
+_PEM_ERRORS: tuple[type[Exception], ...] = (*CERT_ERRORS, UnicodeEncodeError)
 
 IDENTITY_OID = x509.ObjectIdentifier("1.3.6.1.4.1.11129.2.1.21")
 MAX_PEM = 64 * 1024
@@ -112,8 +115,8 @@ def verify_ek_certificate(
         result.checks.append(Check("parse", False, "EK certificate missing or oversized"))
         return result
     try:
-        cert = x509.load_pem_x509_certificate(cert_pem.encode("ascii"))
-    except (ValueError, UnicodeEncodeError) as err:
+        cert = decoded(x509.load_pem_x509_certificate(cert_pem.encode("ascii")), "EK certificate")
+    except _PEM_ERRORS as err:
         result.checks.append(Check("parse", False, f"EK certificate does not parse: {err}"))
         return result
     result.checks.append(Check("parse", True, "EK certificate parses"))

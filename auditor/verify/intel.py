@@ -19,14 +19,14 @@ from functools import lru_cache
 from typing import Any
 
 from cryptography import x509
-from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
+from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
 
 from auditor.verify.anchors import TrustStore, fingerprint, load_pinned
 from auditor.verify.der import DerError, children
-from auditor.verify.errors import EvidenceFormatError
+from auditor.verify.errors import CERT_ERRORS, EvidenceFormatError, decoded
 
 INTEL_ROOT_NAME = "Intel SGX Root CA"
 INTEL_ROOT_SHA256 = "44a0196b2b99f889b8e149e95b807a350e7424964399e885a7cbb8ccfab674d3"
@@ -63,12 +63,11 @@ def load_pem_chain(pem: bytes, what: str) -> list[x509.Certificate]:
         raise EvidenceFormatError(f"{what}: no PEM certificate found")
     try:
         certs = x509.load_pem_x509_certificates(text)
-        for cert in certs:  # cryptography decodes these lazily: force it here, not mid-check
-            cert.public_key()
-            _ = (cert.subject, cert.issuer, cert.extensions, cert.not_valid_after_utc)
-    except (ValueError, UnsupportedAlgorithm) as err:
+    except CERT_ERRORS as err:
         raise EvidenceFormatError(f"{what}: unreadable PEM certificate ({err})") from err
-    return certs
+    # cryptography decodes these lazily: force it here (a duplicated extension included), not
+    # mid-check
+    return [decoded(cert, f"{what}: unreadable PEM certificate") for cert in certs]
 
 
 @dataclass
@@ -236,6 +235,8 @@ def parse_pck_extensions(cert: x509.Certificate) -> PckExtensions:
         raise EvidenceFormatError(
             "PCK certificate has no SGX extensions (1.2.840.113741.1.13.1)"
         ) from err
+    except CERT_ERRORS as err:
+        raise EvidenceFormatError(f"PCK certificate extensions unreadable: {err}") from err
     raw = ext.value
     if not isinstance(raw, x509.UnrecognizedExtension):
         raise EvidenceFormatError("PCK certificate SGX extension is not raw DER")

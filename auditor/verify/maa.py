@@ -29,6 +29,7 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
 
 from auditor.verify.checks import Check, CheckedResult
+from auditor.verify.errors import CERT_ERRORS, decoded
 
 MAX_TOKEN = 64 * 1024
 # MAA signing certificates embed an SGX quote, so a JWKS with x5c chains is larger than usual.
@@ -171,7 +172,10 @@ def _rsa_from_jwk(jwk: Mapping[str, Any]) -> rsa.RSAPublicKey:
             der = base64.b64decode(x5c[0], validate=True)
         except binascii.Error as err:
             raise ValueError(f"x5c[0] is not base64: {err}") from None
-        leaf_key = x509.load_der_x509_certificate(der).public_key()
+        try:
+            leaf_key = decoded(x509.load_der_x509_certificate(der), "x5c[0]").public_key()
+        except CERT_ERRORS as err:
+            raise ValueError(f"x5c[0] is not a usable certificate: {err}") from None
         if not isinstance(leaf_key, rsa.RSAPublicKey):
             raise ValueError("x5c[0] does not hold an RSA key")
         from_cert = leaf_key

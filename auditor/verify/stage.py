@@ -8,7 +8,6 @@ never parses certificates.
 from __future__ import annotations
 
 import base64
-import contextlib
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import datetime
@@ -18,10 +17,11 @@ from auditor.guest.format import GuestEvidenceError, parse_evidence_file
 from auditor.model import VM, Evidence, Gap, Verification
 from auditor.providers.base import make_gap
 from auditor.verify.anchors import gcp_vtpm_store
-from auditor.verify.errors import EvidenceFormatError
-from auditor.verify.evidence import EvidenceOptions, verify_guest_evidence
+from auditor.verify.disk_coverage import covered_disks
+from auditor.verify.evidence import EvidenceOptions, GuestEvidenceResult, verify_guest_evidence
 from auditor.verify.gce_identity import Expected, verify_ek_certificate
 from auditor.verify.maa import MaaPolicy, MaaResult, fetch_jwks, verify_maa_token
+from auditor.verify.proof import clear_hardware_facts, record_proof
 
 GCE_EK_KIND = "shielded_instance_identity"
 MAA_KIND = "maa_token"
@@ -154,9 +154,15 @@ def verify_vms(
     at: datetime,
     options: VerifyOptions | None = None,
 ) -> None:
-    """Verify every VM's verifiable evidence in place (document facts + Evidence.verification)."""
+    """Verify every VM's verifiable evidence in place (document facts + Evidence.verification).
+
+    This stage is the only writer of what EXCLUDED rests on: `vm.hardware_evidence` and the
+    document's `hardware`, `guest` and per-disk `guest_encrypted` facts. Whatever a provider or
+    a replayed file put there before is removed first.
+    """
     opts = options or VerifyOptions()
     for vm in vms:
+        clear_hardware_facts(vm)
         for sha in vm.evidence.get("tpm", []):
             ev = evidence.get(sha)
             if ev is not None and ev.kind == GCE_EK_KIND:
@@ -165,10 +171,13 @@ def verify_vms(
             ev = evidence.get(sha)
             if ev is not None and ev.kind == MAA_KIND:
                 _verify_maa(vm, ev, at, opts)
-        for sha in vm.evidence.get("hardware", []):
-            ev = evidence.get(sha)
-            if ev is not None and ev.kind == GUEST_KIND:
-                _verify_guest(vm, ev, at, opts)
+        files = [
+            ev
+            for sha in vm.evidence.get("hardware", [])
+            if (ev := evidence.get(sha)) is not None and ev.kind == GUEST_KIND
+        ]
+        if files:
+            _verify_guest_files(vm, files, at, opts)
 
 
 def _guest_gap(vm: VM, ev: Evidence, code: str, message: str) -> Gap:
@@ -184,13 +193,120 @@ def _guest_gap(vm: VM, ev: Evidence, code: str, message: str) -> Gap:
     )
 
 
-def _verify_guest(vm: VM, ev: Evidence, at: datetime, opts: VerifyOptions) -> None:
-    """Verify one guest evidence file for `vm`; the first verified file wins `vm.hardware`."""
+@dataclass
+class _Verified:
+    """One guest evidence file of a VM, verified on its own."""
+
+    evidence: Evidence
+    doc: dict[str, Any]
+    result: GuestEvidenceResult
+
+    @property
+    def verified(self) -> bool:
+        return self.result.hardware.get("verified") is True
+
+    def rank(self) -> int:
+        """How much the file shows, for choosing what to display when none verified."""
+        hw = self.result.hardware
+        return (
+            4 * bool(hw.get("authentic") and hw.get("bound"))
+            + 2 * bool(hw.get("authentic"))
+            + bool(hw.get("present"))
+        )
+
+
+def _verify_guest_files(vm: VM, files: list[Evidence], at: datetime, opts: VerifyOptions) -> None:
+    """Verify each file alone, then take everything from one: the first whose report verified.
+
+    Facts are never mixed across files: a second, stale or unverified file cannot add a claim
+    (an encrypted disk, a key-release receipt) next to another file's fresh report. When no file
+    verified, the best of them is shown as `hardware` (verified false) and no guest claim is
+    used at all.
+    """
+    checked: list[_Verified] = []
+    for ev in files:
+        one = _verify_guest(vm, ev, at, opts)
+        if one is None:
+            continue
+        if one.verified:  # consumed at once: a second file with the same nonce is a reuse
+            _consume_nonce(vm, one, opts)
+        checked.append(one)
+    chosen = next((v for v in checked if v.verified), None)
+    for other in checked:
+        if chosen is not None and other is not chosen and other.verified:
+            _note(other.evidence, f"not used: {_name(chosen.evidence)} was used for this VM")
+    if chosen is None:
+        shown = max(checked, key=_Verified.rank, default=None)
+        if shown is not None:
+            hardware = dict(shown.result.hardware, verified=False)
+            vm.document["hardware"] = hardware
+            vm.document["guest"] = {"evidence_file": True, "claims_used": False}
+        return
+    _apply(vm, chosen)
+
+
+def _apply(vm: VM, chosen: _Verified) -> None:
+    """The chosen file's facts, and the proof the engine reads (auditor/verify/proof.py)."""
+    hardware = dict(chosen.result.hardware)
+    record_proof(vm, chosen.evidence.sha256, hardware)
+    if not chosen.result.claims_bound:
+        vm.document["guest"] = {
+            "evidence_file": True,
+            "claims_used": False,
+            "reason": "evidence format version 1: the report does not cover the guest's claims",
+        }
+        return
+    guest = dict(chosen.result.guest, claims_used=True)
+    vm.document["guest"] = guest
+    if chosen.result.event_log:
+        vm.document.setdefault("tpm", {})["event_log"] = chosen.result.event_log
+    disk = guest.get("disk_encryption")
+    disks = vm.document.get("disks")
+    if isinstance(disk, dict) and isinstance(disks, list):
+        covered = covered_disks(vm.provider, disks, disk.get("devices") or [])
+        for index, entry in enumerate(disks):
+            if isinstance(entry, dict):
+                entry["guest_encrypted"] = index in covered
+                if index in covered:
+                    entry["guest_device"] = covered[index]
+        disk["all_disks_covered"] = bool(disks) and len(covered) == len(disks)
+
+
+def _consume_nonce(vm: VM, chosen: _Verified, opts: VerifyOptions) -> None:
+    """Mark a verified file's nonce used (only a verified file may use it up, so junk cannot).
+    If that fails the nonce stays reusable: the file does not count (a reusable nonce is a
+    replay hole) and the VM gets a gap."""
+    store = opts.nonce_store
+    if store is None:
+        return
+    try:
+        store.mark_used(str(chosen.doc.get("nonce", "")), chosen.evidence.sha256)
+    except (OSError, ValueError) as err:
+        why = f"the nonce could not be marked as used ({err}), so it could be replayed"
+        vm.gaps.append(_guest_gap(vm, chosen.evidence, "NonceStateError", why))
+        hardware = chosen.result.hardware
+        hardware.update(verified=False, reason=f"{hardware.get('reason', '')}; but {why}")
+        _note(chosen.evidence, f"not used: {why}", ok=False)
+
+
+def _note(ev: Evidence, text: str, ok: bool | None = None) -> None:
+    if ev.verification is not None:
+        ev.verification.reason = f"{ev.verification.reason}; {text}"
+        if ok is not None:
+            ev.verification.ok = ok
+
+
+def _name(ev: Evidence) -> str:
+    return ev.ref.rsplit("/", 1)[-1] if ev.ref else ev.sha256[:12]
+
+
+def _verify_guest(vm: VM, ev: Evidence, at: datetime, opts: VerifyOptions) -> _Verified | None:
+    """Verify one guest evidence file for `vm`; any failure is a gap on the VM, never a crash."""
     try:
         doc = parse_evidence_file(base64.b64decode(str(ev.raw)))
     except (GuestEvidenceError, ValueError) as err:
         vm.gaps.append(_guest_gap(vm, ev, "MalformedEvidence", str(err)))
-        return
+        return None
     store = opts.nonce_store
     options = opts.evidence
     if store is not None:
@@ -207,15 +323,15 @@ def _verify_guest(vm: VM, ev: Evidence, at: datetime, opts: VerifyOptions) -> No
         options = replace(options, at=at)
     try:
         result = verify_guest_evidence(doc, options, expected_vm=(vm.provider, vm.id))
-    except (EvidenceFormatError, TypeError, ValueError, KeyError, AttributeError) as err:
-        # a field of the wrong shape in an untrusted file: listed, never a crash
-        vm.gaps.append(_guest_gap(vm, ev, "MalformedEvidence", f"unusable: {err}"))
-        return
-    hw = result.hardware
-    if store is not None and hw.get("authentic") and hw.get("bound") and hw.get("fresh"):
-        # only a report that verified and binds consumes its nonce, so junk cannot use it up
-        with contextlib.suppress(OSError, ValueError):
-            store.mark_used(str(doc.get("nonce", "")), ev.sha256)
+    except Exception as err:  # untrusted input: any failure is this file's gap
+        # A field of the wrong shape, a certificate a library refuses (a duplicated
+        # extension), a parser bug: listed on this VM, and the scan goes on.
+        what = f"{type(err).__name__}: {err}" if str(err) else type(err).__name__
+        vm.gaps.append(_guest_gap(vm, ev, "MalformedEvidence", f"unusable: {what}"))
+        ev.verification = Verification(
+            verifier="evidence.verify_guest_evidence", ok=False, reason=f"unusable: {what}"
+        )
+        return None
     ev.verification = Verification(
         verifier="evidence.verify_guest_evidence",
         ok=result.ok,
@@ -226,10 +342,4 @@ def _verify_guest(vm: VM, ev: Evidence, at: datetime, opts: VerifyOptions) -> No
     hardware = result.hardware
     if hardware.get("present") and not hardware.get("verified"):
         vm.gaps.append(_guest_gap(vm, ev, "EvidenceNotUsable", result.summary))
-    current = vm.document.get("hardware")
-    if current is None or (hardware.get("verified") and not current.get("verified")):
-        vm.document["hardware"] = hardware
-    if result.guest:
-        vm.document.setdefault("guest", {}).update(result.guest)
-    if result.event_log:
-        vm.document.setdefault("tpm", {})["event_log"] = result.event_log
+    return _Verified(ev, doc, result)

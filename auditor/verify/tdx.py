@@ -38,6 +38,7 @@ _MAX_QUOTE = 1 << 20
 
 TD_ATTR_DEBUG = 1 << 0
 TD_ATTR_SEPT_VE_DISABLE = 1 << 28
+TD_ATTR_MIGRATABLE = 1 << 29
 TD_ATTR_PKS = 1 << 30
 TD_ATTR_PERFMON = 1 << 63
 
@@ -290,6 +291,9 @@ class TdxOptions:
 class TdxResult(CheckedResult):
     quote: TdxQuote | None = None
     facts: dict[str, Any] = field(default_factory=dict)
+    #: Part of the quote could not be read at all (its embedded certificates): the quote is
+    #: unusable input, besides not verifying.
+    format_error: str | None = None
 
     @property
     def authentic(self) -> bool:
@@ -305,6 +309,7 @@ def td_attributes_facts(td_attributes: int) -> dict[str, Any]:
         "raw": f"0x{td_attributes:016x}",
         "debug": bool(td_attributes & TD_ATTR_DEBUG),
         "sept_ve_disable": bool(td_attributes & TD_ATTR_SEPT_VE_DISABLE),
+        "migratable": bool(td_attributes & TD_ATTR_MIGRATABLE),
         "pks": bool(td_attributes & TD_ATTR_PKS),
         "perfmon": bool(td_attributes & TD_ATTR_PERFMON),
     }
@@ -315,6 +320,17 @@ def td_debug_check(quote: TdxQuote) -> Check:
     if quote.td_attributes & TD_ATTR_DEBUG:
         return Check("td_debug", False, "DEBUG=1: the host can read the TD's memory")
     return Check("td_debug", True, "DEBUG=0: TD memory is not readable through the debug interface")
+
+
+def td_migratable_check(quote: TdxQuote) -> Check:
+    """Policy: a MIGRATABLE TD can have its memory moved out by a migration TD."""
+    if quote.td_attributes & TD_ATTR_MIGRATABLE:
+        return Check(
+            "td_migratable",
+            False,
+            "MIGRATABLE=1: a migration TD chosen by the host's operator can export the TD",
+        )
+    return Check("td_migratable", True, "MIGRATABLE=0: the TD cannot be migrated out")
 
 
 def _certificate_facts(cert: x509.Certificate) -> dict[str, str]:
@@ -566,6 +582,7 @@ def verify_tdx(quote: bytes | TdxQuote, options: TdxOptions | None = None) -> Td
         chain = intel.load_pem_chain(parsed.pck_chain_pem, "PCK certificate chain in the quote")
     except EvidenceFormatError as err:
         checks.append(Check("pck_chain", False, str(err)))
+        result.format_error = str(err)
     if chain:
         checks.append(_pck_chain_check(chain))
         result.facts["pck"] = _certificate_facts(chain[0])
@@ -586,6 +603,7 @@ def verify_tdx(quote: bytes | TdxQuote, options: TdxOptions | None = None) -> Td
             )
     _check_signatures(parsed, chain, checks)
     checks.append(td_debug_check(parsed))
+    checks.append(td_migratable_check(parsed))
     if opts.expected_report_data is not None:
         expected = opts.expected_report_data.ljust(64, b"\x00")
         same = expected == parsed.report_data

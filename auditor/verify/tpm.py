@@ -27,7 +27,7 @@ from auditor.verify import eventlog, gotpm
 from auditor.verify.anchors import TrustStore, gcp_vtpm_store
 from auditor.verify.checks import Check, CheckedResult
 from auditor.verify.der import DerError
-from auditor.verify.errors import EvidenceFormatError
+from auditor.verify.errors import CERT_ERRORS, EvidenceFormatError
 from auditor.verify.gce_identity import IDENTITY_OID, Expected, parse_identity
 from auditor.verify.x509chain import verify_chain
 
@@ -588,18 +588,6 @@ def _combine(name: str, checks: list[Check]) -> Check:
     if failed:
         return Check(name, False, failed[0].reason)
     return Check(name, True, "; ".join(c.reason for c in checks))
-
-
-#: What `cryptography` raises for a malformed certificate, at load or when a lazily decoded part
-#: (names, extensions) is first read.
-CERT_ERRORS: tuple[type[Exception], ...] = (
-    ValueError,
-    TypeError,
-    UnsupportedAlgorithm,
-    x509.InvalidVersion,
-    x509.DuplicateExtension,
-    x509.UnsupportedGeneralNameType,
-)
 
 
 def load_der_certificate(raw: bytes, what: str) -> x509.Certificate:

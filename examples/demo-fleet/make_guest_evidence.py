@@ -31,7 +31,12 @@ HERE = Path(__file__).resolve().parent
 REPO = HERE.parent.parent
 sys.path.insert(0, str(REPO))
 
-from auditor.guest.format import FORMAT, binding_report_data, identity_string  # noqa: E402
+from auditor.guest.format import (  # noqa: E402
+    FORMAT,
+    binding_report_data,
+    claims_digest,
+    identity_string,
+)
 from auditor.guest.nonces import STORE_FILE, NonceStore  # noqa: E402
 from auditor.verify.amd import build_cert_table  # noqa: E402
 from auditor.verify.demo_anchor import make_demo_chain, sign_demo_report  # noqa: E402
@@ -43,15 +48,34 @@ COLLECTED_AT = "2026-11-21T09:05:00Z"
 #: The demo's reference firmware: what the owner rebuilt and measured (illustrative digest).
 REFERENCE_NAME = "aws-ovmf-2026.10-rebuilt"
 REFERENCE = hashlib.sha384(b"cc-auditor demo: AWS OVMF 2026.10, rebuilt from github.com/aws/uefi")
-AWS_ROOT_LUKS = {
+
+
+def _luks(name: str, uuid: str, disk: str, volume: str, holds_root: bool) -> dict[str, object]:
+    """A LUKS2 device on an EBS volume, as the collector reports it (NVMe serial = volume id)."""
+    serial = volume.replace("-", "")
+    return {
+        "name": name,
+        "uuid": f"CRYPT-LUKS2-{uuid}-{'root' if holds_root else 'data'}",
+        "type": "LUKS2",
+        "holds_root": holds_root,
+        "backing": [
+            {
+                "name": disk,
+                "serial": serial,
+                "links": [f"/dev/disk/by-id/nvme-Amazon_Elastic_Block_Store_{serial}"],
+            }
+        ],
+    }
+
+
+#: eu-hr-db: LUKS2 root on the root volume and LUKS2 on the 500 GiB pgdata volume.
+HR_DB_LUKS = {
     "root_device": "dm-0",
     "devices": [
-        {
-            "name": "dm-0",
-            "uuid": "CRYPT-LUKS2-6f1c0c5e8b2d4f0e9a7d3c2b1a0f9e8d-root",
-            "type": "LUKS2",
-            "holds_root": True,
-        }
+        _luks("dm-0", "6f1c0c5e8b2d4f0e9a7d3c2b1a0f9e8d", "nvme0n1", "vol-08283332e32f3ee67", True),
+        _luks(
+            "dm-1", "0b7e2d6a41c94f3fa1e5d8c7b6a59483", "nvme1n1", "vol-0f9c66838520d768e", False
+        ),
     ],
 }
 
@@ -67,20 +91,28 @@ def evidence(
     tee: dict[str, object] | None,
     **extra: object,
 ) -> dict[str, object]:
-    identity = identity_string(provider, vm_id)
+    """An evidence file (format version 2): `extra` holds the claims and the key release."""
     doc: dict[str, object] = {
         "format": FORMAT,
-        "collector_version": "0.1.0",
+        "collector_version": "0.2.0",
         "collected_at": COLLECTED_AT,
         "nonce": nonce,
         "vm": {"provider": provider, "id": vm_id, "identity_source": "none"},
-        "report_data": binding_report_data(bytes.fromhex(nonce), identity).hex(),
     }
+    doc.update(extra)
+    doc["claims_sha256"] = claims_digest(doc).hex()
+    doc["report_data"] = report_data_for(doc).hex()
     if tee is not None:
         doc["tee"] = tee
-    doc.update(extra)
     doc.setdefault("errors", [])
     return doc
+
+
+def report_data_for(doc: dict[str, object]) -> bytes:
+    vm = doc["vm"]
+    assert isinstance(vm, dict)
+    identity = identity_string(str(vm["provider"]), str(vm["id"]))
+    return binding_report_data(bytes.fromhex(str(doc["nonce"])), identity, claims_digest(doc))
 
 
 def main() -> None:
@@ -105,52 +137,44 @@ def main() -> None:
         )
     )
 
-    def bound_snp(provider: str, vm_id: str) -> tuple[str, bytes, str]:
+    def bound_snp(provider: str, vm_id: str, **claims: object) -> dict[str, object]:
+        """A version-2 file whose demo-signed report binds nonce, identity and claims."""
         nonce = store.issue(vm_id, provider, now=ISSUED_AT)
-        report_data = binding_report_data(bytes.fromhex(nonce), identity_string(provider, vm_id))
-        report = sign_demo_report(chain, report_data=report_data, measurement=REFERENCE.digest())
-        return nonce, report, report_data.hex()
+        doc = evidence(provider, vm_id, nonce, None, **claims)
+        report = sign_demo_report(
+            chain, report_data=report_data_for(doc), measurement=REFERENCE.digest()
+        )
+        doc["tee"] = {
+            "provider": "sev_guest",
+            "generation": 1,
+            "outblob": b64(report),
+            "auxblob": b64(chain.auxblob()),
+        }
+        return doc
 
-    # L4: eu-hr-db, bound report, reference firmware, LUKS root, key from the owner's broker.
+    # L4: eu-hr-db, bound report, reference firmware, both volumes LUKS2 in the guest, key from
+    # the owner's broker (the receipt names the REPORT_DATA it was released against).
     vm = "i-0d83016e1898302ed"
-    nonce, report, report_data = bound_snp("aws", vm)
-    receipt = sign_key_release(
+    doc = bound_snp(
+        "aws",
+        vm,
+        disk_encryption=HR_DB_LUKS,
+        kernel_cmdline="BOOT_IMAGE=/vmlinuz-6.12 root=/dev/mapper/root ro console=ttyS0",
+    )
+    doc["key_release"] = sign_key_release(
         broker,
         {
             "iss": "kbs.hr.example.eu",
             "sub": identity_string("aws", vm),
-            "report_data": report_data,
+            "report_data": doc["report_data"],
             "jurisdiction": "DE",
             "iat": int(ISSUED_AT.timestamp()) + 300,
         },
     )
-    tee = {
-        "provider": "sev_guest",
-        "generation": 1,
-        "outblob": b64(report),
-        "auxblob": b64(chain.auxblob()),
-    }
-    doc = evidence(
-        "aws",
-        vm,
-        nonce,
-        tee,
-        disk_encryption=AWS_ROOT_LUKS,
-        kernel_cmdline="BOOT_IMAGE=/vmlinuz-6.12 root=/dev/mapper/root ro console=ttyS0",
-        key_release=receipt,
-    )
     write(out / "eu-hr-db.json", doc)
 
     # L3: eu-payments-api, bound report and reference firmware; keys stay in AWS KMS.
-    vm = "i-045a5d8d3c4039e06"
-    nonce, report, _ = bound_snp("aws", vm)
-    tee = {
-        "provider": "sev_guest",
-        "generation": 1,
-        "outblob": b64(report),
-        "auxblob": b64(chain.auxblob()),
-    }
-    write(out / "eu-payments-api.json", evidence("aws", vm, nonce, tee))
+    write(out / "eu-payments-api.json", bound_snp("aws", "i-045a5d8d3c4039e06"))
 
     # A real AMD report (google/go-sev-guest, DEBUG=1), genuine but not bound to this VM.
     vm = "i-0ea342d0eabd8c42e"
