@@ -192,3 +192,22 @@ def vm_of(run: AuditRun, vm_id: str = HR_DB) -> VMResult:
 
 def gap_texts(vm: VMResult) -> list[str]:
     return [f"{g.code}: {g.message}" for g in vm.gaps if g.call == "guest-evidence"]
+
+
+def quote_with_duplicated_pck_extension() -> bytes:
+    """The real GCE TDX quote whose PCK certificate has its keyUsage extension renamed to
+    subjectKeyIdentifier: two extensions with one OID, which cryptography refuses with
+    `x509.DuplicateExtension` (not a ValueError). Same length, so the quote still parses."""
+    import re
+
+    quote = (Path(__file__).parent / "data/vectors/go-tdx-guest/cos-113-tdx-quote.dat").read_bytes()
+    pem = re.search(rb"-----BEGIN CERTIFICATE-----(.+?)-----END CERTIFICATE-----", quote, re.S)
+    assert pem is not None
+    body = pem.group(1)
+    der = base64.b64decode(b"".join(body.split()))
+    key_usage, ski = bytes.fromhex("0603551d0f"), bytes.fromhex("0603551d0e")
+    assert key_usage in der and ski in der
+    forged = base64.b64encode(der.replace(key_usage, ski, 1))
+    new_body = b"\n" + b"\n".join(forged[i : i + 64] for i in range(0, len(forged), 64)) + b"\n"
+    assert len(new_body) == len(body), "same length keeps the quote's size fields right"
+    return quote.replace(body, new_body, 1)

@@ -167,3 +167,18 @@ def test_concurrent_issue_from_two_processes_loses_nothing(store: NonceStore) ->
     assert len(issued) == 200
     assert set(stored) == set(issued)
     assert [stored[n]["vm_id"] for n in issued].count("vm-a") == 100
+
+
+def test_a_nonce_issued_after_the_judging_time_is_refused(tmp_path: Path) -> None:
+    """A negative age (the evidence judged before the nonce existed) is never fresh."""
+    from datetime import UTC, datetime
+
+    store = NonceStore(tmp_path / "nonces.json")
+    nonce = store.issue("i-1", "aws", now=datetime(2026, 11, 23, tzinfo=UTC))
+    ok, why = store.check(nonce, "i-1", "ab" * 32, now=datetime(2026, 11, 22, tzinfo=UTC))
+    assert not ok
+    assert why == (
+        "not yet issued: nonce issued 2026-11-23T00:00:00Z, after the time the evidence is "
+        "judged at (2026-11-22T00:00:00Z)"
+    )
+    assert store.check(nonce, "i-1", "ab" * 32, now=datetime(2026, 11, 23, tzinfo=UTC))[0]

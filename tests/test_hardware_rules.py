@@ -221,3 +221,79 @@ def test_demo_anchor_is_named_next_to_every_verdict_it_supports() -> None:
     for party, status in result.party_status.items():
         if status.status is Status.EXCLUDED:
             assert "demo trust anchor, not AMD" in status.reason, party
+
+
+TDX_VERIFIED: dict[str, Any] = {
+    **{k: v for k, v in VERIFIED.items() if not k.startswith("tcb_")},
+    "technology": "TDX",
+    "signer": "pck",
+    "tcb_bulletins": [],
+}
+
+
+def test_tdx_without_collateral_has_no_tcb_status_so_firmware_is_undetermined() -> None:
+    """Unknown is never current: without TDX collateral L4 is out of reach, and says why."""
+    result = _evaluate(TDX_VERIFIED, LUKS_AND_BROKER)
+    assert result.parties[Party.HYPERVISOR] is Status.EXCLUDED
+    assert result.parties[Party.FIRMWARE] is Status.UNDETERMINED
+    assert result.level is Level.L3
+    assert "firmware" in result.level_reason and "evidence missing" in result.level_reason
+    reason = result.party_status[Party.FIRMWARE].reason
+    assert "tcb_current" in reason
+
+
+def test_tdx_with_a_current_tcb_reaches_l4() -> None:
+    hardware = {**TDX_VERIFIED, "tcb_current": True, "tcb_below_minimum": False}
+    assert _evaluate(hardware, LUKS_AND_BROKER).level is Level.L4
+
+
+def test_tdx_out_of_date_tcb_is_a_veto() -> None:
+    hardware = {
+        **TDX_VERIFIED,
+        "tcb_current": False,
+        "tcb_below_minimum": True,
+        "tcb_summary": "TDX TCB status OutOfDate",
+    }
+    result = _evaluate(hardware, LUKS_AND_BROKER)
+    assert result.parties[Party.FIRMWARE] is Status.CAN_ACCESS
+    finding = next(f for f in result.findings if f.rule_id == "firmware.tcb-below-minimum")
+    assert "OutOfDate" in finding.reason
+
+
+def test_migratable_td_is_a_veto_on_the_control_plane() -> None:
+    hardware = {**TDX_VERIFIED, "tcb_current": True, "migrate_ma": True}
+    result = _evaluate(hardware, LUKS_AND_BROKER)
+    assert result.parties[Party.CONTROL_PLANE] is Status.CAN_ACCESS
+    assert "control-plane.migration-agent-allowed" in (
+        result.party_status[Party.CONTROL_PLANE].rules
+    )
+    assert result.level is Level.L3
+
+
+def test_tdx_migratable_bit_is_parsed_from_td_attributes() -> None:
+    from auditor.verify.tdx import td_attributes_facts
+
+    assert td_attributes_facts(1 << 29)["migratable"] is True
+    assert td_attributes_facts(1 << 28)["migratable"] is False
+
+
+def test_plaintext_data_disk_not_covered_by_guest_encryption_keeps_its_veto() -> None:
+    disks = [
+        {
+            "id": "vol-1",
+            "boot": True,
+            "encrypted": True,
+            "custody": "none",
+            "guest_encrypted": True,
+        },
+        {
+            "id": "vol-2",
+            "boot": False,
+            "encrypted": False,
+            "custody": "none",
+            "guest_encrypted": False,
+        },
+    ]
+    result = _evaluate(VERIFIED, LUKS_AND_BROKER, disks=disks)
+    assert result.party_status[Party.KEY_CUSTODIAN].rules == ["keys.unencrypted-disk"]
+    assert result.level is Level.L3

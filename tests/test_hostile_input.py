@@ -29,6 +29,7 @@ from tests.hostile import (
     ROOT_VOL,
     Lab,
     gap_texts,
+    quote_with_duplicated_pck_extension,
     vm_of,
 )
 
@@ -295,23 +296,8 @@ def test_verify_snp_on_a_duplicated_extension_exits_2(lab: Lab, tmp_path: Path) 
 
 def test_verify_tdx_on_a_pck_with_a_duplicated_extension_exits_2(tmp_path: Path) -> None:
     """The real GCE quote with its PCK's keyUsage extension renamed to subjectKeyIdentifier."""
-    import re
-
-    quote = (Path(__file__).parent / "data/vectors/go-tdx-guest/cos-113-tdx-quote.dat").read_bytes()
-    pem = re.search(rb"-----BEGIN CERTIFICATE-----(.+?)-----END CERTIFICATE-----", quote, re.S)
-    assert pem is not None
-    body = pem.group(1)
-    der = base64.b64decode(b"".join(body.split()))
-    key_usage, ski = bytes.fromhex("0603551d0f"), bytes.fromhex("0603551d0e")
-    assert key_usage in der and ski in der
-    forged = base64.b64encode(der.replace(key_usage, ski, 1))
-    wrapped = b"\n".join(forged[i : i + 64] for i in range(0, len(forged), 64))
-    lines = body.split(b"\n")
-    assert len(wrapped) + 2 == len(body) or len(b"".join(lines)) == len(forged)
-    new_body = b"\n" + wrapped + b"\n"
-    assert len(new_body) == len(body), "same length keeps the quote's size fields right"
     path = tmp_path / "quote.dat"
-    path.write_bytes(quote.replace(body, new_body, 1))
+    path.write_bytes(quote_with_duplicated_pck_extension())
     result = runner.invoke(app, ["verify", "tdx", str(path), "--at", "none"])
     assert result.exit_code == 2, result.output
     lines = [line for line in result.stderr.splitlines() if line.strip()]
@@ -393,6 +379,25 @@ def test_disabling_a_veto_is_a_visible_override_and_never_excludes(
     )
     assert override.vms == sum(1 for vm in run.vms if "keys.provider-held" in vm.overrides)
     assert override.vms >= 1
+    # shown in every human format, next to the verdict and in the summary
+    from io import StringIO
+
+    from rich.console import Console
+
+    from auditor.reports.html import render_html
+    from auditor.reports.markdown import render_markdown
+    from auditor.reports.table import print_table
+
+    html = render_html(run)
+    assert 'id="owner-overrides"' in html and "keys.provider-held" in html
+    assert '<span class="override" title="keys.provider-held disabled by owner pack' in html
+    md = render_markdown(run)
+    assert "## Owner overrides" in md and "`keys.provider-held` (disk-key custodian) disabled" in md
+    out = StringIO()
+    print_table(run, Console(file=out, width=200))
+    assert "Owner override: built-in veto keys.provider-held (key_custodian) disabled" in (
+        " ".join(out.getvalue().split())
+    )
 
 
 def test_replacing_a_veto_with_a_rule_that_never_matches_is_an_override(

@@ -87,6 +87,24 @@ def render_view_markdown(v: ReportView) -> str:
         f"Provider can reach plaintext: {answers}. Coverage: {coverage}."
     )
     out.append("")
+    if v.method.judged_note:
+        out.append(md_text(v.method.judged_note))
+        out.append("")
+    if v.method.overrides:
+        out.append("## Owner overrides")
+        out.append("")
+        out.append(
+            "Built-in vetoes the owner's rule packs switched off; where one applies, the party "
+            "is at most claimed excluded (the owner's word, never hardware evidence)."
+        )
+        out.append("")
+        for o in v.method.overrides:
+            out.append(
+                f"- {md_code(o.rule_id)} ({md_text(o.party)}) {o.action} by pack "
+                f"{md_code(o.pack)} (sha256 {md_code(o.pack_sha256[:16])}): changed "
+                f"{o.vms} VM{'' if o.vms == 1 else 's'}"
+            )
+        out.append("")
 
     out.append("## VMs by assurance level")
     out.append("")

@@ -124,6 +124,14 @@ def _summary(run: AuditRun) -> Text:
         "(evidence missing).",
         style="dim",
     )
+    for o in run.owner_overrides:
+        text.append(
+            f"\nOwner override: built-in veto {o.rule_id} ({o.party.value}) {o.action} by pack "
+            f"{o.pack}; it changed {o.vms} VM(s), each at most 'claim' for that party.",
+            style="bold magenta",
+        )
+    if run.judged_at is not None and run.scope.replay:
+        text.append(f"\nJudged at {run.judged_at.isoformat()} (the replay's recording time).")
     return text
 
 

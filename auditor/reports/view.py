@@ -215,6 +215,20 @@ class PartyView:
     evidence: tuple[str, ...]
     reason_number: int
     reason_anchor: str
+    override: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class OverrideRow:
+    """A built-in veto the owner's pack switched off: shown in the summary and the method."""
+
+    rule_id: str
+    party: str
+    action: str
+    pack: str
+    pack_sha256: str
+    title: str
+    vms: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -405,6 +419,9 @@ class MethodView:
     scope: tuple[tuple[str, str], ...]
     evidence_items: int
     reproduce: tuple[str, ...]
+    judged_at: str = ""
+    judged_note: str = ""
+    overrides: tuple[OverrideRow, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -682,6 +699,7 @@ def _vm_view(
                 evidence=tuple(h[:12] for h in ps.evidence) if ps else (),
                 reason_number=number,
                 reason_anchor=f"r-{number}",
+                override=(ps.override or "") if ps else "",
             )
         )
     sections: dict[str, list[str]] = {}
@@ -947,6 +965,19 @@ def _level_needs(level: Level) -> str:
     return f"{below}, plus {needs}"
 
 
+def _judged_note(run: AuditRun) -> str:
+    """When the evidence was judged, and whether that is the recording time of a replay."""
+    if run.judged_at is None:
+        return ""
+    when = _iso(run.judged_at)
+    if run.scope.replay and abs((run.judged_at - run.started_at).total_seconds()) > 300:
+        return (
+            f"Judged at the recording time {when} (a replay): certificate validity, nonce "
+            "freshness and log windows are as they were then, not as they are today."
+        )
+    return f"Judged at {when}, the time of the scan."
+
+
 def _method(run: AuditRun) -> MethodView:
     anchors: list[AnchorRow] = []
     error = ""
@@ -998,6 +1029,20 @@ def _method(run: AuditRun) -> MethodView:
         anchor_error=error,
         scope=tuple(scope),
         evidence_items=len(run.evidence),
+        judged_at=_iso(run.judged_at) if run.judged_at else "",
+        judged_note=_judged_note(run),
+        overrides=tuple(
+            OverrideRow(
+                rule_id=o.rule_id,
+                party=PARTY_LABEL[o.party],
+                action=o.action,
+                pack=o.pack,
+                pack_sha256=o.pack_sha256,
+                title=o.title,
+                vms=o.vms,
+            )
+            for o in run.owner_overrides
+        ),
         reproduce=(
             "ccaudit scan --replay <run directory>   (re-runs the audit on the recorded responses)",
             "ccaudit report <run directory> --format html,pdf,markdown   (re-renders this report)",

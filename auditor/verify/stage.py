@@ -8,9 +8,10 @@ never parses certificates.
 from __future__ import annotations
 
 import base64
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import datetime
+from functools import partial
 from typing import Any
 
 from auditor.guest.format import GuestEvidenceError, parse_evidence_file
@@ -166,11 +167,11 @@ def verify_vms(
         for sha in vm.evidence.get("tpm", []):
             ev = evidence.get(sha)
             if ev is not None and ev.kind == GCE_EK_KIND:
-                _verify_gce_ek(vm, ev, at)
+                _guarded(vm, ev, "tpm", partial(_verify_gce_ek, vm, ev, at))
         for sha in vm.evidence.get("attestation", []):
             ev = evidence.get(sha)
             if ev is not None and ev.kind == MAA_KIND:
-                _verify_maa(vm, ev, at, opts)
+                _guarded(vm, ev, "attestation", partial(_verify_maa, vm, ev, at, opts))
         files = [
             ev
             for sha in vm.evidence.get("hardware", [])
@@ -178,6 +179,28 @@ def verify_vms(
         ]
         if files:
             _verify_guest_files(vm, files, at, opts)
+
+
+def _guarded(vm: VM, ev: Evidence, section: str, verify: Callable[[], None]) -> None:
+    """Run one verifier; whatever it raises on untrusted input is this item's gap, not a crash.
+    The item then supports nothing: its verification says why."""
+    try:
+        verify()
+    except Exception as err:  # untrusted input a library refused in a way not foreseen
+        what = f"{type(err).__name__}: {err}" if str(err) else type(err).__name__
+        ev.verification = Verification(verifier=ev.kind, ok=False, reason=f"unusable: {what}")
+        vm.gaps.append(
+            make_gap(
+                vm.provider,
+                ev.call or ev.kind,
+                "MalformedEvidence",
+                f"{ev.ref or ev.sha256[:12]}: unusable: {what}",
+                vm.account,
+                region=vm.region,
+                resource=vm.id,
+                sections=[section],
+            )
+        )
 
 
 def _guest_gap(vm: VM, ev: Evidence, code: str, message: str) -> Gap:
