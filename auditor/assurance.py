@@ -1,7 +1,9 @@
 """From party statuses to an assurance level and a GDPR reading, explained in words.
 
 Levels (DESIGN.md §2) are the highest whose requirements all hold; an UNDETERMINED party never
-meets a requirement, so missing evidence can only lower a level, never raise it.
+meets a requirement, so missing evidence can only lower a level, never raise it. L4 requires
+every provider-controlled party EXCLUDED, which is exactly what the reading "no" needs: the
+level and the reading never contradict (L4 if and only if "no").
 """
 
 from __future__ import annotations
@@ -10,7 +12,7 @@ from collections.abc import Mapping, Sequence
 from functools import lru_cache
 from typing import Any
 
-from auditor.jurisdiction import PROVIDER_PARENT, describe, place_of
+from auditor.jurisdiction import describe, non_eea_parent, place_of, transfer_words
 from auditor.model import (
     PROVIDER_PARTIES,
     Answer,
@@ -37,17 +39,22 @@ LEVEL_REQUIREMENTS: dict[Level, tuple[tuple[Party, tuple[Status, ...]], ...]] = 
         (Party.FIRMWARE, (Status.EXCLUDED,)),
         (Party.CONTROL_PLANE, (Status.EXCLUDED,)),
         (Party.KEY_CUSTODIAN, (Status.EXCLUDED,)),
+        (Party.VTPM, (Status.EXCLUDED,)),
+        (Party.GUEST_AGENTS, (Status.EXCLUDED,)),
     ),
 }
 
 LEVEL_MEANING: dict[Level, str] = {
-    Level.L0: "no confidential computing shown: the provider can read memory",
+    Level.L0: "the provider can read memory: no confidential computing shown, or one without "
+    "memory integrity (plain SEV, SEV-ES)",
     Level.L1: "confidential computing claimed by the control plane only",
     Level.L2: "hardware attestation exists but is verified by the provider's service or log",
     Level.L3: "the owner verified the raw hardware evidence: hypervisor and attestation "
     "service excluded; firmware or key custody still the provider's",
     Level.L4: "owner-verified hardware evidence, endorsed firmware and launch, debug and "
-    "provider migration off, current TCB, data keys outside the provider",
+    "provider migration off, current TCB, data keys outside the provider, nothing sealed to a "
+    "provider vTPM and no provider agent in the guest: no provider-controlled party can reach "
+    "the plaintext",
 }
 
 
@@ -83,7 +90,12 @@ _PARTY_WORDS: dict[Party, str] = {
 def gdpr_reading(
     vm: Any, statuses: Mapping[Party, PartyStatus], findings: Sequence[Finding]
 ) -> GdprReading:
-    """Can the provider reach the plaintext of this VM: yes / no / undetermined, and why."""
+    """Can the provider reach the plaintext of this VM: yes / no / undetermined, and why.
+
+    The legal words say what the evidence is relevant to and under which condition ("may
+    apply, if ..."), never that a provision applies: the tool cannot know the processing's
+    purpose, the importer's certification or the controller's transfer tool.
+    """
     by_status = {p: statuses[p].status for p in PROVIDER_PARTIES}
     blocking = [p for p in PROVIDER_PARTIES if by_status[p] is not Status.EXCLUDED]
     can = [p for p in PROVIDER_PARTIES if by_status[p] is Status.CAN_ACCESS]
@@ -98,13 +110,8 @@ def gdpr_reading(
         answer = Answer.UNDETERMINED
         parts = ", ".join(f"{p.value} ({by_status[p].value})" for p in blocking)
         summary = f"Undetermined: not shown excluded by owner-verified evidence: {parts}."
-    jurisdiction, refs, non_eu_parent = _region_reading(vm.provider, vm.region, answer is Answer.NO)
-    if answer is Answer.YES and non_eu_parent:
-        summary += (
-            " The provider's parent is subject to third-country law, so Use Case 6 applies:"
-            " encryption whose keys or plaintext the provider can reach is no supplementary"
-            " measure."
-        )
+    jurisdiction, refs, law = _region_reading(vm.provider, vm.region, answer)
+    summary = f"{summary} {law}"
     would_change: list[str] = []
     for p in blocking:
         fixes = [
@@ -128,27 +135,46 @@ def gdpr_reading(
 
 
 @lru_cache(maxsize=4096)
-def _region_reading(
-    provider: str, region: str, no_access: bool
-) -> tuple[str, tuple[str, ...], bool]:
-    """Jurisdiction words, GDPR references and whether the parent is non-EU: per region, once."""
+def _region_reading(provider: str, region: str, answer: Answer) -> tuple[str, tuple[str, ...], str]:
+    """Jurisdiction words, GDPR references and the conditional legal sentence: per region."""
     place = place_of(provider, region)
-    non_eu_parent = "United States" in PROVIDER_PARENT.get(provider, "")
+    parent = non_eea_parent(provider)
     refs = [
         "GDPR Art. 5(1)(f)",
         "GDPR Art. 25(1)",
         "GDPR Art. 28(1)",
         "GDPR Art. 32(1)(a), (b) and 32(2)",
     ]
-    if place.status != "EEA" or non_eu_parent:
+    if place.status != "EEA" or parent is not None:
         refs.append("GDPR Art. 44-46 (transfers; remote access counts as making available)")
-    if non_eu_parent:
+    if parent is not None:
         refs.append("GDPR Art. 48 (third-country orders)")
-    refs.append(
-        "EDPB Recommendations 01/2020 Use Case 6 (provider needs data in the clear: "
-        "no effective supplementary measure)"
-        if not no_access
-        else "EDPB Recommendations 01/2020 Use Case 1 (keys and plaintext out of the "
-        "importer's reach)"
-    )
-    return describe(provider, region), tuple(refs), non_eu_parent
+    if answer is Answer.NO:
+        refs.append(
+            "EDPB Recommendations 01/2020 Use Case 1 (keys and plaintext out of the importer's "
+            "reach): this evidence is relevant to its conditions 4-6"
+        )
+        law = (
+            "The evidence is relevant to EDPB Recommendations 01/2020 Use Case 1 (the importer "
+            "holds neither keys nor plaintext)."
+        )
+    elif answer is Answer.YES:
+        refs.append(
+            "EDPB Recommendations 01/2020 Use Case 6 (may apply: the provider can reach the data "
+            "in the clear, so no technical supplementary measure is effective)"
+        )
+        law = (
+            "If this processing involves a transfer or access from a third country, EDPB "
+            "Recommendations 01/2020 Use Case 6 may apply: encryption whose keys or plaintext "
+            "the provider can reach is then no effective supplementary measure."
+        )
+    else:
+        refs.append(
+            "EDPB Recommendations 01/2020 Use Case 1 or 6 (which one cannot be told until the "
+            "undetermined parties are resolved)"
+        )
+        law = (
+            "Whether EDPB Use Case 1 or Use Case 6 fits cannot be told until the undetermined "
+            "parties are resolved."
+        )
+    return describe(provider, region), tuple(refs), f"{law} {transfer_words(provider, region)}"

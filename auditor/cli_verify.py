@@ -36,7 +36,13 @@ from auditor.verify.options import HardwareOptionError, build_evidence_options, 
 
 verify_app = typer.Typer(
     no_args_is_help=True,
-    help="Verify one SEV-SNP report, TDX quote or guest evidence file yourself, offline.",
+    help="Verify one SEV-SNP report, TDX quote or guest evidence file yourself, offline.\n\n"
+    "Exit codes: 0 only when the evidence is authentic (signature and chain to pinned vendor "
+    "roots), every binding asked for holds, the policy holds (debug off, no migration agent, "
+    "TCB known and not below the minimum) and, for `verify evidence`, the nonce is fresh "
+    "(--state); 1 when any of those fails or is unknown (the first line says which part: "
+    "'authentic: yes, policy: no (...)'); 2 when the input is unusable. JSON keeps `valid`, "
+    "`policy_ok` and adds `authentic`, `passes` and `verdict`.",
 )
 MAX_INPUT = 16 * 1024 * 1024
 #: Checks that judge what the evidence says (policy), not whether it is genuine and bound.

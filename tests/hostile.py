@@ -55,6 +55,7 @@ def luks(name: str, disk: str, volume: str, holds_root: bool) -> dict[str, Any]:
         "type": "LUKS2",
         "holds_root": holds_root,
         "backing": [{"name": disk, "serial": serial}],
+        "tpm_tokens": 0,
     }
 
 
@@ -66,8 +67,14 @@ BOTH_DISKS = {
         luks("dm-1", "nvme1n1", DATA_VOL, False),
     ],
 }
-#: Every claim an L4 needs from the guest: LUKS on both of eu-hr-db's volumes.
-FULL_CLAIMS = {"disk_encryption": BOTH_DISKS, "kernel_cmdline": "root=/dev/mapper/root ro"}
+#: Every claim an L4 needs from the guest: LUKS on both of eu-hr-db's volumes (nothing sealed
+#: to a TPM), no provider agent, no cloud-init run.
+NO_AGENTS = {"provider_agents": [], "cloud_init": {"ran": False}}
+FULL_CLAIMS = {
+    "disk_encryption": BOTH_DISKS,
+    "kernel_cmdline": "root=/dev/mapper/root ro",
+    "agents": NO_AGENTS,
+}
 
 
 @dataclass

@@ -159,6 +159,19 @@ def _write(path: Path, data: bytes | str) -> None:
         path.write_bytes(data)
 
 
+def luks2_header(tokens: dict[str, Any] | None = None, version: int = 2) -> bytes:
+    """A LUKS header as cryptsetup writes it: binary header, then the JSON area at 4096."""
+    import struct
+
+    meta = json.dumps({"keyslots": {"0": {"type": "luks2"}}, "tokens": tokens or {}}).encode()
+    size = 16384
+    head = b"LUKS\xba\xbe" + struct.pack(">HQ", version, size)
+    return head.ljust(4096, b"\0") + meta.ljust(size - 4096, b"\0")
+
+
+SYSTEMD_TPM2 = {"0": {"type": "systemd-tpm2", "keyslots": ["1"]}}
+
+
 def _block(
     root: Path,
     name: str,
@@ -202,6 +215,7 @@ def luks_root_layout(root: Path) -> None:
     link.parent.mkdir(parents=True, exist_ok=True)
     link.symlink_to("../../vda")
     (link.parent / "nvme-part-link").symlink_to("../../vda2")  # a partition's link: not the disk
+    _write(root / "dev" / "vda2", luks2_header())
     _block(
         root,
         "dm-0",
@@ -223,6 +237,8 @@ def lvm_on_luks_layout(root: Path) -> None:
     data = f"CRYPT-LUKS2-{DATA_LUKS_UUID.replace('-', '')}-data"
     _block(root, "dm-3", "253:3", dm=("data", data), slaves=("vdb",))
     _block(root, "dm-4", "253:4", dm=("usr", "CRYPT-VERITY-0123456789abcdef-usr"), slaves=("vda2",))
+    _write(root / "dev" / "vda3", luks2_header(SYSTEMD_TPM2))  # the root key is TPM-sealed
+    _write(root / "dev" / "vdb", luks2_header(version=1))
 
 
 def make_tree(tmp_path: Path, variant: str) -> Tree:
@@ -295,6 +311,7 @@ def test_snp_collection_with_luks_root(tmp_path: Path) -> None:
                 "type": "LUKS2",
                 "holds_root": True,
                 "backing": [{"name": "vda", "serial": ROOT_SERIAL, "links": [ROOT_LINK]}],
+                "tpm_tokens": 0,
             }
         ],
     }
@@ -325,6 +342,8 @@ def test_tdx_collection_with_lvm_on_luks(tmp_path: Path) -> None:
     ]
     # LUKS on a partition (vda3) sits on the whole disk vda; the data LUKS on vdb
     assert [d["backing"] for d in disk["devices"]] == [[{"name": "vda"}], [{"name": "vdb"}]]
+    # the root's key slot is sealed to the TPM (systemd-tpm2); LUKS1 has no tokens
+    assert [d["tpm_tokens"] for d in disk["devices"]] == [1, 0]
 
 
 def test_snp_without_certificate_table_names_the_gap(tmp_path: Path) -> None:
@@ -900,3 +919,54 @@ def test_cli_collect_partial_and_usage_exit_codes(tmp_path: Path) -> None:
     bad = runner.invoke(app, ["guest", "collect", "--nonce", "zz", "--out", str(tree.out)])
     assert bad.exit_code == 2
     assert "64 hex" in bad.stderr
+
+
+@pytest.mark.parametrize(
+    ("tokens", "expected"),
+    [
+        ({}, 0),
+        (SYSTEMD_TPM2, 1),
+        ({"0": {"type": "clevis", "jwe": {"protected": "eyJjbGV2aXMiOnsicGluIjoidHBtMiJ9fQ"}}}, 1),
+        ({"0": {"type": "clevis", "jwe": {"protected": "eyJjbGV2aXMiOnsicGluIjoidGFuZyJ9fQ"}}}, 0),
+        ({"0": {"type": "systemd-fido2"}, "1": {"type": "systemd-tpm2"}}, 1),
+    ],
+)
+def test_luks2_tokens_sealed_to_a_tpm_are_counted(
+    tmp_path: Path, tokens: dict[str, Any], expected: int
+) -> None:
+    path = tmp_path / "dev"
+    path.write_bytes(luks2_header(tokens))
+    assert diskcrypt.luks_tpm_tokens(path) == expected
+
+
+def test_unreadable_luks_header_is_a_named_problem(tmp_path: Path) -> None:
+    root = tmp_path / "root"
+    luks_root_layout(root)
+    (root / "dev" / "vda2").write_bytes(b"not a luks header")
+    section, problems = diskcrypt.disk_encryption(root)
+    assert "tpm_tokens" not in section["devices"][0]
+    assert problems == [("LUKS header of dm-0", "/dev/vda2: not a LUKS header")]
+
+
+def test_provider_agents_and_cloud_init_are_read_from_proc_and_run(tmp_path: Path) -> None:
+    from auditor.guest import agents
+
+    root = tmp_path / "root"
+    _write(root / "proc" / "1" / "comm", "systemd\n")
+    _write(root / "proc" / "812" / "comm", "amazon-ssm-agen\n")  # comm is cut at 15 bytes
+    _write(root / "proc" / "812" / "cmdline", b"/usr/bin/amazon-ssm-agent\0")
+    _write(root / "proc" / "913" / "comm", "python3\n")
+    _write(root / "proc" / "913" / "cmdline", b"/usr/bin/python3\0-u\0/usr/sbin/waagent\0-daemon\0")
+    _write(root / "proc" / "self" / "comm", "x\n")  # not a pid
+    section, problems = agents.agents_section(root)
+    assert problems == []
+    assert section == {
+        "provider_agents": ["amazon-ssm-agent", "waagent"],
+        "cloud_init": {"ran": False},
+    }
+    _write(root / "run" / "cloud-init" / "result.json", '{"v1": {"datasource": "DataSourceEc2"}}')
+    assert agents.cloud_init(root) == {
+        "ran": True,
+        "source": "/run/cloud-init/result.json",
+        "datasource": "DataSourceEc2",
+    }

@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 
 from auditor.api import scan
-from auditor.model import AuditRun, Level, Party, Status
+from auditor.model import Answer, AuditRun, Level, Party, Status
 
 FLEET = Path(__file__).resolve().parent.parent / "examples" / "demo-fleet"
 EVIDENCE = FLEET / "guest-evidence"
@@ -62,8 +62,12 @@ def test_demo_evidence_gives_l4_and_l3_and_says_demo_anchor(tmp_path: Path) -> N
     run = _scan(tmp_path)
     hr, api = _vm(run, HR_DB), _vm(run, PAYMENTS_API)
     assert hr.level is Level.L4
+    assert hr.gdpr.provider_can_access is Answer.NO  # every provider party is excluded
+    # everything eu-hr-db has, but the SSM Agent runs in its guest: L3 for that one reason
     assert api.level is Level.L3
-    assert api.parties[Party.KEY_CUSTODIAN] is Status.CAN_ACCESS  # AWS KMS holds its keys
+    assert api.parties[Party.KEY_CUSTODIAN] is Status.EXCLUDED  # LUKS over the KMS volume
+    assert api.gdpr.blocking_parties == [Party.GUEST_AGENTS]
+    assert api.party_status[Party.GUEST_AGENTS].rules == ["agents.guest-runs-provider-agent"]
     for vm in (hr, api):
         assert "demo trust anchor, not AMD" in vm.level_reason
         assert vm.document["hardware"]["verified"] is True

@@ -57,8 +57,15 @@ VERIFIED: dict[str, Any] = {
 LUKS_AND_BROKER: dict[str, Any] = {
     "evidence_file": True,
     "claims_used": True,
-    "disk_encryption": {"root_encrypted": True, "devices": [{"name": "dm-0", "type": "LUKS2"}]},
+    "disk_encryption": {
+        "root_encrypted": True,
+        "all_disks_covered": True,
+        "tpm_sealed": False,
+        "devices": [{"name": "dm-0", "type": "LUKS2", "tpm_tokens": 0}],
+    },
     "key_release": {"present": True, "verified": True, "broker": "kbs.example.eu"},
+    "agents": {"provider_agents": [], "cloud_init": False},
+    "nothing_sealed_to_vtpm": True,
 }
 
 
@@ -124,15 +131,45 @@ def test_luks_without_broker_receipt_is_only_claimed() -> None:
 def test_everything_verified_is_l4_and_gdpr_no() -> None:
     result = _evaluate(VERIFIED, LUKS_AND_BROKER)
     assert result.parties[Party.KEY_CUSTODIAN] is Status.EXCLUDED
+    assert result.parties[Party.VTPM] is Status.EXCLUDED
+    assert result.parties[Party.GUEST_AGENTS] is Status.EXCLUDED
     assert result.level is Level.L4
-    # what still blocks a "no" is outside L4's scope (provider agents in the guest, the vTPM),
-    # never a party L4 covers
-    l4_parties = {Party.HYPERVISOR, Party.ATTESTATION_SERVICE, Party.FIRMWARE}
-    l4_parties |= {Party.CONTROL_PLANE, Party.KEY_CUSTODIAN}
-    assert not l4_parties & set(result.gdpr.blocking_parties)
-    assert result.gdpr.provider_can_access in (Answer.NO, Answer.YES)
+    assert result.gdpr.provider_can_access is Answer.NO
+    assert result.gdpr.blocking_parties == []
+    assert result.gdpr.summary.startswith(
+        "No: owner-verified hardware evidence shuts every provider-controlled party out. The "
+        "evidence is relevant to EDPB Recommendations 01/2020 Use Case 1"
+    )
     broker = [f for f in result.findings if f.rule_id == "keys.broker-release-verified"]
     assert broker and "kbs.example.eu" in broker[0].reason
+
+
+@pytest.mark.parametrize(
+    ("change", "party", "rule"),
+    [
+        (
+            {"agents": {"provider_agents": ["amazon-ssm-agent"], "cloud_init": False}},
+            Party.GUEST_AGENTS,
+            "agents.guest-runs-provider-agent",
+        ),
+        (
+            {"agents": {"provider_agents": [], "cloud_init": True}},
+            Party.GUEST_AGENTS,
+            "agents.cloud-init-consumed-metadata",
+        ),
+        ({"nothing_sealed_to_vtpm": False}, Party.VTPM, None),
+    ],
+)
+def test_one_missing_piece_misses_no_for_one_named_reason(
+    change: dict[str, Any], party: Party, rule: str | None
+) -> None:
+    result = _evaluate(VERIFIED, {**LUKS_AND_BROKER, **change})
+    assert result.level is Level.L3
+    assert result.gdpr.provider_can_access is not Answer.NO
+    assert result.gdpr.blocking_parties == [party]
+    assert f"L4 needs {party.value} EXCLUDED" in result.level_reason
+    if rule is not None:
+        assert result.party_status[party].rules == [rule]
 
 
 @pytest.mark.parametrize(

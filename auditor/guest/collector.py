@@ -1,8 +1,9 @@
 """`ccaudit guest collect`: gather a VM's hardware evidence from inside it into one JSON file.
 
 Runs inside the guest with nothing but the standard library (see docs/guest-evidence.md). It
-reads what lets the auditor judge the rest (the vTPM event log, the TDX CCEL, dm-crypt state
-and the disks under it, the kernel command line: the claims), binds the auditor's nonce, the
+reads what lets the auditor judge the rest (the vTPM event log, the TDX CCEL, dm-crypt state,
+the disks under it and the key slots sealed to a TPM, the provider agents running and whether
+cloud-init ran, the kernel command line: the claims), binds the auditor's nonce, the
 VM's identity and the claims' digest into REPORT_DATA (SHA-512(nonce || identity ||
 SHA-256(claims)), auditor/guest/format.py), asks the TEE for a report over that through
 configfs-tsm and adds, optionally, the owner's key-release token. It only collects: verifiers
@@ -29,7 +30,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from auditor._version import __version__
-from auditor.guest import diskcrypt, metadata, tsm
+from auditor.guest import agents, diskcrypt, metadata, tsm
 from auditor.guest.format import FORMAT, binding_report_data, claims_digest, identity_string
 
 EXIT_OK = 0
@@ -308,6 +309,10 @@ def collect(options: CollectOptions) -> Collection:
     disk = _disk(options.root, errors)
     if disk is not None:
         doc["disk_encryption"] = disk
+    running, problems = agents.agents_section(options.root)
+    doc["agents"] = running
+    for source, message in problems:
+        errors.add(source, message)
     cmdline = _blob(options.root, KERNEL_CMDLINE, MAX_TEXT_BYTES, "kernel command line", errors)
     if cmdline is not None:
         doc["kernel_cmdline"] = cmdline.decode("utf-8", "replace").rstrip("\n")
@@ -364,6 +369,9 @@ def summary(document: dict[str, Any], path: Path) -> list[str]:
             f"  dm-crypt devices: {len(disk['devices'])}"
             f" (under /: {', '.join(on_root) if on_root else 'none'})"
         )
+    found = document.get("agents") or {}
+    agents_running = ", ".join(found.get("provider_agents") or []) or "none"
+    lines.append(f"  provider agents running: {agents_running}")
     if "key_release" in document:
         lines.append("  key release token: included")
     for error in document["errors"]:

@@ -12,15 +12,26 @@ serial (`/sys/block/<disk>/device/serial`: on AWS Nitro the EBS volume id) and t
 `/dev/disk/by-id` and `/dev/disk/azure` links that point at them (Google's `google-<device
 name>`, Azure's LUN links). The auditor matches these against the disks the cloud lists, so a
 data disk that guest-side encryption does not cover keeps its "provider can read it" verdict.
+
+For LUKS2 it also reads the header's tokens (`tpm_tokens`): a `systemd-tpm2` token, or a clevis
+token with a `tpm2` pin, means a key slot is sealed to the (v)TPM. On a provider-implemented
+vTPM that sealing is the provider's to undo, so the auditor counts the vTPM as a party that can
+reach the data unless no key slot is sealed to it.
 """
 
 from __future__ import annotations
 
+import base64
+import binascii
+import json
 import os
+import struct
 from pathlib import Path
 from typing import Any
 
 MAX_DEPTH = 16
+LUKS_MAGIC = b"LUKS\xba\xbe"
+LUKS2_MAX_HEADER = 4 * 1024 * 1024
 MAX_LINKS = 4096
 #: Folders of stable device links (udev's, and the Azure VM utilities').
 LINK_DIRS = ("dev/disk/by-id", "dev/disk/azure")
@@ -232,15 +243,19 @@ def disk_encryption(root: Path) -> tuple[dict[str, Any], list[tuple[str, str]]]:
         kind = crypt_type(uuid)
         if kind is None:
             continue
-        found.append(
-            {
-                "name": name,
-                "uuid": uuid,
-                "type": kind,
-                "holds_root": name in under_root,
-                "backing": _backing(devices, name, links),
-            }
-        )
+        entry: dict[str, Any] = {
+            "name": name,
+            "uuid": uuid,
+            "type": kind,
+            "holds_root": name in under_root,
+            "backing": _backing(devices, name, links),
+        }
+        tokens = _tpm_tokens(root, devices, name)
+        if isinstance(tokens, int):
+            entry["tpm_tokens"] = tokens
+        else:
+            problems.append((f"LUKS header of {name}", tokens))
+        found.append(entry)
     section: dict[str, Any] = {"devices": found}
     if root_device is not None:
         section = {"root_device": root_device, **section}
@@ -262,3 +277,63 @@ def _backing(devices: BlockDevices, name: str, links: dict[str, list[str]]) -> l
             entry["links"] = links[disk][:32]
         out.append(entry)
     return out
+
+
+def _tpm_tokens(root: Path, devices: BlockDevices, name: str) -> int | str:
+    """How many key slots of the LUKS device under dm `name` are sealed to a TPM (LUKS1: 0);
+    a string saying why it could not be read otherwise."""
+    try:
+        slaves = sorted(os.listdir(devices.sys_block / name / "slaves"))
+    except OSError as err:
+        return f"no underlying device listed: {err.strerror or err}"
+    if len(slaves) != 1:
+        return f"expected one underlying device, found {len(slaves)}"
+    path = root / "dev" / slaves[0]
+    try:
+        return luks_tpm_tokens(path)
+    except (OSError, ValueError) as err:
+        return f"/dev/{slaves[0]}: {err}"
+
+
+def luks_tpm_tokens(path: Path) -> int:
+    """TPM-sealed tokens in the LUKS header at `path` (0 for LUKS1, which has no tokens).
+
+    Raises ValueError when the header is not LUKS or its JSON area is unreadable.
+    """
+    with path.open("rb") as fh:
+        head = fh.read(4096)
+        if head[:6] != LUKS_MAGIC or len(head) < 16:
+            raise ValueError("not a LUKS header")
+        version = struct.unpack(">H", head[6:8])[0]
+        if version == 1:
+            return 0
+        if version != 2:
+            raise ValueError(f"LUKS version {version} is not known")
+        size = struct.unpack(">Q", head[8:16])[0]
+        if not 4096 < size <= LUKS2_MAX_HEADER:
+            raise ValueError(f"LUKS2 header size {size} is out of range")
+        area = fh.read(size - 4096)
+    try:
+        meta = json.loads(area.split(b"\0", 1)[0])
+    except (UnicodeDecodeError, ValueError) as err:
+        raise ValueError(f"LUKS2 JSON area unreadable: {err}") from err
+    tokens = meta.get("tokens") if isinstance(meta, dict) else None
+    if not isinstance(tokens, dict):
+        raise ValueError("LUKS2 JSON area has no tokens object")
+    return sum(1 for token in tokens.values() if _sealed_to_tpm(token))
+
+
+def _sealed_to_tpm(token: Any) -> bool:
+    if not isinstance(token, dict):
+        return False
+    kind = str(token.get("type", ""))
+    if kind == "systemd-tpm2" or kind.startswith("tpm2"):
+        return True
+    if kind == "clevis":  # the pin is named in the JWE's protected header
+        protected = str((token.get("jwe") or {}).get("protected", ""))
+        try:
+            header = base64.urlsafe_b64decode(protected + "=" * (-len(protected) % 4))
+        except (binascii.Error, ValueError):
+            return True  # unreadable: assume it could be sealed to the TPM
+        return b"tpm2" in header
+    return False

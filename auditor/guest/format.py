@@ -23,7 +23,9 @@ One JSON object, every blob base64 (standard alphabet, padded):
   "disk_encryption": {"root_device": "<dm-N or block device of />", "devices":
          [{"name": "dm-0", "uuid": "CRYPT-LUKS2-...", "type": "LUKS2", "holds_root": true,
            "backing": [{"name": "nvme0n1", "serial": "vol0abc...", "links":
-                        ["/dev/disk/by-id/nvme-Amazon_Elastic_Block_Store_vol0abc..."]}]}]},
+                        ["/dev/disk/by-id/nvme-Amazon_Elastic_Block_Store_vol0abc..."]}],
+           "tpm_tokens": 0}]},
+  "agents": {"provider_agents": ["amazon-ssm-agent"], "cloud_init": {"ran": false}},
   "kernel_cmdline": "<text>",
   "key_release": "<compact JWS from the owner's key broker, optional>",
   "errors": [{"source": "<what was read>", "message": "<why it is missing>"}]
@@ -33,7 +35,7 @@ One JSON object, every blob base64 (standard alphabet, padded):
 Sections the guest could not read are absent and named in `errors`; absence is never success.
 
 **Claims.** Everything the guest states besides the signed report (`disk_encryption`,
-`kernel_cmdline`, `tpm`, `ccel`: CLAIM_KEYS) is bound into the report: version 2 sets
+`kernel_cmdline`, `tpm`, `ccel`, `agents`: CLAIM_KEYS) is bound into the report: version 2 sets
 REPORT_DATA = SHA-512(nonce || identity || SHA-256(canonical claims)), so a claim changed or
 added after the report was made no longer matches it. Version 1 files (REPORT_DATA =
 SHA-512(nonce || identity)) still read: their report can verify, but their claims are not
@@ -52,7 +54,7 @@ FORMAT_V1 = "ccaudit-guest-evidence/1"
 FORMAT = "ccaudit-guest-evidence/2"
 FORMATS = (FORMAT_V1, FORMAT)
 #: The guest's own statements that version 2 binds into REPORT_DATA (see the module text).
-CLAIM_KEYS = ("disk_encryption", "kernel_cmdline", "tpm", "ccel")
+CLAIM_KEYS = ("disk_encryption", "kernel_cmdline", "tpm", "ccel", "agents")
 MAX_FILE_BYTES = 16 * 1024 * 1024
 NONCE_BYTES = 32
 PROVIDERS = ("aws", "gcp", "azure", "unknown")
@@ -128,7 +130,7 @@ def parse_evidence_file(data: bytes) -> dict[str, Any]:
         raise GuestEvidenceError("vm.id is missing")
     if vm.get("provider") not in PROVIDERS:
         raise GuestEvidenceError(f"vm.provider must be one of {', '.join(PROVIDERS)}")
-    for key in ("tee", "tpm", "ccel", "disk_encryption"):
+    for key in ("tee", "tpm", "ccel", "disk_encryption", "agents"):
         if key in doc and doc[key] is not None and not isinstance(doc[key], dict):
             raise GuestEvidenceError(f"{key} must be an object")
     if "kernel_cmdline" in doc and not isinstance(doc["kernel_cmdline"], str | None):

@@ -479,10 +479,21 @@ def _guest_facts(
                     "type": str(d.get("type", ""))[:32],
                     "holds_root": d.get("holds_root") is True,
                     "backing": _backing(d.get("backing")),
+                    **_count("tpm_tokens", d.get("tpm_tokens")),
                 }
                 for d in devices[:64]
             ],
         }
+    found = doc.get("agents")
+    if isinstance(found, Mapping):
+        names = found.get("provider_agents")
+        init = found.get("cloud_init")
+        agents: dict[str, Any] = {}
+        if isinstance(names, list):
+            agents["provider_agents"] = sorted({str(n)[:64] for n in names[:64]})
+        if isinstance(init, Mapping) and isinstance(init.get("ran"), bool):
+            agents["cloud_init"] = init["ran"]
+        guest["agents"] = agents
     cmdline = doc.get("kernel_cmdline")
     if isinstance(cmdline, str):
         guest["kernel_cmdline"] = cmdline[:4096]
@@ -505,6 +516,12 @@ def _guest_facts(
             if isinstance(e, Mapping)
         ]
     return guest
+
+
+def _count(key: str, value: Any) -> dict[str, int]:
+    """`{key: value}` for a non-negative integer (not a bool); nothing otherwise (unknown)."""
+    ok = isinstance(value, int) and not isinstance(value, bool) and value >= 0
+    return {key: value} if ok else {}
 
 
 def _backing(value: Any) -> list[dict[str, Any]]:

@@ -293,6 +293,18 @@ def _apply(vm: VM, chosen: _Verified) -> None:
                 if index in covered:
                     entry["guest_device"] = covered[index]
         disk["all_disks_covered"] = bool(disks) and len(covered) == len(disks)
+    if isinstance(disk, dict):
+        counts = [d.get("tpm_tokens") for d in disk.get("devices") or []]
+        if counts and all(isinstance(c, int) for c in counts):
+            disk["tpm_sealed"] = any(c > 0 for c in counts)
+        receipt = guest.get("key_release") or {}
+        # the vTPM holds nothing the data depends on: every disk is encrypted in the guest, no
+        # key slot is sealed to a TPM, and the key came from the owner's broker instead
+        guest["nothing_sealed_to_vtpm"] = bool(
+            disk.get("all_disks_covered") is True
+            and disk.get("tpm_sealed") is False
+            and receipt.get("verified") is True
+        )
 
 
 def _consume_nonce(vm: VM, chosen: _Verified, opts: VerifyOptions) -> None:

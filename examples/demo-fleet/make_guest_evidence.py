@@ -65,9 +65,19 @@ def _luks(name: str, uuid: str, disk: str, volume: str, holds_root: bool) -> dic
                 "links": [f"/dev/disk/by-id/nvme-Amazon_Elastic_Block_Store_{serial}"],
             }
         ],
+        "tpm_tokens": 0,  # no key slot sealed to the (NitroTPM) vTPM: the key is the broker's
     }
 
 
+#: The owner's image: no provider agent runs, cloud-init is not installed.
+NO_AGENTS = {"provider_agents": [], "cloud_init": {"ran": False}}
+#: eu-payments-api's image still runs the SSM Agent (the one thing between it and L4).
+SSM_AGENT = {"provider_agents": ["amazon-ssm-agent"], "cloud_init": {"ran": False}}
+#: eu-payments-api: LUKS2 root on its only volume.
+PAYMENTS_LUKS = {
+    "root_device": "dm-0",
+    "devices": [_luks("dm-0", "3a9d5c7e1b2f4a60", "nvme0n1", "vol-096929fe252a94609", True)],
+}
 #: eu-hr-db: LUKS2 root on the root volume and LUKS2 on the 500 GiB pgdata volume.
 HR_DB_LUKS = {
     "root_device": "dm-0",
@@ -152,29 +162,43 @@ def main() -> None:
         }
         return doc
 
-    # L4: eu-hr-db, bound report, reference firmware, both volumes LUKS2 in the guest, key from
-    # the owner's broker (the receipt names the REPORT_DATA it was released against).
+    def released(doc: dict[str, object], vm: str, broker_name: str) -> dict[str, object]:
+        """The owner's broker released the disk key against this report: its receipt."""
+        doc["key_release"] = sign_key_release(
+            broker,
+            {
+                "iss": broker_name,
+                "sub": identity_string("aws", vm),
+                "report_data": doc["report_data"],
+                "jurisdiction": "DE",
+                "iat": int(ISSUED_AT.timestamp()) + 300,
+            },
+        )
+        return doc
+
+    # L4 and "no": eu-hr-db, bound report, reference firmware, both volumes LUKS2 in the guest
+    # with the key from the owner's broker (nothing sealed to the NitroTPM), no provider agent.
     vm = "i-0d83016e1898302ed"
     doc = bound_snp(
         "aws",
         vm,
         disk_encryption=HR_DB_LUKS,
         kernel_cmdline="BOOT_IMAGE=/vmlinuz-6.12 root=/dev/mapper/root ro console=ttyS0",
+        agents=NO_AGENTS,
     )
-    doc["key_release"] = sign_key_release(
-        broker,
-        {
-            "iss": "kbs.hr.example.eu",
-            "sub": identity_string("aws", vm),
-            "report_data": doc["report_data"],
-            "jurisdiction": "DE",
-            "iat": int(ISSUED_AT.timestamp()) + 300,
-        },
-    )
-    write(out / "eu-hr-db.json", doc)
+    write(out / "eu-hr-db.json", released(doc, vm, "kbs.hr.example.eu"))
 
-    # L3: eu-payments-api, bound report and reference firmware; keys stay in AWS KMS.
-    write(out / "eu-payments-api.json", bound_snp("aws", "i-045a5d8d3c4039e06"))
+    # L3 for one named reason: eu-payments-api has everything eu-hr-db has, but its image still
+    # runs the SSM Agent, which runs AWS Systems Manager commands as root in the guest.
+    vm = "i-045a5d8d3c4039e06"
+    doc = bound_snp(
+        "aws",
+        vm,
+        disk_encryption=PAYMENTS_LUKS,
+        kernel_cmdline="BOOT_IMAGE=/vmlinuz-6.12 root=/dev/mapper/root ro console=ttyS0",
+        agents=SSM_AGENT,
+    )
+    write(out / "eu-payments-api.json", released(doc, vm, "kbs.payments.example.eu"))
 
     # A real AMD report (google/go-sev-guest, DEBUG=1), genuine but not bound to this VM.
     vm = "i-0ea342d0eabd8c42e"
