@@ -67,7 +67,11 @@ def test_demo_evidence_gives_l4_and_l3_and_says_demo_anchor(tmp_path: Path) -> N
     assert api.level is Level.L3
     assert api.parties[Party.KEY_CUSTODIAN] is Status.EXCLUDED  # LUKS over the KMS volume
     assert api.gdpr.blocking_parties == [Party.GUEST_AGENTS]
-    assert api.party_status[Party.GUEST_AGENTS].rules == ["agents.guest-runs-provider-agent"]
+    assert set(api.party_status[Party.GUEST_AGENTS].rules) == {
+        "agents.guest-runs-provider-agent",  # the SSM Agent, and the IMDS that feeds it
+        "agents.metadata-service",
+    }
+    assert "L4 needs guest_agents EXCLUDED; it is CAN_ACCESS" in api.level_reason
     for vm in (hr, api):
         assert "demo trust anchor, not AMD" in vm.level_reason
         assert vm.document["hardware"]["verified"] is True
