@@ -76,6 +76,25 @@ def level_for(statuses: Mapping[Party, Status]) -> tuple[Level, str]:
     return reached, f"{reached.value}: {LEVEL_MEANING[reached]}."
 
 
+#: Which fix to give first: a party that can access before one that is only undetermined or
+#: claimed, and among them the one the others depend on (no memory encryption makes every other
+#: fix moot, so moving to a confidential VM comes first).
+_STATUS_IMPACT = {Status.CAN_ACCESS: 0, Status.UNDETERMINED: 1, Status.CLAIMED_EXCLUDED: 2}
+_IMPACT = {
+    party: i
+    for i, party in enumerate(
+        (
+            Party.HYPERVISOR,
+            Party.ATTESTATION_SERVICE,
+            Party.CONTROL_PLANE,
+            Party.FIRMWARE,
+            Party.KEY_CUSTODIAN,
+            Party.VTPM,
+            Party.GUEST_AGENTS,
+        )
+    )
+}
+
 _PARTY_WORDS: dict[Party, str] = {
     Party.CONTROL_PLANE: "the control plane (could launch another image)",
     Party.HYPERVISOR: "the hypervisor and host admins (could read guest memory)",
@@ -113,7 +132,7 @@ def gdpr_reading(
     jurisdiction, refs, law = _region_reading(vm.provider, vm.region, answer)
     summary = f"{summary} {law}"
     would_change: list[str] = []
-    for p in blocking:
+    for p in sorted(blocking, key=lambda party: (_STATUS_IMPACT[by_status[party]], _IMPACT[party])):
         fixes = [
             f.remediation
             for f in findings

@@ -30,7 +30,7 @@ import stat
 import tempfile
 import warnings
 from collections import Counter
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path, PurePosixPath
@@ -207,12 +207,28 @@ def _scan_files(run_dir: Path) -> tuple[dict[str, Path], list[tuple[str, str]]]:
     return files, problems
 
 
-def _trust_anchors() -> dict[str, dict[str, str]]:
+def _trust_anchors(run: AuditRun | None = None) -> dict[str, dict[str, str]]:
+    """{store: {subject or key id: SHA-256}}: every anchor the run's verdicts may rest on.
+
+    The run's own list (result.json `trust_anchors`: pinned AMD, Intel, Google and Microsoft
+    roots, and the owner's MAA keys, endorsement root, key-broker keys, demo anchor) when it
+    has one; the pinned stores otherwise (runs written before it was recorded).
+    """
+    if run is not None and run.trust_anchors:
+        out: dict[str, dict[str, str]] = {}
+        for anchor in run.trust_anchors:
+            label = anchor.subject + (f" [{anchor.role}]" if anchor.role else "")
+            out.setdefault(anchor.store, {})[label] = anchor.sha256
+        return out
     # Some pinned roots have subject attributes longer than X.520 allows; cryptography warns
     # when printing them, which says nothing about the bundle.
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)
         return {store.name: store.fingerprints() for store in (f() for f in TRUST_STORES)}
+
+
+def _pinned_fingerprints(anchors: Mapping[str, Mapping[str, str]]) -> set[str]:
+    return {fp for store in anchors.values() for fp in store.values()}
 
 
 def _read_manifest(run_dir: Path) -> Manifest:
@@ -366,7 +382,7 @@ def write_manifest(
             ManifestRulePack(name=p.name, version=p.version, sha256=p.sha256)
             for p in run.rule_packs
         ],
-        trust_anchors=_trust_anchors(),
+        trust_anchors=_trust_anchors(run),
         scope=run.scope.model_dump(mode="json"),
         previous=link,
     )
@@ -846,7 +862,7 @@ def reverify(
             f"recorded with cc-auditor {recorded.tool.version}, reverified with "
             f"{fresh.tool.version}"
         )
-    notes.extend(_anchor_notes(run_dir))
+    notes.extend(_anchor_notes(run_dir, fresh))
     judged = fresh.judged_at or recorded.judged_at
     if judged is not None:
         notes.append(f"judged at the recording time {judged.isoformat()}, not today")
@@ -991,13 +1007,20 @@ def _custom_packs(
     return found
 
 
-def _anchor_notes(run_dir: Path) -> list[str]:
+def _anchor_notes(run_dir: Path, fresh: AuditRun) -> list[str]:
+    """Did this tool pin the same roots the run was verified against?"""
     try:
         manifest = _read_manifest(run_dir)
     except BundleError:
         return []
-    if manifest.trust_anchors != _trust_anchors():
-        return ["the pinned trust anchors differ from those recorded in the manifest"]
+    pinned_now = {a.sha256 for a in fresh.trust_anchors if a.pinned}
+    recorded = _pinned_fingerprints(manifest.trust_anchors)
+    missing = sorted(recorded - pinned_now - {a.sha256 for a in fresh.trust_anchors})
+    if missing:
+        return [
+            "the manifest records trust anchors this tool does not pin or was not given: "
+            + ", ".join(fp[:16] for fp in missing[:5])
+        ]
     return []
 
 

@@ -65,6 +65,7 @@ class _Plan:
         "id",
         "is_veto",
         "party",
+        "provider",
         "rationale",
         "references",
         "remediation",
@@ -87,6 +88,7 @@ class _Plan:
         self.title = rule.title
         self.severity = rule.severity
         self.rationale = rule.rationale
+        self.provider = provider
         self.remediation = rule.remediation_for(provider)
         self.references = references  # shared by every finding of this rule: read-only
         self.detail = compiled.detail_program
@@ -160,7 +162,8 @@ class Engine:
         self._plans: dict[tuple[str, bool], tuple[_Plan, ...]] = {}
         self._shadow_plans: dict[str, tuple[_Plan, ...]] = {}
         self._joined: dict[tuple[str, ...], str] = {}
-        self._memo: dict[tuple[str, bool, Any], _Case] = {}  # (provider, proof, fields) -> case
+        #: (provider, proof, technology, fields read) -> case
+        self._memo: dict[tuple[str, bool, Any, Any], _Case] = {}
         self.cases = 0  # distinct sets of fields read seen so far (decisions worked out)
         self._defaults: dict[Party, PartyStatus] = {}
 
@@ -222,7 +225,13 @@ class Engine:
         if self._paths is None or not self.reuse:
             return self._new_case(provider, proof, vm)
         try:
-            key = (provider, proof, _frozen(vm.document, self._paths))
+            # the technology fits each finding's remediation, so it is part of the key
+            key = (
+                provider,
+                proof,
+                vm.document.get("technology"),
+                _frozen(vm.document, self._paths),
+            )
             case = self._memo.get(key)
         except TypeError:  # a value that cannot be hashed (not JSON): no reuse
             return self._new_case(provider, proof, vm)
@@ -236,7 +245,9 @@ class Engine:
     def _new_case(self, provider: str, proof: bool, vm: Any) -> _Case:
         ctx = self.context(vm)
         shadow = self._run_rules(self._shadow_plan(provider), ctx) if self.shadow else ()
-        return _Case(self, self._run_rules(self._plan(provider, proof), ctx), shadow)
+        technology = vm.document.get("technology")
+        runs = self._run_rules(self._plan(provider, proof), ctx)
+        return _Case(self, runs, shadow, technology if isinstance(technology, str) else None)
 
     def evaluate(self, vm: Any) -> VMResult:
         """Decide every party for one collected VM (an `auditor.model.VM`)."""
@@ -364,7 +375,11 @@ class _Case:
     )
 
     def __init__(
-        self, engine: Engine, runs: tuple[_Run, ...], shadow: tuple[_Run, ...] = ()
+        self,
+        engine: Engine,
+        runs: tuple[_Run, ...],
+        shadow: tuple[_Run, ...] = (),
+        technology: str | None = None,
     ) -> None:
         self.runs = runs
         self.undetermined: dict[int, str] = {}
@@ -389,7 +404,9 @@ class _Case:
                 "severity": plan.severity,
                 "rationale": plan.rationale,
                 "evidence": None,
-                "remediation": plan.remediation,
+                "remediation": plan.rule.remediation_for(plan.provider, technology)
+                if technology
+                else plan.remediation,
                 "references": plan.references,
             }
             self.findings.append((plan, status, reason, template))

@@ -17,7 +17,16 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from auditor.model import AuditRun, Coverage, Evidence, Gap, OwnerOverride, Scope, ScopeCoverage
+from auditor.model import (
+    AuditRun,
+    Coverage,
+    Evidence,
+    Gap,
+    OwnerOverride,
+    Scope,
+    ScopeCoverage,
+    TrustAnchor,
+)
 from auditor.recording import keep_evidence
 from auditor.run import (
     NO_MATCHING_VM,
@@ -246,6 +255,21 @@ def _merged_overrides(inputs: Sequence[_Input]) -> list[OwnerOverride]:
     return [merged[k] for k in sorted(merged)]
 
 
+def _merged_anchors(inputs: Sequence[_Input]) -> list[TrustAnchor]:
+    """Every shard's anchors, once each (by store and fingerprint), their uses added up."""
+    merged: dict[tuple[str, str], TrustAnchor] = {}
+    for item in inputs:
+        for anchor in item.run.trust_anchors:
+            key = (anchor.store, anchor.sha256)
+            seen = merged.get(key)
+            merged[key] = (
+                anchor
+                if seen is None
+                else seen.model_copy(update={"used_by": seen.used_by + anchor.used_by})
+            )
+    return list(merged.values())
+
+
 def merge_runs(
     run_dirs: Sequence[str | Path],
     output: str | Path,
@@ -295,6 +319,7 @@ def merge_runs(
         ),
         evidence=dict(sorted(evidence.items())),
         owner_overrides=_merged_overrides(inputs),
+        trust_anchors=_merged_anchors(inputs),
         judged_at=first.judged_at,
     )
 

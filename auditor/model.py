@@ -392,6 +392,19 @@ class OwnerOverride(_Model):
     vms: int = Field(default=0, description="VMs whose verdict the override changed")
 
 
+class TrustAnchor(_Model):
+    """A root or key a verdict of the run may rest on, with its fingerprint and origin."""
+
+    store: str = Field(description="the trust store: AMD SEV-SNP roots, Intel SGX Root CA, ...")
+    subject: str = Field(description="certificate subject, or key id")
+    role: str = Field(description="`root`, `intermediate`, `signing key` or `broker key`")
+    sha256: str = Field(description="SHA-256 of the DER certificate or SubjectPublicKeyInfo")
+    source: str = Field(description="where it came from")
+    pinned: bool = Field(description="shipped and pinned in cc-auditor (else: given by the owner)")
+    demo: bool = Field(default=False, description="the demo trust anchor: not AMD")
+    used_by: int = Field(default=0, description="VMs whose evidence it verified in this run")
+
+
 class ScopeCoverage(_Model):
     """One collection scope (AWS: account x region) and whether it was read completely."""
 
@@ -469,6 +482,11 @@ class AuditRun(_Model):
         default_factory=list,
         description="built-in vetoes the owner's rule packs disabled or replaced",
     )
+    trust_anchors: list[TrustAnchor] = Field(
+        default_factory=list,
+        description="every root and key the run's verifiers trusted, and how many VMs each "
+        "verified",
+    )
     judged_at: datetime | None = Field(
         default=None,
         description="the time evidence was judged at (validity, freshness, log windows): the "
@@ -483,3 +501,22 @@ class AuditRun(_Model):
 
     def lowest_level(self) -> Level | None:
         return min((vm.level for vm in self.vms), key=lambda lv: lv.rank, default=None)
+
+
+def result_bytes(run: AuditRun) -> bytes:
+    """result.json exactly as written: the bytes its SHA-256 (the run's fingerprint) is of."""
+    return (run.model_dump_json(indent=2) + "\n").encode("utf-8")
+
+
+#: The last run whose digest was taken, and the digest: reports of one run ask once per format,
+#: and serialising a large fleet costs seconds. Held by reference, so an id is never reused.
+_LAST_DIGEST: list[tuple[AuditRun, str]] = []
+
+
+def result_sha256(run: AuditRun) -> str:
+    """SHA-256 of result.json for this run (the run is immutable once built)."""
+    if _LAST_DIGEST and _LAST_DIGEST[0][0] is run:
+        return _LAST_DIGEST[0][1]
+    digest = hashlib.sha256(result_bytes(run)).hexdigest()
+    _LAST_DIGEST[:] = [(run, digest)]
+    return digest

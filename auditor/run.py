@@ -18,11 +18,21 @@ from pathlib import Path
 from auditor._version import __version__
 from auditor.collect import ProgressListener, StoppableSink, collect
 from auditor.engine import Engine, evaluate_all
-from auditor.model import AuditRun, Gap, OwnerOverride, Scope, ToolInfo, VMResult, utcnow
+from auditor.model import (
+    AuditRun,
+    Gap,
+    OwnerOverride,
+    Scope,
+    ToolInfo,
+    VMResult,
+    result_bytes,
+    utcnow,
+)
 from auditor.providers.base import Provider
 from auditor.providers.guest import import_guest_evidence
 from auditor.shard import Shard
 from auditor.verify.stage import VerifyOptions, verify_vms
+from auditor.verify.trust_inputs import run_trust_anchors
 
 RESULT_FILE = "result.json"
 RAW_DIR = "raw"
@@ -151,6 +161,7 @@ def run_audit(
         vms=results,
         evidence=dict(sorted(sink.evidence.items())),
         owner_overrides=_overrides_used(engine, results),
+        trust_anchors=run_trust_anchors(collection.vms, verify_options),
         judged_at=at,
     )
     if run_dir is not None:
@@ -196,7 +207,7 @@ def write_run(run: AuditRun, run_dir: Path) -> Path:
     run_dir.mkdir(parents=True, exist_ok=True)
     target = run_dir / RESULT_FILE
     tmp = target.with_suffix(".json.tmp")
-    tmp.write_text(run.model_dump_json(indent=2) + "\n", encoding="utf-8")
+    tmp.write_bytes(result_bytes(run))
     tmp.replace(target)
     marker = run_dir / INCOMPLETE_MARKER
     if marker.exists():

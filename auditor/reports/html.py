@@ -13,11 +13,12 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import re
 from functools import cache, lru_cache
 from importlib import resources
 
 import jinja2
-from markupsafe import Markup
+from markupsafe import Markup, escape
 
 from auditor.model import AuditRun, Level
 
@@ -72,7 +73,46 @@ def environment() -> jinja2.Environment:
         keep_trailing_newline=True,
     )
     env.filters["clip"] = _clip
+    env.filters["gloss"] = gloss
     return env
+
+
+#: Jargon in reasons -> the glossary entry that explains it (view.GLOSSARY slugs).
+_GLOSSED: dict[str, str] = {
+    "REPORT_DATA": "report-data",
+    "VMPL0": "vmpl",
+    "MIGRATE_MA": "migrate-ma",
+    "MIGRATABLE": "migrate-ma",
+    "TCB": "tcb",
+    "MRTD": "measurement",
+    "VCEK": "amd-chain",
+    "VLEK": "amd-chain",
+    "vTPM": "vtpm",
+    "LUKS": "luks",
+    "MAA": "maa",
+    "OPS-33": "c5",
+    "OPS-32": "c5",
+    "Use Case 6": "use-cases",
+    "Use Case 1": "use-cases",
+    "demo trust anchor": "demo-anchor",
+    "owner override": "owner-override",
+}
+_GLOSS_RE = re.compile("|".join(re.escape(t) for t in sorted(_GLOSSED, key=len, reverse=True)))
+
+
+def gloss(text: str) -> Markup:
+    """Escape `text` and link the first use of each term to the report's glossary."""
+    escaped = str(escape(text))
+    seen: set[str] = set()
+
+    def link(match: re.Match[str]) -> str:
+        slug = _GLOSSED[match.group(0)]
+        if slug in seen:
+            return match.group(0)
+        seen.add(slug)
+        return f'<a class="gl" href="#g-{slug}">{match.group(0)}</a>'
+
+    return Markup(_GLOSS_RE.sub(link, escaped))
 
 
 def content_security_policy(css: str, js: str, matrix_css: str) -> str:

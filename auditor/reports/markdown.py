@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import re
 
+from auditor.jurisdiction import legal_version
 from auditor.model import PROVIDER_PARTIES, AuditRun, Status
 from auditor.reports.view import (
     ANSWER_ORDER,
@@ -89,6 +90,33 @@ def render_view_markdown(v: ReportView) -> str:
     out.append("")
     if v.method.judged_note:
         out.append(md_text(v.method.judged_note))
+        out.append("")
+    so = v.sign_off
+    attested = " · ".join(f"{a.value} {n}" for a, n in f.attestation if n)
+    out.append(f"Attestation verified by: {md_text(attested or 'nobody')}.")
+    if so.demo_vms:
+        out.append("")
+        out.append(
+            f"**Demo caveat:** {so.demo_vms} VM{'' if so.demo_vms == 1 else 's'} verified against "
+            "the demo trust anchor, which is not AMD: those verdicts prove nothing about real "
+            "hardware."
+        )
+    out.append("")
+    out.append(
+        f"Run fingerprint: result.json SHA-256 {md_code(so.result_sha256)} "
+        f"({md_text(legal_version())})."
+    )
+    out.append("")
+    if so.anchors:
+        out.append("## Trust anchors relied on")
+        out.append("")
+        out.append("| Store | Subject | SHA-256 | VMs |")
+        out.append("|---|---|---|--:|")
+        for a in so.anchors:
+            out.append(
+                f"| {md_code(a.store, in_table=True)} | {md_code(a.subject, in_table=True)} | "
+                f"{md_code(a.fingerprint, in_table=True)} | {a.used_by} |"
+            )
         out.append("")
     if v.method.overrides:
         out.append("## Owner overrides")

@@ -24,7 +24,7 @@ from enum import StrEnum
 from typing import TypeVar
 
 from auditor.assurance import LEVEL_MEANING, LEVEL_REQUIREMENTS
-from auditor.jurisdiction import PROVIDER_PARENT, place_of
+from auditor.jurisdiction import PROVIDER_PARENT, legal_version, place_of
 from auditor.model import (
     PROVIDER_PARTIES,
     Answer,
@@ -36,6 +36,7 @@ from auditor.model import (
     Source,
     Status,
     VMResult,
+    result_sha256,
 )
 from auditor.verify.anchors import AnchorError, fingerprint, gcp_vtpm_store
 
@@ -135,6 +136,7 @@ class Attestation(StrEnum):
     """Who verified the attestation of a VM, graded as C5:2026 OPS-33 grades it."""
 
     OWNER = "owner-verified"
+    DEMO = "owner-verified against the demo trust anchor (not AMD)"
     PROVIDER = "provider-verified"
     NONE = "none"
     UNDETERMINED = "undetermined"
@@ -142,12 +144,15 @@ class Attestation(StrEnum):
 
 ATTESTATION_ORDER: tuple[Attestation, ...] = (
     Attestation.OWNER,
+    Attestation.DEMO,
     Attestation.PROVIDER,
     Attestation.NONE,
     Attestation.UNDETERMINED,
 )
 ATTESTATION_GRADE: dict[Attestation, str] = {
     Attestation.OWNER: "strong: the owner verified the raw hardware evidence against vendor roots",
+    Attestation.DEMO: "demonstration only: verified against the demo fleet's self-made chain, "
+    "which is not AMD; shows how owner verification reads, proves nothing about real hardware",
     Attestation.PROVIDER: "weak: provider-collected and provider-verified (the provider stays in "
     "the trust set)",
     Attestation.NONE: "none: no attestation the owner can rely on",
@@ -400,6 +405,10 @@ class AnchorRow:
     subject: str
     role: str
     fingerprint: str
+    source: str = ""
+    used_by: int = 0
+    pinned: bool = True
+    demo: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -425,6 +434,22 @@ class MethodView:
 
 
 @dataclass(frozen=True, slots=True)
+class SignOffView:
+    """The first page: what a compliance officer signs, on one or two printed pages."""
+
+    rows: tuple[tuple[str, str], ...]
+    levels: tuple[tuple[Level, int], ...]
+    answers: tuple[tuple[Answer, int], ...]
+    no_vms: tuple[str, ...]
+    not_seen: tuple[str, ...]
+    not_seen_more: int
+    anchors: tuple[AnchorRow, ...]
+    demo_vms: int
+    overrides: int
+    result_sha256: str
+
+
+@dataclass(frozen=True, slots=True)
 class ReportView:
     title: str
     run_id: str
@@ -444,6 +469,8 @@ class ReportView:
     method: MethodView
     parties: tuple[tuple[Party, str, str], ...]
     status_legend: tuple[tuple[Status, str, str], ...]
+    sign_off: SignOffView
+    glossary: tuple[tuple[str, str, str], ...]
 
 
 def build_view(run: AuditRun) -> ReportView:
@@ -492,6 +519,7 @@ def build_view(run: AuditRun) -> ReportView:
 
     ordered = tuple(vm_views[id(vm)] for vm in run.vms)
     lowest = tuple(sorted(ordered, key=_lowness)[:LOWEST_VMS])
+    method = _method(run)
     return ReportView(
         title="Confidential-computing evidence report",
         run_id=run.run_id,
@@ -520,9 +548,11 @@ def build_view(run: AuditRun) -> ReportView:
             for s in run.coverage.scopes
         ),
         gaps=gaps,
-        method=_method(run),
+        method=method,
         parties=tuple((p, PARTY_LABEL[p], PARTY_SHORT[p]) for p in Party),
         status_legend=tuple((s, STATUS_LABEL[s], STATUS_MEANING[s]) for s in STATUS_ORDER),
+        sign_off=_sign_off(run, ordered, gaps, method),
+        glossary=GLOSSARY,
     )
 
 
@@ -546,6 +576,41 @@ class _Slugger:
             n += 1
         self.used.add(slug)
         return slug
+
+
+#: One vocabulary for VM state across clouds (each cloud spells it its own way).
+_STATES: dict[str, str] = {
+    "running": "running",
+    "pending": "starting",
+    "provisioning": "starting",
+    "staging": "starting",
+    "stopping": "stopping",
+    "suspending": "stopping",
+    "stopped": "stopped",
+    "terminated": "stopped",
+    "suspended": "suspended",
+    "shutting-down": "stopping",
+    "deallocated": "stopped",
+}
+
+
+def state_label(provider: str, state: str | None) -> str:
+    """`running`, `stopped`, ... for every cloud; Azure's listing gives the provisioning state
+    only (not the power state), which is said as such."""
+    if not state:
+        return "state unknown"
+    if provider == "azure":
+        return f"provisioned ({state}); power state not read"
+    return _STATES.get(state.lower(), state.lower())
+
+
+def display_path(path: str | None, inside_run: str) -> str:
+    """A user's local path as reports show it: where it is kept in the run, never the path of
+    the machine that scanned (it says nothing to a reader and may leak a user name)."""
+    if not path:
+        return ""
+    name = path.rstrip("/").rsplit("/", 1)[-1]
+    return f"{inside_run} (given as {name})" if name else inside_run
 
 
 def _when(value: datetime) -> str:
@@ -720,6 +785,10 @@ def _vm_view(
         evidence.append(VMEvidence(item=item, sections=tuple(secs)))
     attestation = vm.party_status.get(Party.ATTESTATION_SERVICE)
     att_status = attestation.status if attestation else Status.UNDETERMINED
+    grade = _ATTESTATION_BY_STATUS[att_status]
+    hardware = vm.document.get("hardware")
+    if grade is Attestation.OWNER and isinstance(hardware, dict) and hardware.get("demo_anchor"):
+        grade = Attestation.DEMO
     return VMView(
         key=vm.key,
         anchor=slugs.make(f"vm/{vm.provider}/{vm.account}/{vm.id}"),
@@ -734,14 +803,14 @@ def _vm_view(
         label=vm.name or vm.id,
         instance_type=vm.instance_type or "",
         technology=vm.technology.value,
-        state=vm.state or "",
+        state=state_label(vm.provider, vm.state),
         level=vm.level,
         level_reason=vm.level_reason,
         answer=vm.gdpr.provider_can_access,
         gdpr_summary=vm.gdpr.summary,
         jurisdiction=vm.gdpr.region_jurisdiction,
         references=tuple(vm.gdpr.references),
-        attestation=_ATTESTATION_BY_STATUS[att_status],
+        attestation=grade,
         not_excluded=sum(
             1 for p in PROVIDER_PARTIES if vm.parties.get(p, Status.UNDETERMINED) != Status.EXCLUDED
         ),
@@ -900,6 +969,7 @@ def scope_sentence(s: ScopeView, ident: Callable[[str], str] = str) -> str:
     att = f"the owner (strong) for {graded.get(Attestation.OWNER, 0)} of {total}" + "".join(
         f", {words} for {graded[a]}"
         for a, words in (
+            (Attestation.DEMO, "the owner against the demo trust anchor (not AMD)"),
             (Attestation.PROVIDER, "the provider only (weak)"),
             (Attestation.NONE, "nobody"),
             (Attestation.UNDETERMINED, "undetermined"),
@@ -907,6 +977,10 @@ def scope_sentence(s: ScopeView, ident: Callable[[str], str] = str) -> str:
         if graded.get(a)
     )
     no = dict(s.answers).get(Answer.NO, 0)
+    demo_no = sum(1 for v in s.vms if v.answer is Answer.NO and v.attestation is Attestation.DEMO)
+    no_words = f"{no} of {total}" + (
+        f" ({demo_no} of them on the demo trust anchor only, not AMD)" if demo_no else ""
+    )
     law = "GDPR Art. " + ", ".join(s.articles) if s.articles else "GDPR Art. 5(1)(f), 25, 28, 32"
     if s.use_cases:
         law += " and EDPB Recommendations 01/2020 " + ", ".join(
@@ -924,7 +998,7 @@ def scope_sentence(s: ScopeView, ident: Callable[[str], str] = str) -> str:
     return (
         f"{title}: provider can reach plaintext: {phrase}; {who}; attestation verified by "
         f"{att} (C5:2026 OPS-33); provider access to data and "
-        f"keys shut out by owner-verified evidence (C5:2026 OPS-32) for {no} of {total}; "
+        f"keys shut out by owner-verified evidence (C5:2026 OPS-32) for {no_words}; "
         f"regions {where or 'none'}, provider parent {s.parent}{tail}; evidence relevant to {law}."
     )
 
@@ -956,6 +1030,162 @@ def _fleet(run: AuditRun, vms: tuple[VMView, ...], scopes: int) -> FleetView:
     )
 
 
+#: How many gaps the sign-off page lists before pointing to the coverage section.
+SIGN_OFF_GAPS = 6
+
+
+def _sign_off(
+    run: AuditRun, vms: tuple[VMView, ...], gaps: tuple[GapView, ...], method: MethodView
+) -> SignOffView:
+    sc = run.scope
+    accounts = {(v.provider, v.account) for v in vms}
+    accounts |= {(c.provider, c.account) for c in run.coverage.scopes}
+    source = "a replay of recorded API responses (raw/)" if sc.replay else "the clouds' APIs, live"
+    judged = method.judged_note or f"Judged at {_iso(run.finished_at)}."
+    packs = "; ".join(
+        f"{name} {version} ({sha[:12]})" for name, version, sha, _, _ in method.rule_packs
+    )
+    rows: list[tuple[str, str]] = [
+        ("Run", f"{run.run_id}, {_when(run.started_at)} to {_when(run.finished_at)}"),
+        ("Judged at", judged),
+        (
+            "Scope",
+            f"{', '.join(CLOUD_NAME.get(p, p) for p in sc.providers)}: "
+            f"{len(accounts)} accounts, projects or subscriptions; regions: "
+            f"{', '.join(sc.regions) or 'all enabled'}; read from {source}",
+        ),
+        (
+            "Coverage",
+            "complete: every scope was read"
+            if run.coverage.complete
+            else f"incomplete: {len(run.coverage.gaps)} gap(s), listed below; nothing missing is "
+            "counted as a pass",
+        ),
+        (
+            "Guest evidence",
+            "imported from evidence/guest/" if sc.guest_evidence else "none: no VM can be above L2",
+        ),
+        ("Tool", f"{run.tool.name} {run.tool.version} (Python {run.tool.python})"),
+        ("Rule packs", packs or "none"),
+        ("Legal data", legal_version()),
+    ]
+    anchors = tuple(a for a in method.anchors if a.used_by > 0)
+    not_seen = tuple(f"{g.scope_label}: {g.call} {g.code} ({g.what})" for g in gaps[:SIGN_OFF_GAPS])
+    return SignOffView(
+        rows=tuple(rows),
+        levels=tuple((lv, sum(1 for v in vms if v.level is lv)) for lv in Level),
+        answers=_count((v.answer for v in vms), ANSWER_ORDER),
+        no_vms=tuple(v.label for v in vms if v.answer is Answer.NO)[:12],
+        not_seen=not_seen,
+        not_seen_more=max(0, len(gaps) - SIGN_OFF_GAPS),
+        anchors=anchors,
+        demo_vms=sum(1 for v in vms if v.attestation is Attestation.DEMO),
+        overrides=len(run.owner_overrides),
+        result_sha256=result_sha256(run),
+    )
+
+
+#: Terms a reader meets in the body, explained once (the report links them here).
+GLOSSARY: tuple[tuple[str, str, str], ...] = (
+    (
+        "REPORT_DATA",
+        "report-data",
+        "64 bytes the guest puts into its hardware report. Here it is "
+        "SHA-512 of the audit's nonce, the VM's identity and the guest's claims, so the signed "
+        "report proves it was made for this audit, this VM and these claims.",
+    ),
+    (
+        "nonce",
+        "nonce",
+        "A random challenge the auditor issues per VM; a report is fresh only if "
+        "it carries a nonce this audit issued recently and no other file used.",
+    ),
+    (
+        "VCEK, VLEK, ASK, ASVK, ARK",
+        "amd-chain",
+        "AMD's certificate chain for SEV-SNP: a chip-"
+        "specific (VCEK) or cloud-specific (VLEK) signing key, certified by an intermediate (ASK / "
+        "ASVK), certified by AMD's root (ARK), whose fingerprint this tool pins.",
+    ),
+    (
+        "PCK, Intel SGX Root CA",
+        "intel-chain",
+        "Intel's chain for TDX quotes: the platform's PCK "
+        "certificate chains to the Intel SGX Root CA, pinned by fingerprint.",
+    ),
+    (
+        "TCB",
+        "tcb",
+        "Trusted computing base: the firmware and microcode versions a report states; "
+        "below the fixes of a published security bulletin, known attacks stay open.",
+    ),
+    (
+        "launch measurement, MRTD",
+        "measurement",
+        "A hash of the firmware (and, with measured "
+        "direct boot, kernel and command line) the VM started with, signed in the report; equal to "
+        "a reference the owner trusts, it shows what booted.",
+    ),
+    (
+        "VMPL0",
+        "vmpl",
+        "The most privileged SEV-SNP privilege level inside the VM; a report "
+        "requested at VMPL0 comes from the guest's most trusted code (or a paravisor there).",
+    ),
+    (
+        "MIGRATE_MA, MIGRATABLE",
+        "migrate-ma",
+        "SEV-SNP policy bit and TDX attribute that let a "
+        "migration agent move the VM's memory to another host: a path the launcher controls.",
+    ),
+    (
+        "vTPM, EK, AK",
+        "vtpm",
+        "A virtual TPM; its endorsement key (EK) and attestation key (AK) "
+        "certificates name who made it. Implemented by the provider, it can read what is sealed to "
+        "it.",
+    ),
+    (
+        "LUKS, dm-crypt",
+        "luks",
+        "Disk encryption done by the guest's own kernel; with the key "
+        "released by the owner's broker after attestation, the provider's storage sees ciphertext.",
+    ),
+    (
+        "MAA",
+        "maa",
+        "Microsoft Azure Attestation: Microsoft's service that verifies a VM's "
+        "evidence and signs a token; it is the provider's verdict, graded weak.",
+    ),
+    (
+        "C5:2026 OPS-32, OPS-33, CRY-05",
+        "c5",
+        "Criteria of the German BSI's cloud catalogue C5: "
+        "confidential-computing policies (OPS-32), remote attestation graded by who verifies "
+        "(OPS-33), key management outside the provider (CRY-05).",
+    ),
+    (
+        "EDPB Use Case 1, Use Case 6",
+        "use-cases",
+        "EDPB Recommendations 01/2020: encryption whose "
+        "keys stay out of the importer's reach can be a supplementary measure (Use Case 1); where "
+        "the provider needs or can reach the data in the clear, none is (Use Case 6).",
+    ),
+    (
+        "owner override",
+        "owner-override",
+        "A built-in veto an owner's rule pack switched off; "
+        "shown where it changes a verdict, and never more than claimed excluded.",
+    ),
+    (
+        "demo trust anchor",
+        "demo-anchor",
+        "The demo fleet's self-made AMD-style chain: verdicts "
+        "resting on it show how owner verification reads, and prove nothing about real hardware.",
+    ),
+)
+
+
 def _level_needs(level: Level) -> str:
     if level is Level.L0:
         return "nothing (the floor)"
@@ -978,9 +1208,26 @@ def _judged_note(run: AuditRun) -> str:
     return f"Judged at {when}, the time of the scan."
 
 
-def _method(run: AuditRun) -> MethodView:
+def _anchor_rows(run: AuditRun) -> tuple[tuple[AnchorRow, ...], str]:
+    """The run's trust anchors (pinned and given); the pinned stores for runs that predate it."""
+    if run.trust_anchors:
+        return (
+            tuple(
+                AnchorRow(
+                    store=a.store,
+                    subject=a.subject,
+                    role=a.role,
+                    fingerprint=a.sha256,
+                    source=a.source,
+                    used_by=a.used_by,
+                    pinned=a.pinned,
+                    demo=a.demo,
+                )
+                for a in run.trust_anchors
+            ),
+            "",
+        )
     anchors: list[AnchorRow] = []
-    error = ""
     try:
         store = gcp_vtpm_store()
         with warnings.catch_warnings():
@@ -988,29 +1235,41 @@ def _method(run: AuditRun) -> MethodView:
             warnings.simplefilter("ignore", UserWarning)
             pinned = store.fingerprints()
     except AnchorError as err:
-        error = str(err)
-    else:
-        roots = {fingerprint(c) for c in store.roots}
-        for subject, fp in pinned.items():
-            anchors.append(
-                AnchorRow(
-                    store=store.name,
-                    subject=subject,
-                    role="root" if fp in roots else "intermediate",
-                    fingerprint=fp,
-                )
+        return (), str(err)
+    roots = {fingerprint(c) for c in store.roots}
+    for subject, fp in pinned.items():
+        anchors.append(
+            AnchorRow(
+                store=store.name,
+                subject=subject,
+                role="root" if fp in roots else "intermediate",
+                fingerprint=fp,
             )
+        )
+    return tuple(anchors), ""
+
+
+def _pack_place(path: str, sha256: str) -> str:
+    """Where a rule pack is: built into the tool, or kept in the run by its hash."""
+    if path.startswith("builtin:"):
+        return f"built into cc-auditor ({path.removeprefix('builtin:')})"
+    return display_path(path, f"evidence/rules/{sha256}.yaml")
+
+
+def _method(run: AuditRun) -> MethodView:
+    anchors, error = _anchor_rows(run)
     sc = run.scope
     scope: list[tuple[str, str]] = [("providers", ", ".join(sc.providers) or "(none)")]
     if sc.accounts:
         scope.append(("accounts", ", ".join(sc.accounts)))
     scope.append(("regions", ", ".join(sc.regions) or "all enabled"))
     for label, value in (
-        ("replay", sc.replay),
+        ("replay", display_path(sc.replay, "raw/ (the recorded responses)")),
         ("endpoint", sc.endpoint_url),
-        ("guest evidence", sc.guest_evidence),
+        ("guest evidence", display_path(sc.guest_evidence, "evidence/guest/")),
         ("MAA issuers", ", ".join(sc.maa_issuers)),
         ("MAA signing keys", sc.maa_jwks),
+        ("legal data", legal_version()),
     ):
         if value:
             scope.append((label, value))
@@ -1020,12 +1279,15 @@ def _method(run: AuditRun) -> MethodView:
         answers=tuple((a, ANSWER_MEANING[a]) for a in ANSWER_ORDER),
         attestation=tuple((a, ATTESTATION_GRADE[a]) for a in ATTESTATION_ORDER),
         parties=tuple((p, PARTY_LABEL[p], PARTY_WORDS[p], p in PROVIDER_PARTIES) for p in Party),
-        rule_packs=tuple((r.name, r.version, r.sha256, r.path, r.rules) for r in run.rule_packs),
+        rule_packs=tuple(
+            (r.name, r.version, r.sha256, _pack_place(r.path, r.sha256), r.rules)
+            for r in run.rule_packs
+        ),
         tool_name=run.tool.name,
         tool_version=run.tool.version,
         python=run.tool.python,
         dependencies=tuple(sorted(run.tool.dependencies.items())),
-        anchors=tuple(anchors),
+        anchors=anchors,
         anchor_error=error,
         scope=tuple(scope),
         evidence_items=len(run.evidence),

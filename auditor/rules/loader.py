@@ -23,6 +23,10 @@ from auditor.model import Party, RulePackRef, Severity, Status
 BUILTIN_DIR = Path(__file__).parent
 MAX_PACK_BYTES = 2 * 1024 * 1024
 _RULE_ID = re.compile(r"^[a-z0-9][a-z0-9_.-]{1,127}$")
+PROVIDERS = ("aws", "gcp", "azure")
+#: Technologies a remediation can be fitted to (lower-case `vm.technology` values).
+TECHNOLOGY_KEYS = ("none", "sev", "sev_es", "sev_snp", "tdx", "unknown")
+REMEDIATION_KEYS = frozenset({*PROVIDERS, *TECHNOLOGY_KEYS, "default"})
 
 
 class RulePackError(Exception):
@@ -81,6 +85,14 @@ class Rule(BaseModel):
     @field_validator("remediation", mode="after")
     @classmethod
     def _strip_remediation(cls, v: dict[str, str]) -> dict[str, str]:
+        for key in v:
+            provider, _, tech = key.partition(".")
+            ok = key in REMEDIATION_KEYS or (provider in PROVIDERS and tech in TECHNOLOGY_KEYS)
+            if not ok:
+                raise ValueError(
+                    f"remediation key {key!r}: use a provider ({', '.join(PROVIDERS)}), a "
+                    f"technology ({', '.join(TECHNOLOGY_KEYS)}), provider.technology or default"
+                )
         return {k: " ".join(text.split()) for k, text in v.items()}
 
     @field_validator("id")
@@ -112,8 +124,13 @@ class Rule(BaseModel):
     def applies_to(self, provider: str) -> bool:
         return self.providers is None or provider in self.providers
 
-    def remediation_for(self, provider: str) -> str | None:
-        return self.remediation.get(provider) or self.remediation.get("default")
+    def remediation_for(self, provider: str, technology: str | None = None) -> str | None:
+        """The advice fitted to the VM: provider.technology, provider, technology, default."""
+        tech = (technology or "").lower()
+        for key in (f"{provider}.{tech}", provider, tech, "default"):
+            if key in self.remediation:
+                return self.remediation[key]
+        return None
 
 
 class PartyDefault(BaseModel):
