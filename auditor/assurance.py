@@ -50,7 +50,8 @@ LEVEL_MEANING: dict[Level, str] = {
     Level.L1: "confidential computing claimed by the control plane only",
     Level.L2: "hardware attestation exists but is verified by the provider's service or log",
     Level.L3: "the owner verified the raw hardware evidence: hypervisor and attestation "
-    "service excluded; firmware or key custody still the provider's",
+    "service excluded; firmware, launch, key custody, vTPM or guest agents still open to the "
+    "provider",
     Level.L4: "owner-verified hardware evidence, endorsed firmware and launch, debug and "
     "provider migration off, current TCB, data keys outside the provider, nothing sealed to a "
     "provider vTPM and no provider agent in the guest: no provider-controlled party can reach "
