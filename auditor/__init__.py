@@ -35,12 +35,13 @@ if TYPE_CHECKING:
         Technology,
         VMResult,
     )
-    from auditor.notebook import Run, RunVM, diff, load_run, scan
+    from auditor.notebook import Run, RunVM, demo, diff, load_run, scan
 
 _LAZY: dict[str, str] = {
     "ScanError": "auditor.api",
     "load_run": "auditor.notebook",
     "scan": "auditor.notebook",
+    "demo": "auditor.notebook",
     "diff": "auditor.notebook",
     "Run": "auditor.notebook",
     "RunVM": "auditor.notebook",
@@ -94,6 +95,7 @@ __all__ = [
     "Technology",
     "VMResult",
     "__version__",
+    "demo",
     "diff",
     "load_run",
     "scan",

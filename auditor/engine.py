@@ -348,9 +348,7 @@ class Engine:
         gaps: list[Gap] = [g for g in vm.gaps if not sections or _gap_touches(g, sections)]
         what = f"field {key} is not in the evidence" if key else f"evidence unusable ({detail})"
         if gaps:
-            causes = "; ".join(
-                f"{g.call} failed in {g.account}/{g.region}: {g.code}" for g in gaps[:3]
-            )
+            causes = "; ".join(_gap_cause(g) for g in gaps[:3])
             return f"Could not evaluate: {what}; {causes}."
         return f"Could not evaluate: {what}."
 
@@ -537,6 +535,18 @@ def _detail(program: Any, ctx: Any) -> str:
     except Exception as err:  # a detail is commentary: report, don't fail
         return f"(detail unavailable: {str(err).split('. ')[0]})"
     return str(value)
+
+
+#: Gap codes that mean "the call worked, this resource was not in its answer".
+_NOT_FOUND_CODES = frozenset({"NotReturned", "NotFound"})
+
+
+def _gap_cause(gap: Gap) -> str:
+    """Why a fact is missing, in words: a failed call, or a resource the call did not return."""
+    where = f"{gap.account}/{gap.region}"
+    if gap.code in _NOT_FOUND_CODES:
+        return f"{gap.resource or 'a resource'} was not found by {gap.call} in {where}"
+    return f"{gap.call} failed in {where}: {gap.code}"
 
 
 def _gap_touches(gap: Gap, sections: set[str]) -> bool:

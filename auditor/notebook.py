@@ -24,6 +24,7 @@ import base64
 import functools
 import inspect
 import re
+import tempfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ParamSpec
@@ -359,8 +360,41 @@ def _returning_run(fn: Callable[P, AuditRun]) -> Callable[P, Run]:
     return wrapper
 
 
-#: `auditor.api.scan` (same options as `ccaudit scan`), returning a `Run`.
-scan = _returning_run(api.scan)
+def _default_store(kwargs: dict[str, Any]) -> None:
+    """Keep the run in the default run store, as `ccaudit scan` does, unless told where."""
+    if kwargs.get("run_dir") is not None or kwargs.get("store") is not None:
+        return
+    config = kwargs.get("config")
+    if config is not None:
+        cfg = config if isinstance(config, Config) else load_config(config)
+        if cfg.store is not None:
+            return
+    kwargs["store"] = RunStore()
+
+
+_scan = _returning_run(api.scan)
+
+
+@functools.wraps(_scan)
+def scan(*args: Any, save: bool = True, **kwargs: Any) -> Run:
+    """`auditor.api.scan` (same options as `ccaudit scan`), returning a `Run`.
+
+    `save` (default True): keep the run in the run store ($CCAUDIT_HOME or
+    ~/.local/share/ccaudit, or `store=` / the config's store) like `ccaudit scan`, so
+    `auditor.load_run("latest")` and `ccaudit history` find it; False keeps it in memory only.
+    """
+    if save:
+        _default_store(kwargs)
+    return _scan(*args, **kwargs)
+
+
+def demo(save: bool = True, **kwargs: Any) -> Run:
+    """The embedded demo fleet, scanned as `ccaudit demo` scans it (guest evidence, the demo
+    trust anchor, its nonces and key broker), returning a `Run`; options as for `scan`."""
+    from auditor.demo_fleet import scan_options
+
+    with tempfile.TemporaryDirectory(prefix="ccaudit-demo-state-") as state:
+        return scan(save=save, **{**scan_options(Path(state)), **kwargs})
 
 
 def load_run(path_or_id: str | Path, store: str | Path | RunStore | None = None) -> Run:

@@ -215,6 +215,18 @@ def write_run(run: AuditRun, run_dir: Path) -> Path:
     return target
 
 
+def run_problem(path: Path | str, err: BaseException) -> str:
+    """One line for a run that cannot be read: the file and its first problem, never a dump."""
+    from pydantic import ValidationError
+
+    if isinstance(err, ValidationError):
+        first = err.errors()[0]
+        where = ".".join(str(x) for x in first["loc"]) or "document"
+        return f"{path}: not a usable result.json: {where}: {first['msg']}"
+    text = str(err).splitlines()[0] if str(err) else type(err).__name__
+    return f"{path}: not a usable run: {text}"
+
+
 def load_run(path: str | Path) -> AuditRun:
     """Read a stored run: a run directory or its result.json."""
     p = Path(path)

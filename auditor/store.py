@@ -305,6 +305,17 @@ class RunStore:
         assert record is not None
         return record
 
+    def remove(self, run_id: str) -> bool:
+        """Forget a run in the index (its directory is left as it is); True if it was there."""
+        if not self.index_path.is_file():
+            return False
+        with self._connect(write=True) as conn:
+            conn.execute("BEGIN IMMEDIATE")
+            conn.execute("DELETE FROM vm_runs WHERE run_id = ?", (run_id,))
+            gone = conn.execute("DELETE FROM runs WHERE run_id = ?", (run_id,)).rowcount
+            conn.execute("COMMIT")
+        return bool(gone)
+
     def rebuild(self) -> int:
         """Index every run directory under runs/ (after the index was lost); returns the count."""
         from auditor.run import load_run
@@ -410,13 +421,13 @@ class RunStore:
 
     def load(self, ref: str | Path, scope: Scope | None = None) -> AuditRun:
         """The run a reference names (see `resolve`)."""
-        from auditor.run import load_run
+        from auditor.run import load_run, run_problem
 
         where = self.resolve(ref, scope)
         try:
             return load_run(where)
         except (OSError, ValueError) as err:
-            raise StoreError(f"cannot read run {where}: {err}") from err
+            raise StoreError(f"cannot read run: {run_problem(where, err)}") from err
 
     def vm_history(self, vm: str) -> list[VMHistoryEntry]:
         """Oldest first: every indexed run that saw the VM (by id, name or provider/.../id key)."""

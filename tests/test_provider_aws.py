@@ -279,3 +279,24 @@ def test_recorded_errors_replay_as_errors(tmp_path: Path) -> None:
     assert [(v.id, v.level, v.parties) for v in run.vms] == [
         (v.id, v.level, v.parties) for v in again.vms
     ]
+
+
+def test_an_ami_missing_from_the_region_loses_only_its_own_facts(tmp_path: Path) -> None:
+    """EC2 fails a whole DescribeImages when one id does not exist (InvalidAMIID.NotFound):
+    the id is dropped, the call repeated, and only the VM that used it has a gap."""
+    many = _many(2)
+    ghost = "ami-0ffffffffffffffff"
+    many["Reservations"][1]["Instances"][0]["ImageId"] = ghost
+    root = _replay(tmp_path, many)
+    run, cloud = _audit(root, run_dir=tmp_path / "run")
+    first, second = sorted(run.vms, key=lambda v: v.id)
+    assert "image" in first.document and first.document["image"]["id"]
+    assert "image" not in second.document
+    (gap,) = [g for g in second.gaps if g.call == "ec2:DescribeImages"]
+    assert gap.code == "NotFound" and gap.resource == ghost
+    assert "InvalidAMIID.NotFound" in gap.message and "not shared with this account" in gap.message
+    assert not [g for g in first.gaps if g.call == "ec2:DescribeImages"]
+    assert _ops(cloud).count("DescribeImages") == 2  # once with both ids, once without the ghost
+    raw = tmp_path / "run" / "raw" / BASE
+    assert (raw / "DescribeImages.json").is_file()
+    assert not (raw / "DescribeImages.error.json").exists()  # the replay reads as the retry did

@@ -328,3 +328,34 @@ def test_fixture_vms_keep_their_audit_fields(tmp_path: Path) -> None:
     # no disks.json in this replay: disk facts are unknown, listed as gaps, never "unencrypted"
     for vm in run.vms:
         assert all(d["custody"] == "unknown" and "encrypted" not in d for d in vm.document["disks"])
+
+
+def test_extension_named_on_the_vm_but_not_listed_is_used_and_a_gap(tmp_path: Path) -> None:
+    """Recorded data of another project: the VM resource names MDE.Windows in `resources`, its
+    extensions call returned nothing. The extension still counts, and the gap says why."""
+    root = _replay(tmp_path)
+    listing = json.loads((root / f"azure/{SUB}/virtualMachines.json").read_text())
+    cvm = next(v for v in listing["value"] if v["name"] == "cvm-snp-1")
+    cvm["resources"] = [{"id": cvm["id"] + "/extensions/MDE.Windows"}]
+    _write(root, f"azure/{SUB}/virtualMachines.json", listing)
+    run, _ = _audit(root)
+    vm = _by_name(run)["cvm-snp-1"]
+    assert [e["name"] for e in vm.document["agents"]["extensions"]] == ["MDE.Windows"]
+    assert vm.parties[Party.GUEST_AGENTS] is Status.CAN_ACCESS
+    assert "agents.extensions" in vm.party_status[Party.GUEST_AGENTS].rules
+    (gap,) = [g for g in vm.gaps if g.call == "virtualMachineExtensions.list"]
+    assert gap.code == "NotReturned" and "MDE.Windows named on the VM resource" in gap.message
+    assert not run.coverage.complete
+
+
+def test_a_disk_not_in_the_disk_list_is_not_found_not_a_failed_call(tmp_path: Path) -> None:
+    root = _replay(tmp_path)
+    _write(root, f"azure/{SUB}/disks.json", {"value": []})
+    run, _ = _audit(root)
+    vm = _by_name(run)["cvm-snp-1"]
+    undetermined = [f for f in vm.findings if f.status is Status.UNDETERMINED]
+    assert any("was not found by disks.list" in f.reason for f in undetermined)
+    for finding in undetermined:
+        if "disks" in finding.reason:
+            assert "was not found by disks.list" in finding.reason, finding.reason
+            assert "disks.list failed" not in finding.reason

@@ -366,7 +366,14 @@ class AwsProvider(WorkerState):
             evidence["platform"] = [type_info.shas[itype]]
         elif type_info.ok:
             gaps.append(
-                _missing_gap(account, region, "ec2:DescribeInstanceTypes", itype, "platform")
+                _missing_gap(
+                    account,
+                    region,
+                    "ec2:DescribeInstanceTypes",
+                    itype,
+                    "platform",
+                    type_info.missing.get(itype or ""),
+                )
             )
 
         # TPM: attached per the instance; EK from the control plane
@@ -398,7 +405,8 @@ class AwsProvider(WorkerState):
             }
             evidence["image"] = [image_info.shas[image_id]]
         elif image_info.ok and image_id:
-            gaps.append(_missing_gap(account, region, "ec2:DescribeImages", image_id, "image"))
+            why = image_info.missing.get(image_id)
+            gaps.append(_missing_gap(account, region, "ec2:DescribeImages", image_id, "image", why))
 
         # disks: encryption and who holds the key
         disks: list[Disk] = []
@@ -420,17 +428,34 @@ def _code_message(err: Exception) -> tuple[str, str]:
     return gap.code, gap.message
 
 
-def _missing_gap(account: str, region: str, call: str, resource: str | None, section: str) -> Gap:
+def _missing_gap(
+    account: str,
+    region: str,
+    call: str,
+    resource: str | None,
+    section: str,
+    why: str | None = None,
+) -> Gap:
+    """A resource a VM refers to that the describe call did not return (`why`: EC2's error)."""
     return Gap(
         provider=PROVIDER,
         account=account,
         region=region,
         call=call,
-        code="NotReturned",
-        message=f"{resource} was not in the response (deleted, not shared, or not visible)",
+        code="NotFound" if why else "NotReturned",
+        message=f"{resource} was not found ({why}): deleted, or not shared with this account"
+        if why
+        else f"{resource} was not in the response (deleted, not shared, or not visible)",
         resource=resource,
         sections=[section],
     )
+
+
+def _not_found_ids(failed: CallFailed, asked: list[str]) -> list[str]:
+    """The ids a not-found error names (EC2 lists them in its message), if it is one."""
+    if failed.gap.code not in _NOT_FOUND_CODES:
+        return []
+    return [i for i in asked if i in failed.gap.message]
 
 
 def _technology(inst: dict[str, Any]) -> tuple[Technology, dict[str, Any]]:
@@ -525,6 +550,21 @@ class _Lookup:
     ok: bool
     items: dict[str, dict[str, Any]]
     shas: dict[str, str]
+    #: ids EC2 said do not exist (dropped and the call retried without them): id -> why
+    missing: dict[str, str] = field(default_factory=dict)
+
+
+#: Error codes of batched describe calls that name ids which do not exist (or are not shared):
+#: EC2 fails the whole call, so those ids are dropped and the call is made again without them.
+_NOT_FOUND_CODES = frozenset(
+    {
+        "InvalidAMIID.NotFound",
+        "InvalidAMIID.Unavailable",
+        "InvalidInstanceType",
+        "InvalidVolume.NotFound",
+        "InvalidInstanceID.NotFound",
+    }
+)
 
 
 class _Caller:
@@ -550,14 +590,16 @@ class _Caller:
         relpath: str,
         sections: Sequence[str],
         res: str | None = None,
+        save_error: bool = True,
     ) -> CallFailed:
         code, message = _code_message(err)
-        self.sink.save_error(relpath, _error_status(err), code, message)
+        if save_error:
+            self.sink.save_error(relpath, _error_status(err), code, message)
         gap = _gap_from_error(err, f"ec2:{op}", self.account, self.region, res, sections)
-        return CallFailed(gap)
+        return CallFailed(gap, _error_status(err))
 
     def paginated(
-        self, op: str, key: str, sections: Sequence[str], **params: Any
+        self, op: str, key: str, sections: Sequence[str], save_error: bool = True, **params: Any
     ) -> list[dict[str, Any]]:
         """All pages of a list call, merged into one response as the replay layout holds it."""
         items: list[dict[str, Any]] = []
@@ -568,7 +610,7 @@ class _Caller:
                 items.extend(page.get(key, []))
         except Exception as err:
             self.result.calls += 1
-            raise self._fail(err, op, self._path(op), sections) from err
+            raise self._fail(err, op, self._path(op), sections, save_error=save_error) from err
         self.sink.save_raw(self._path(op), {key: items})
         return items
 
@@ -586,22 +628,33 @@ class _Caller:
         self, op: str, key: str, id_field: str, ids: Iterable[str], sections: Sequence[str]
     ) -> _Lookup:
         """Describe the given ids; a failure leaves the sections absent and is a Gap."""
-        wanted = list(ids)
+        wanted = list(dict.fromkeys(ids))
         if not wanted:
             return _Lookup(True, {}, {})
         param = f"{id_field}s"
-        try:
-            items = self.paginated(op, key, sections, **{param: wanted})
-        except CallFailed as failed:
-            self.scope_gaps.append(failed.gap)
-            self.result.errors.append(failed.gap)
-            return _Lookup(False, {}, {})
+        missing: dict[str, str] = {}
+        while True:
+            asked = [w for w in wanted if w not in missing]
+            if not asked:
+                return _Lookup(True, {}, {}, missing)
+            try:
+                items = self.paginated(op, key, sections, save_error=False, **{param: asked})
+                break
+            except CallFailed as failed:
+                gone = _not_found_ids(failed, asked)
+                if not gone:  # another failure: the gap stands, and it is recorded
+                    code, message = failed.gap.code, failed.gap.message
+                    self.sink.save_error(self._path(op), failed.status or 500, code, message)
+                    self.scope_gaps.append(failed.gap)
+                    self.result.errors.append(failed.gap)
+                    return _Lookup(False, {}, {}, missing)
+                missing.update(dict.fromkeys(gone, f"{failed.gap.code}: {failed.gap.message}"))
         found = {str(i[id_field]): i for i in items if id_field in i}
         shas = {
             k: self.evidence(f"ec2:{op}", v, op, resource=k, kind="api_resource")
             for k, v in found.items()
         }
-        return _Lookup(True, found, shas)
+        return _Lookup(True, found, shas, missing)
 
     def evidence(
         self, call: str, raw: Any, op: str, resource: str | None, kind: str, ref: str = ""

@@ -363,12 +363,32 @@ class AzureProvider(WorkerState):
             evidence["disks"] = [inst_sha, *shas]
             gaps.extend(disk_gaps)
 
+        named = _named_extensions(raw)
         if isinstance(exts, CallFailed):
             gaps.append(exts.gap)
             call.result.errors.append(exts.gap)
+            if named:  # the VM resource itself names them: they run, whatever else is unknown
+                doc["agents"] = _agents(props, [{"name": n} for n in named])
+                evidence["agents"] = [inst_sha]
         else:
-            doc["agents"] = _agents(props, exts.values)
+            returned = {str(e.get("name", "")).lower() for e in exts.values}
+            unlisted = [n for n in named if n.lower() not in returned]
+            doc["agents"] = _agents(props, [*exts.values, *({"name": n} for n in unlisted)])
             evidence["agents"] = [inst_sha, *exts.shas.values()]
+            if unlisted:
+                gap = make_gap(
+                    PROVIDER,
+                    "virtualMachineExtensions.list",
+                    "NotReturned",
+                    f"{', '.join(unlisted)} named on the VM resource but not returned by the "
+                    "extensions call (their publisher and type are unknown)",
+                    sub,
+                    region,
+                    str(raw.get("name", "")),
+                    ("agents",),
+                )
+                gaps.append(gap)
+                call.result.errors.append(gap)
 
         return collected_vm(
             doc, technology=technology, disks=model_disks, evidence=evidence, gaps=gaps
@@ -512,6 +532,17 @@ def _key_store(des: _Items | None, set_id: str) -> dict[str, Any] | None:
     vault = str((key.get("sourceVault") or {}).get("id", ""))
     kind = "managed_hsm" if "managedhsms" in vault.lower() else "key_vault"
     return {"key_url": key.get("keyUrl"), "vault": vault, "kind": kind}
+
+
+def _named_extensions(raw: dict[str, Any]) -> list[str]:
+    """Extensions the VM resource lists in `resources` (ids ending in /extensions/<name>)."""
+    names: list[str] = []
+    for res in raw.get("resources") or []:
+        rid = str((res or {}).get("id") or "") if isinstance(res, dict) else ""
+        _, sep, name = rid.rpartition("/extensions/")
+        if sep and name and name not in names:
+            names.append(name)
+    return names
 
 
 def _agents(props: dict[str, Any], extensions: list[dict[str, Any]]) -> dict[str, Any]:

@@ -168,8 +168,10 @@ def collected_vm(
 class CallFailed(Exception):
     """A cloud call that failed; carries the Gap that reports it."""
 
-    def __init__(self, gap: Gap) -> None:
+    def __init__(self, gap: Gap, status: int | None = None) -> None:
         self.gap = gap
+        #: the HTTP status, when the cloud answered (kept to replay the error faithfully)
+        self.status = status
         super().__init__(f"{gap.call}: {gap.code}: {gap.message}")
 
 

@@ -66,6 +66,20 @@ def names() -> list[str]:
     return [TERMINAL, *FORMATS]
 
 
+def unavailable(name: str) -> str | None:
+    """Why a format cannot be written on this machine (a package or system library missing),
+    or None: asked before a scan so that a run never ends without the report it promised."""
+    fmt = FORMATS.get(name)
+    if fmt is None:
+        return None
+    try:
+        module = importlib.import_module(fmt.module)
+    except ImportError as err:
+        return f"it needs a package that is not installed ({err}); install cc-auditor[all]"
+    check: Callable[[], str | None] | None = getattr(module, "available", None)
+    return check() if check is not None else None
+
+
 def render(run: AuditRun, name: str) -> Rendered:
     fmt = FORMATS.get(name)
     if fmt is None:

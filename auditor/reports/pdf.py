@@ -47,6 +47,15 @@ def _weasyprint() -> Any:
     return weasyprint
 
 
+def available() -> str | None:
+    """None when WeasyPrint and its system libraries load; the reason otherwise."""
+    try:
+        _weasyprint()
+    except ReportError as err:
+        return str(err)
+    return None
+
+
 def identifier(run: AuditRun) -> bytes:
     """The PDF file identifier: a hash of the run, so it is stable and names this run only."""
     return hashlib.sha256(f"cc-auditor/{run.run_id}".encode()).hexdigest()[:32].encode("ascii")

@@ -6,13 +6,14 @@ Rendered with rich so colours mark status; the same text stays readable without 
 
 from __future__ import annotations
 
+from rich import box
 from rich.console import Console, Group
 from rich.table import Table
 from rich.text import Text
 
 from auditor.assurance import LEVEL_MEANING
 from auditor.model import AuditRun, Level, Party, Status
-from auditor.reports.view import PARTY_SHORT
+from auditor.reports.view import PARTY_LABEL, PARTY_SHORT
 
 STATUS_CODE: dict[Status, tuple[str, str]] = {
     Status.CAN_ACCESS: ("CAN", "bold red"),
@@ -30,20 +31,24 @@ LEVEL_STYLE: dict[Level, str] = {
 
 
 def _vm_table(run: AuditRun) -> Table:
-    table = Table(title=f"cc-auditor run {run.run_id}", title_justify="left", expand=False)
-    for col in ("cloud", "account", "region", "vm", "type", "tech", "level"):
-        table.add_column(col, no_wrap=col in ("account", "vm", "level"))
+    """Wide terminals: one row per VM, a column per party (names only: ids are in the JSON)."""
+    table = Table(
+        title=f"cc-auditor run {run.run_id}",
+        title_justify="left",
+        box=box.SIMPLE_HEAD,
+        pad_edge=False,
+        padding=(0, 1),
+    )
+    for col in ("vm", "account", "region", "tech", "level"):
+        table.add_column(col, no_wrap=True)
     for party in Party:
-        table.add_column(PARTY_SHORT[party], justify="center")
-    table.add_column("provider can read", justify="center")
+        table.add_column(PARTY_SHORT[party], justify="center", no_wrap=True)
+    table.add_column("provider can read", justify="center", no_wrap=True)
     for vm in run.vms:
-        label = vm.id if not vm.name else f"{vm.name}\n{vm.id}"
         cells: list[Text | str] = [
-            vm.provider,
-            vm.account,
+            vm.name or vm.id,
+            f"{vm.provider} {vm.account}",
             vm.region,
-            label,
-            vm.instance_type or "?",
             vm.technology.value,
             Text(vm.level.value, style=LEVEL_STYLE[vm.level]),
         ]
@@ -57,42 +62,43 @@ def _vm_table(run: AuditRun) -> Table:
     return table
 
 
-def _vm_table_compact(run: AuditRun) -> Table:
-    """Narrow terminals and CI logs: parties not shut out listed by status, not as a matrix."""
-    table = Table(title=f"cc-auditor run {run.run_id}", title_justify="left")
-    table.add_column("vm", no_wrap=True)
-    table.add_column("tech")
-    table.add_column("level", no_wrap=True)
-    table.add_column("parties not excluded", overflow="fold")
-    table.add_column("provider\ncan read", no_wrap=True)
+def _vm_blocks(run: AuditRun) -> Group:
+    """Narrow terminals and CI logs (80 columns first): one block of whole-word lines per VM.
+
+    Line 1: level, the reading, the VM's name and where it runs; line 2: its id, type and
+    technology; line 3: its parties grouped by status. Lines wrap between words only.
+    """
+    parts: list[Text] = [Text(f"cc-auditor run {run.run_id}", style="bold")]
     for vm in run.vms:
-        lines = [
-            vm.name or vm.id,
-            vm.id if vm.name else "",
-            f"{vm.provider} {vm.account}",
-            vm.region,
-        ]
-        label = "\n".join(x for x in lines if x)
+        answer = vm.gdpr.provider_can_access.value
+        head = Text()
+        head.append(f"{vm.level.value} ", style=LEVEL_STYLE[vm.level])
+        head.append(
+            f"{answer:<12}", style={"yes": "bold red", "no": "bold green"}.get(answer, "magenta")
+        )
+        head.append(vm.name or vm.id, style="bold")
+        head.append(f"  {vm.provider} {vm.account} {vm.region}")
+        detail = [vm.id] if vm.name else []
+        detail += [vm.instance_type or "type ?", vm.technology.value]
+        lines = [head, Text("   " + "  ".join(detail))]
         by_status: dict[Status, list[str]] = {}
         for party in Party:
             by_status.setdefault(vm.parties[party], []).append(PARTY_SHORT[party])
-        parts = Text()
-        for status in (Status.CAN_ACCESS, Status.UNDETERMINED, Status.CLAIMED_EXCLUDED):
+        statuses = Text("  ")
+        for status in (
+            Status.CAN_ACCESS,
+            Status.UNDETERMINED,
+            Status.CLAIMED_EXCLUDED,
+            Status.EXCLUDED,
+        ):
             if by_status.get(status):
                 code, style = STATUS_CODE[status]
-                parts.append(f"{code}: ", style=style)
-                parts.append(" ".join(by_status[status]) + "\n")
-        parts.rstrip()
-        answer = vm.gdpr.provider_can_access.value
-        style = {"yes": "bold red", "no": "bold green"}.get(answer, "magenta")
-        table.add_row(
-            label,
-            f"{vm.technology.value}\n{vm.instance_type or '?'}",
-            Text(vm.level.value, style=LEVEL_STYLE[vm.level]),
-            parts,
-            Text(answer, style=style),
-        )
-    return table
+                statuses.append(f" {code}:", style=style)
+                statuses.append(" " + " ".join(by_status[status]))
+        lines.append(statuses)
+        parts.append(Text(""))
+        parts.extend(lines)
+    return Group(*parts)
 
 
 def _gaps(run: AuditRun) -> Text:
@@ -121,7 +127,9 @@ def _summary(run: AuditRun) -> Text:
     text.append(
         "Legend: CAN = can reach the plaintext; claim = provider says excluded, not verified; "
         "EXCL = excluded by owner-verified hardware evidence; ? = undetermined "
-        "(evidence missing).",
+        "(evidence missing). Parties: "
+        + "; ".join(f"{PARTY_SHORT[p]} = {PARTY_LABEL[p]}" for p in Party)
+        + ".",
         style="dim",
     )
     for o in run.owner_overrides:
@@ -135,14 +143,29 @@ def _summary(run: AuditRun) -> Text:
     return text
 
 
-#: Below this terminal width the party matrix does not fit; use the compact layout.
-WIDE_MIN_COLUMNS = 150
+#: Below this terminal width the party matrix does not fit; VMs are printed as blocks.
+WIDE_MIN_COLUMNS = 170
 
 
 def render_table(run: AuditRun, width: int = 200) -> Group:
-    """The renderable shown by `ccaudit scan --format table`."""
-    vms = _vm_table(run) if width >= WIDE_MIN_COLUMNS else _vm_table_compact(run)
+    """The renderable shown by `ccaudit scan --format table` at this terminal width."""
+    wide = width >= WIDE_MIN_COLUMNS and _matrix_width(run) <= width
+    vms = _vm_table(run) if wide else _vm_blocks(run)
     return Group(vms, Text(""), _gaps(run), Text(""), _summary(run))
+
+
+def _matrix_width(run: AuditRun) -> int:
+    """Columns the wide table needs: every cell whole, nothing cut."""
+    cols = [
+        max([2] + [len(vm.name or vm.id) for vm in run.vms]),
+        max([7] + [len(f"{vm.provider} {vm.account}") for vm in run.vms]),
+        max([6] + [len(vm.region) for vm in run.vms]),
+        7,
+        5,
+        *(max(len(PARTY_SHORT[p]), 5) for p in Party),
+        len("provider can read"),
+    ]
+    return sum(cols) + 2 * len(cols)
 
 
 def print_table(run: AuditRun, console: Console) -> None:
