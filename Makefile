@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 PIP    := $(BIN)/python -m pip --disable-pip-version-check -q
 
-.PHONY: demo test lint typecheck unit install install-dev clean
+.PHONY: demo test lint typecheck unit install install-dev clean test-dates
 
 $(BIN)/python:
 	$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "cc-auditor needs Python 3.11+"'
@@ -37,6 +37,13 @@ typecheck: install-dev
 
 unit: install-dev
 	$(BIN)/pytest -q
+
+## make test-dates: the whole suite with the clock moved +1 and +3 years (Debian's faketime)
+test-dates: install-dev
+	for offset in +365d +1095d; do \
+	  PYTHONPATH=tools/faketime FAKETIME_DONT_FAKE_MONOTONIC=1 faketime -f $$offset \
+	    $(BIN)/pytest -q -p no:cacheprovider || exit 1; \
+	done
 
 clean:
 	rm -rf $(VENV) ccaudit-demo ccaudit-runs .pytest_cache .mypy_cache .ruff_cache

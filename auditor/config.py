@@ -22,6 +22,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator
 
 from auditor.model import Level
+from auditor.yaml_lines import line_of
 
 __all__ = [
     "OUTPUT_FORMATS",
@@ -194,6 +195,12 @@ class Config(_Section):
 
     #: Where the file was read from; relative paths resolve against its directory.
     _base_dir: Path = PrivateAttr(default_factory=lambda: Path("."))
+    #: The file set nothing (empty, or comments only): the CLI warns about it.
+    _empty: bool = PrivateAttr(default=False)
+
+    @property
+    def is_empty(self) -> bool:
+        return self._empty
 
     @property
     def base_dir(self) -> Path:
@@ -254,30 +261,6 @@ class Config(_Section):
         return {fmt: p for fmt, value in self.outputs.items() if (p := self.path(value))}
 
 
-def _line_of(root: yaml.Node | None, loc: tuple[int | str, ...]) -> int | None:
-    """The 1-based line of the YAML node at `loc` (or of its deepest existing parent)."""
-    node = root
-    line = node.start_mark.line + 1 if node is not None else None
-    for part in loc:
-        child: yaml.Node | None = None
-        if isinstance(node, yaml.MappingNode):
-            for key, value in node.value:
-                if isinstance(key, yaml.ScalarNode) and key.value == str(part):
-                    child = value
-                    break
-        elif (
-            isinstance(node, yaml.SequenceNode)
-            and isinstance(part, int)
-            and 0 <= part < len(node.value)
-        ):
-            child = node.value[part]
-        if child is None:
-            break
-        node = child
-        line = node.start_mark.line + 1
-    return line
-
-
 def _key_path(loc: tuple[int | str, ...]) -> str:
     out = ""
     for part in loc:
@@ -309,7 +292,7 @@ def parse_config(text: str, source: str = "<config>", base_dir: Path | None = No
             loc = tuple(e["loc"])
             # pydantic adds the failing Literal/enum branch name to some locations; drop it
             loc = tuple(p for p in loc if not (isinstance(p, str) and p.startswith("function-")))
-            line = _line_of(root, loc)
+            line = line_of(root, loc)
             msg = e["msg"]
             if loc and loc[-1] == "[key]":
                 loc = loc[:-1]
@@ -322,6 +305,7 @@ def parse_config(text: str, source: str = "<config>", base_dir: Path | None = No
             problems.append(f"{f'line {line}: ' if line else ''}{_key_path(loc)}: {msg}")
         raise ConfigError(source, problems) from err
     config._base_dir = base_dir or Path(".")
+    config._empty = not data
     return config
 
 

@@ -190,7 +190,7 @@ def test_evidence_file_bound_with_the_demo_anchor(tmp_path: Path) -> None:
 
 def test_evidence_with_a_real_but_unbound_report() -> None:
     evidence = FLEET / "guest-evidence" / "us-payments-api-dr.json"
-    code, doc = _json(["verify", "evidence", str(evidence)])
+    code, doc = _json(["verify", "evidence", str(evidence), "--at", DEMO_AT])
     assert code == 1
     assert "genuine AMD-signed report, not bound to this VM" in str(doc["summary"])
 

@@ -8,6 +8,7 @@ import sqlite3
 import subprocess
 import sys
 import textwrap
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -26,9 +27,19 @@ def demo_run(tmp_path_factory: pytest.TempPathFactory) -> AuditRun:
     return scan(replay=DEMO_FLEET, store=tmp_path_factory.mktemp("seed-store"))
 
 
-def _variant(run: AuditRun, run_id: str, **scope: object) -> AuditRun:
+#: When the test runs "happened": fixed, so ordering never depends on today's date.
+T0 = datetime(2026, 1, 1, tzinfo=UTC)
+
+
+def _variant(run: AuditRun, run_id: str, days: int = 0, **scope: object) -> AuditRun:
+    """A copy of `run` with another id and scope, started `days` after T0."""
     return run.model_copy(
-        update={"run_id": run_id, "scope": run.scope.model_copy(update=scope)}, deep=True
+        update={
+            "run_id": run_id,
+            "scope": run.scope.model_copy(update=scope),
+            "started_at": T0 + timedelta(days=days),
+        },
+        deep=True,
     )
 
 
@@ -77,10 +88,8 @@ def test_references_resolve_by_path_id_prefix_and_latest(
 ) -> None:
     store = RunStore(tmp_path)
     early = _variant(demo_run, "20260101T000000Z-aaaaaa")
-    late = _variant(demo_run, "20260102T000000Z-bbbbbb")
-    late = late.model_copy(update={"started_at": early.started_at.replace(year=2027)})
-    other = _variant(demo_run, "20260103T000000Z-cccccc", regions=["eu-west-1"])
-    other = other.model_copy(update={"started_at": early.started_at.replace(year=2028)})
+    late = _variant(demo_run, "20260102T000000Z-bbbbbb", days=365)
+    other = _variant(demo_run, "20260103T000000Z-cccccc", days=730, regions=["eu-west-1"])
     paths = {r.run_id: _save(store, r) for r in (early, late, other)}
     assert store.resolve(early.run_id) == paths[early.run_id]
     assert store.resolve("20260102") == paths[late.run_id]  # unique prefix
@@ -101,8 +110,7 @@ def test_references_resolve_by_path_id_prefix_and_latest(
 def test_vm_history_follows_a_vm_across_runs(demo_run: AuditRun, tmp_path: Path) -> None:
     store = RunStore(tmp_path)
     first = _variant(demo_run, "20260101T000000Z-aaaaaa")
-    second = _variant(demo_run, "20260102T000000Z-bbbbbb")
-    second = second.model_copy(update={"started_at": first.started_at.replace(year=2027)})
+    second = _variant(demo_run, "20260102T000000Z-bbbbbb", days=365)
     vm = next(v for v in second.vms if v.level is Level.L1)
     vm.level = Level.L0
     vm.parties[next(iter(vm.parties))] = Status.CAN_ACCESS

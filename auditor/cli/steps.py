@@ -29,9 +29,15 @@ def load_cli_config(path: Path | None) -> Config | None:
     if path is None:
         return None
     try:
-        return load_config(path)
+        config = load_config(path)
     except ConfigError as err:
         raise fail(f"invalid config\n{err}") from err
+    if config.is_empty:
+        err_console.print(
+            f"[yellow]warning:[/] config {path} is empty: it sets nothing (docs/config.md)",
+            highlight=False,
+        )
+    return config
 
 
 def run_store(store: Path | None, config: Config | None) -> RunStore:
