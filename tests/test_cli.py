@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shlex
 import shutil
 import subprocess
 import sys
@@ -241,25 +242,18 @@ def test_fakecloud_serve_and_scan_with_endpoint_url(tmp_path: Path) -> None:
         )
         endpoint = line.strip().rsplit(" ", 1)[-1]
         assert endpoint.startswith("http://127.0.0.1:")
-        env = {
-            **os.environ,
-            "AWS_ACCESS_KEY_ID": "111122223333",
-            "AWS_SECRET_ACCESS_KEY": "x",
-        }
+        printed = [proc.stdout.readline().strip() for _ in range(3)]
+        command = next(c for c in printed if c.startswith("AWS_ACCESS_KEY_ID=111122223333"))
+        # run exactly what it printed: VAR=value words, then the ccaudit command
+        words = shlex.split(command)
+        env = {**os.environ}
+        while "=" in words[0]:
+            key, _, value = words.pop(0).partition("=")
+            env[key] = value
+        assert words[:2] == ["ccaudit", "scan"]
+        assert "--regions" in words and "eu-west-1,us-east-2" in words
         done = subprocess.run(
-            [
-                sys.executable,
-                "-m",
-                "auditor.cli",
-                "scan",
-                "--endpoint-url",
-                endpoint,
-                "--regions",
-                "eu-west-1",
-                "--format",
-                "json",
-                "--no-save",
-            ],
+            [sys.executable, "-m", "auditor.cli", *words[1:], "--format", "json", "--no-save"],
             capture_output=True,
             text=True,
             env=env,
@@ -267,8 +261,8 @@ def test_fakecloud_serve_and_scan_with_endpoint_url(tmp_path: Path) -> None:
         )
         assert done.returncode == 0, done.stderr
         data = json.loads(done.stdout)
-        assert {vm["region"] for vm in data["vms"]} == {"eu-west-1"}
-        assert len(data["vms"]) == 4
+        assert {vm["region"] for vm in data["vms"]} == {"eu-west-1", "us-east-2"}
+        assert len(data["vms"]) == 6
     finally:
         proc.terminate()
         proc.wait(timeout=10)

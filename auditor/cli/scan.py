@@ -53,9 +53,9 @@ class CliProgress:
     and one at the end, so a long scan is never silent. Nothing with --quiet.
     """
 
-    def __init__(self, console: Console, interval: float = PROGRESS_INTERVAL) -> None:
+    def __init__(self, console: Console, interval: float | None = None) -> None:
         self.console = console
-        self.interval = interval
+        self.interval = PROGRESS_INTERVAL if interval is None else interval
         self.live = console.is_terminal and not Settings.quiet
         self.total: int | None = None
         self.done = self.vms = self.calls = self.failed = 0
@@ -574,11 +574,15 @@ def scan_cmd(
         if no_credentials and len(no_credentials) == len(run.scope.providers):
             _discard(target, created)
             for cloud, fix in no_credentials.items():
-                err_console.print(f"[bold red]error:[/] {cloud}: {fix}", highlight=False)
+                err_console.print(
+                    f"[bold red]error:[/] {cloud}: {fix}", highlight=False, soft_wrap=True
+                )
             err_console.print("nothing was scanned and nothing was saved", highlight=False)
             raise typer.Exit(EXIT_USAGE)
         for cloud, fix in no_credentials.items():
-            err_console.print(f"[yellow]warning:[/] {cloud}: {fix}", highlight=False)
+            err_console.print(
+                f"[yellow]warning:[/] {cloud}: {fix}", highlight=False, soft_wrap=True
+            )
         emit(run, chosen_formats, output, target)
         drift, why = steps.compare(run, chosen, run_store)
         if drift is not None:

@@ -36,6 +36,7 @@ def load_cli_config(path: Path | None) -> Config | None:
         err_console.print(
             f"[yellow]warning:[/] config {path} is empty: it sets nothing (docs/config.md)",
             highlight=False,
+            soft_wrap=True,
         )
     return config
 

@@ -81,6 +81,18 @@ def _read(path: Path, what: str) -> bytes:
         raise _Unusable(f"{path}: cannot read {what}: {err.strerror or err}") from err
 
 
+def _not_evidence(path: Path, data: bytes) -> bytes:
+    """A whole guest evidence file given where a raw report is expected: say which command
+    reads it, instead of a baffling "version 538970747 is not supported"."""
+    head = data.lstrip()[:4096]
+    if head.startswith(b"{") and b"ccaudit-guest-evidence" in head:
+        raise _Unusable(
+            f"{path} is a guest evidence file (ccaudit guest collect), not a raw report: "
+            f"check it with `ccaudit verify evidence {path}`"
+        )
+    return data
+
+
 def _at(value: str | None) -> datetime | None:
     if value is None:
         return datetime.now(UTC)
@@ -265,7 +277,9 @@ def verify_snp_cmd(
     def action() -> int:
         from auditor.verify.snp import SnpOptions, verify_snp
 
-        data, _ = decode_blob(_read(report, "an SNP report"), expect_min=0x4A0)
+        data, _ = decode_blob(
+            _not_evidence(report, _read(report, "an SNP report")), expect_min=0x4A0
+        )
         refs = [parse_reference(m) for m in measurement or []]
         opts = build_evidence_options(tcb_table=tcb_table)
         result = verify_snp(
@@ -314,7 +328,7 @@ def verify_tdx_cmd(
     def action() -> int:
         from auditor.verify.tdx import TdxOptions, verify_tdx
 
-        data, _ = decode_blob(_read(quote, "a TDX quote"), expect_min=0x278)
+        data, _ = decode_blob(_not_evidence(quote, _read(quote, "a TDX quote")), expect_min=0x278)
         opts = build_evidence_options(tdx_collateral=collateral)
         result = verify_tdx(
             data,

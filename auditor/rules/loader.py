@@ -19,6 +19,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from auditor.document import SECTIONS, referenced_sections
 from auditor.model import Party, RulePackRef, Severity, Status
+from auditor.yaml_lines import line_of
 
 BUILTIN_DIR = Path(__file__).parent
 MAX_PACK_BYTES = 2 * 1024 * 1024
@@ -193,7 +194,10 @@ def _format_cel_error(err: Exception) -> str:
     text = str(err).replace("<input>", "when")
     m = re.search(r"when:(\d+):(\d+): (.*)", text)
     if m:
-        return f"CEL error at line {m.group(1)}, column {m.group(2)}: {m.group(3).strip()}"
+        return (
+            f"CEL error at line {m.group(1)}, column {m.group(2)} of the expression: "
+            f"{m.group(3).strip()}"
+        )
     return f"CEL error: {text}"
 
 
@@ -248,8 +252,10 @@ def requires_verified_hardware(expression: str) -> bool:
     )
 
 
-def compile_rule(rule: Rule, path: str, pack: str) -> CompiledRule:
-    """Compile one rule's condition and check the sections it reads."""
+def compile_rule(rule: Rule, path: str, pack: str, line: int | None = None) -> CompiledRule:
+    """Compile one rule's condition and check the sections it reads; `line` is where the rule's
+    `when` sits in its file, named in a CEL error next to the position inside the expression."""
+    where = f"line {line}: " if line else ""
     if rule.effect is Status.EXCLUDED and not requires_verified_hardware(rule.when):
         raise RulePackError(
             path,
@@ -261,7 +267,7 @@ def compile_rule(rule: Rule, path: str, pack: str) -> CompiledRule:
     try:
         program = cel.compile(rule.when)
     except Exception as err:  # the CEL binding raises ValueError with the position
-        raise RulePackError(path, _format_cel_error(err), rule.id) from err
+        raise RulePackError(path, where + _format_cel_error(err), rule.id) from err
     detail_program = None
     if rule.detail:
         try:
@@ -329,11 +335,13 @@ def load_pack(path: str | Path) -> RulePack:
         raise RulePackError(shown, msg, rule_id) from err
     seen: set[str] = set()
     compiled: list[CompiledRule] = []
-    for rule in spec.rules:
+    root = _compose(data_bytes)
+    for index, rule in enumerate(spec.rules):
         if rule.id in seen:
             raise RulePackError(shown, "duplicate rule id in this pack", rule.id)
         seen.add(rule.id)
-        compiled.append(compile_rule(rule, shown, spec.pack))
+        line = line_of(root, ("rules", index, "when"))
+        compiled.append(compile_rule(rule, shown, spec.pack, line))
     ref = RulePackRef(
         name=spec.pack,
         version=spec.version,
@@ -342,6 +350,15 @@ def load_pack(path: str | Path) -> RulePack:
         rules=len(compiled),
     )
     return RulePack(ref=ref, spec=spec, rules=tuple(compiled))
+
+
+def _compose(data: bytes) -> yaml.Node | None:
+    """The YAML node tree, for line numbers (the file already parsed once, so this cannot fail
+    in a new way; if it does, errors just lose their line)."""
+    try:
+        return yaml.compose(data)
+    except (yaml.YAMLError, RecursionError):
+        return None
 
 
 def builtin_pack_paths() -> list[Path]:
