@@ -20,8 +20,8 @@ from auditor.cli import app
 from tests.conftest import REPO
 
 CI = REPO / "examples" / "ci"
-GITHUB = CI / ".github" / "workflows" / "ccaudit.yml"
-GITLAB = CI / ".gitlab-ci.yml"
+GITHUB = CI / "github-actions.yml"
+GITLAB = CI / "gitlab-ci.yml"
 
 
 def _shell_lines(script: str) -> list[str]:

@@ -37,14 +37,34 @@ def report_cmd(
         Path | None,
         typer.Option(help="Write into this directory instead of the run directory."),
     ] = None,
+    signing_key: Annotated[
+        Path | None,
+        typer.Option(
+            metavar="FILE",
+            help="Re-sign a signed run's manifest after adding the reports to it.",
+        ),
+    ] = None,
 ) -> None:
-    """Re-render a stored run in other formats, without touching any cloud."""
+    """Re-render a stored run in other formats, without touching any cloud.
+
+    Reports written into a sealed run directory are sealed with it (manifest.json is rewritten
+    to list them), so `ccaudit bundle verify` still passes; a signed run needs --signing-key
+    for that, or --output to write the reports elsewhere.
+    """
     chosen = formats(fmt)
     run = load_run_or_fail(run_dir)
     base = run_dir if run_dir.is_dir() else run_dir.parent
+    sealed = output is None and (base / "manifest.json").is_file()
+    if sealed and (base / "manifest.sig").is_file() and signing_key is None:
+        raise fail(
+            f"{base} is signed: give --signing-key to re-sign it with the new reports, or "
+            "--output DIR to write them elsewhere"
+        )
     if output is not None:
         output.mkdir(parents=True, exist_ok=True)
     emit(run, chosen, None, output or base)
+    if sealed and any(f != "table" for f in chosen):
+        seal(base, run, signing_key)
 
 
 def merge_cmd(

@@ -52,6 +52,8 @@ Kind = Literal["text", "int", "category", "list"]
 
 #: Columns that identify a VM in every table (`VM.key` is these joined with "/").
 KEY: tuple[str, ...] = ("provider", "account", "region", "id")
+#: The key, plus the VM's name: every row of `parties` and `findings` says which VM it is about
+#: in words too (a notebook filter on `name` needs no join with `vms`).
 TABLES: tuple[str, ...] = ("vms", "parties", "findings")
 CSV_DIR = "csv"
 _FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
@@ -72,7 +74,7 @@ def _enum(name: str, enum: type[StrEnum], ordered: bool = False) -> Column:
     return Column(name, "category", tuple(m.value for m in enum), ordered)
 
 
-_KEY_COLUMNS = tuple(Column(name) for name in KEY)
+_KEY_COLUMNS = (*(Column(name) for name in KEY), Column("name"))
 
 COLUMNS: dict[str, tuple[Column, ...]] = {
     "vms": (
@@ -138,7 +140,7 @@ def party_rows(vm: VMResult) -> list[PartyStatus]:
 
 
 def _key(vm: VMResult) -> list[Any]:
-    return [vm.provider, vm.account, vm.region, vm.id]
+    return [vm.provider, vm.account, vm.region, vm.id, vm.name]
 
 
 def rows(run: AuditRun) -> dict[str, list[list[Any]]]:
