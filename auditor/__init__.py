@@ -21,6 +21,7 @@ if TYPE_CHECKING:
     from auditor.api import ScanError
     from auditor.drift import RunDiff
     from auditor.model import (
+        PROVIDER_PARTIES,
         VM,
         Answer,
         AuditRun,
@@ -50,6 +51,7 @@ _LAZY: dict[str, str] = {
         name: "auditor.model"
         for name in (
             "VM",
+            "PROVIDER_PARTIES",
             "Answer",
             "AuditRun",
             "Disk",
@@ -77,6 +79,7 @@ def __getattr__(name: str) -> Any:
 
 
 __all__ = [
+    "PROVIDER_PARTIES",
     "VM",
     "Answer",
     "AuditRun",

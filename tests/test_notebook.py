@@ -8,6 +8,7 @@ import json
 import re
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -145,12 +146,51 @@ def test_diff_stays_a_function_after_the_drift_module_loads() -> None:
 # -- the example notebook ---------------------------------------------------------------------
 
 
-def test_committed_notebook_has_no_outputs() -> None:
+def _code_cells(nb: dict[str, Any]) -> list[dict[str, Any]]:
+    return [c for c in nb["cells"] if c["cell_type"] == "code"]
+
+
+def test_committed_notebook_is_executed_and_error_free() -> None:
+    """A reader on GitHub sees the outputs: every code cell ran, in order, without an error."""
     nb = json.loads(NOTEBOOK.read_text(encoding="utf-8"))
-    code = [c for c in nb["cells"] if c["cell_type"] == "code"]
-    assert code
+    code = _code_cells(nb)
+    assert len(code) >= 5
+    assert [c["execution_count"] for c in code] == list(range(1, len(code) + 1))
     for cell in code:
-        assert cell["outputs"] == [] and cell["execution_count"] is None, cell["source"][:1]
+        assert cell["outputs"], "".join(cell["source"])[:60]
+        assert not [o for o in cell["outputs"] if o["output_type"] == "error"]
+    text = "".join("".join(o.get("text", "")) for c in code for o in c["outputs"])
+    assert "ok   snp.signature" in text  # the hardware evidence is in, and verified
+    assert any("image/png" in o.get("data", {}) for c in code for o in c["outputs"])
+
+
+def test_notebook_uses_only_the_public_api() -> None:
+    nb = json.loads(NOTEBOOK.read_text(encoding="utf-8"))
+    source = "\n".join("".join(c["source"]) for c in _code_cells(nb))
+    imports = re.findall(r"^\s*(?:from|import)\s+([\w.]+)", source, re.M)
+    assert "auditor" in imports
+    assert not [m for m in imports if m.startswith("auditor.")], imports
+    used = set(re.findall(r"\bauditor\.(\w+)", source))
+    assert used and used <= set(auditor.__all__), used - set(auditor.__all__)
+    assert "auditor.demo()" in source  # the demo with its guest evidence, as `ccaudit demo`
+
+
+def test_notebook_extra_installs_what_the_notebook_imports() -> None:
+    import tomllib
+
+    extras = tomllib.loads((REPO / "pyproject.toml").read_text(encoding="utf-8"))["project"][
+        "optional-dependencies"
+    ]
+    names = {re.split(r"[<>=\[ ]", d, maxsplit=1)[0] for d in extras["notebook"]}
+    assert {"cc-auditor", "jupyterlab", "ipykernel", "matplotlib"} <= names
+    assert "cc-auditor[all]" in extras["notebook"]  # pandas and the cloud SDKs come with it
+
+
+def test_parties_table_names_the_vm(run: Run) -> None:
+    parties = run.parties
+    names = dict(zip(run.vms["id"], run.vms["name"], strict=True))
+    assert "name" in parties.columns
+    assert (parties["name"] == parties["id"].map(names)).all()
 
 
 def test_notebook_executes_top_to_bottom(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -171,6 +211,7 @@ def test_notebook_executes_top_to_bottom(tmp_path: Path, monkeypatch: pytest.Mon
         encoding="utf-8",
     )
     monkeypatch.setenv("JUPYTER_PATH", str(tmp_path / "jupyter"))
+    monkeypatch.setenv("CCAUDIT_HOME", str(tmp_path / "store"))  # the kernel saves the run here
     monkeypatch.delenv("MPLBACKEND", raising=False)  # the kernel's inline backend draws PNGs
     nb = nbformat.read(NOTEBOOK, as_version=4)
     client = nbclient.NotebookClient(
@@ -187,4 +228,6 @@ def test_notebook_executes_top_to_bottom(tmp_path: Path, monkeypatch: pytest.Mon
     assert any("image/png" in o.get("data", {}) for o in outputs)  # the levels-per-cloud plot
     text = "".join(o.get("text", "") for o in outputs if o.output_type == "stream")
     assert re.search(r"\d+ of 20 VMs keep the provider in the trust set", text)
-    assert "ok   signature" in text
+    assert "ok   snp.signature" in text and "SHA-256 matches the run's record: True" in text
+    assert re.search(r"19 of 20 VMs keep the provider in the trust set", text)
+    assert (tmp_path / "store" / "runs").is_dir()  # demo() saved, load_run("latest") read it
