@@ -38,10 +38,11 @@ typecheck: install-dev
 unit: install-dev
 	$(BIN)/pytest -q
 
-## make test-dates: the whole suite with the clock moved +1 and +3 years (Debian's faketime)
+## make test-dates: the whole suite with the clock moved +1 and +3 years (Debian's faketime);
+## the shim's path is absolute so that subprocesses started elsewhere (the notebook's kernel) get it
 test-dates: install-dev
 	for offset in +365d +1095d; do \
-	  PYTHONPATH=tools/faketime FAKETIME_DONT_FAKE_MONOTONIC=1 faketime -f $$offset \
+	  PYTHONPATH=$(CURDIR)/tools/faketime FAKETIME_DONT_FAKE_MONOTONIC=1 faketime -f $$offset \
 	    $(BIN)/pytest -q -p no:cacheprovider || exit 1; \
 	done
 
