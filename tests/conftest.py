@@ -65,3 +65,11 @@ def _is_loopback(host: Any) -> bool:
     if isinstance(host, bytes):
         host = host.decode("ascii", "replace")
     return host in _LOOPBACK or (isinstance(host, str) and host.startswith("127."))
+
+
+@pytest.fixture
+def metadata_server() -> Any:
+    """start(*clouds) -> MetadataFake: loopback metadata services (tests/metadata_fake.py)."""
+    from tests.metadata_fake import serve_metadata
+
+    yield from serve_metadata()

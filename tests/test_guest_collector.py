@@ -18,14 +18,10 @@ import socket
 import struct
 import subprocess
 import sys
-import threading
 import uuid
-from collections.abc import Iterator
-from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-from urllib.parse import parse_qs, urlsplit
 
 import pytest
 from typer.testing import CliRunner
@@ -43,6 +39,16 @@ from auditor.guest.format import (
 )
 from auditor.guest.nonces import STORE_FILE, NonceStore
 from auditor.guest.tsm import ConfigfsTsm
+from tests.metadata_fake import (
+    AWS_DOCUMENT,
+    AWS_INSTANCE,
+    AWS_PKCS7,
+    AWS_TOKEN,
+    AZURE_ATTESTED,
+    AZURE_VM_ID,
+    GCP_INSTANCE,
+    GCP_TOKEN,
+)
 
 REPO = Path(__file__).resolve().parents[1]
 VECTORS = REPO / "tests" / "data" / "vectors"
@@ -480,129 +486,6 @@ def test_unmapped_root_is_a_problem_not_a_guess(tmp_path: Path) -> None:
 )
 def test_crypt_type_from_dm_uuid(dm_uuid: str, expected: str | None) -> None:
     assert diskcrypt.crypt_type(dm_uuid) == expected
-
-
-# -- metadata services --------------------------------------------------------------------------
-
-AWS_TOKEN = "AQAEAFake-IMDSv2-session-token=="
-AWS_INSTANCE = "i-0123456789abcdef0"
-AWS_DOCUMENT = json.dumps(
-    {"instanceId": AWS_INSTANCE, "region": "eu-west-1", "accountId": "123456789012"}
-).encode()
-AWS_PKCS7 = b"MIAGCSqGSIb3DQEHAqCAMIACAQExDzANBglghkgBZQMEAgEFADCABgkqhkiG9w0BBwGggCSABIIB"
-GCP_INSTANCE = "4520335468413574120"
-GCP_TOKEN = b"eyJhbGciOiJSUzI1NiJ9.eyJhdWQiOiJjY2F1ZGl0In0.c2lnbmF0dXJl"
-AZURE_VM_ID = "0F3A5C2E-1111-2222-3333-444455556666"
-AZURE_ATTESTED = json.dumps({"encoding": "pkcs7", "signature": "MIILiQYJKoZIhvcNAQcCoII"}).encode()
-
-
-@dataclass
-class Seen:
-    method: str
-    path: str
-    headers: dict[str, str]
-
-
-@dataclass
-class MetadataFake:
-    clouds: set[str]
-    url: str = ""
-    requests: list[Seen] = field(default_factory=list)
-
-
-class _Handler(BaseHTTPRequestHandler):
-    server: Any
-
-    def log_message(self, *args: Any) -> None:
-        pass
-
-    def _send(self, status: int, body: bytes = b"", headers: dict[str, str] | None = None) -> None:
-        self.send_response(status)
-        for key, value in (headers or {}).items():
-            self.send_header(key, value)
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-
-    def _handle(self, method: str) -> None:
-        fake: MetadataFake = self.server.fake
-        parts = urlsplit(self.path)
-        query = parse_qs(parts.query)
-        fake.requests.append(Seen(method, parts.path, dict(self.headers.items())))
-        length = int(self.headers.get("Content-Length") or 0)
-        if length:
-            self.rfile.read(length)
-        if self.headers.get("X-Forwarded-For"):
-            return self._send(400, b"proxied requests refused")
-        if "aws" in fake.clouds and parts.path.startswith("/latest/"):
-            return self._aws(method, parts.path)
-        if "gcp" in fake.clouds and parts.path.startswith("/computeMetadata/"):
-            return self._gcp(method, parts.path, query)
-        if "azure" in fake.clouds and parts.path.startswith("/metadata/"):
-            return self._azure(method, parts.path, query)
-        return self._send(404)
-
-    def _aws(self, method: str, path: str) -> None:
-        if path == "/latest/api/token":
-            if method != "PUT" or not self.headers.get("X-aws-ec2-metadata-token-ttl-seconds"):
-                return self._send(400)
-            return self._send(200, AWS_TOKEN.encode())
-        if self.headers.get("X-aws-ec2-metadata-token") != AWS_TOKEN:
-            return self._send(401)
-        body = {
-            "/latest/dynamic/instance-identity/document": AWS_DOCUMENT,
-            "/latest/dynamic/instance-identity/pkcs7": AWS_PKCS7,
-        }.get(path)
-        return self._send(200, body) if body is not None else self._send(404)
-
-    def _gcp(self, method: str, path: str, query: dict[str, list[str]]) -> None:
-        if self.headers.get("Metadata-Flavor") != "Google":
-            return self._send(403, b"Missing Metadata-Flavor:Google header.")
-        flavor = {"Metadata-Flavor": "Google"}
-        if path == "/computeMetadata/v1/instance/id":
-            return self._send(200, GCP_INSTANCE.encode(), flavor)
-        if path == "/computeMetadata/v1/instance/service-accounts/default/identity":
-            if query.get("audience") != ["ccaudit"] or query.get("format") != ["full"]:
-                return self._send(400, b"bad audience/format", flavor)
-            return self._send(200, GCP_TOKEN, flavor)
-        return self._send(404, b"", flavor)
-
-    def _azure(self, method: str, path: str, query: dict[str, list[str]]) -> None:
-        if self.headers.get("Metadata") != "true":
-            return self._send(
-                400, b'{"error": "Bad request. Required metadata header not specified"}'
-            )
-        if query.get("api-version") != ["2021-02-01"]:
-            return self._send(400)
-        if path == "/metadata/instance/compute/vmId" and query.get("format") == ["text"]:
-            return self._send(200, AZURE_VM_ID.encode())
-        if path == "/metadata/attested/document":
-            return self._send(200, AZURE_ATTESTED)
-        return self._send(404)
-
-    def do_GET(self) -> None:
-        self._handle("GET")
-
-    def do_PUT(self) -> None:
-        self._handle("PUT")
-
-
-@pytest.fixture
-def metadata_server() -> Iterator[Any]:
-    servers: list[ThreadingHTTPServer] = []
-
-    def start(*clouds: str) -> MetadataFake:
-        server = ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
-        fake = MetadataFake(set(clouds), f"http://127.0.0.1:{server.server_address[1]}")
-        server.fake = fake  # type: ignore[attr-defined]
-        threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True).start()
-        servers.append(server)
-        return fake
-
-    yield start
-    for server in servers:
-        server.shutdown()
-        server.server_close()
 
 
 @pytest.mark.parametrize(

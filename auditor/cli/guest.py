@@ -130,6 +130,17 @@ def collect(
         Path | None,
         typer.Option("--key-release", help="Compact JWS from the owner's key broker."),
     ] = None,
+    tpm: Annotated[
+        str,
+        typer.Option(
+            "--tpm",
+            metavar="DEVICE|tcp:HOST:PORT|unix:PATH",
+            help="The TPM to quote (a simulator socket for tests).",
+        ),
+    ] = collector.DEFAULT_TPM,
+    no_tpm: Annotated[
+        bool, typer.Option("--no-tpm", help="Do not use the vTPM (no quote, no HCL report).")
+    ] = False,
 ) -> None:
     """Inside the VM: write one evidence file bound to the nonce (exit 0 ok, 3 no TEE report)."""
     try:
@@ -142,6 +153,7 @@ def collect(
             vm_id=vm_id,
             metadata_url=metadata_url,
             key_release=key_release,
+            tpm=None if no_tpm else tpm,
         )
     except collector.UsageError as err:
         typer.echo(f"error: {err}", err=True)

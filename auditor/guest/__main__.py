@@ -26,9 +26,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="write one evidence file bound to the auditor's nonce",
         description=(
             "Bind the nonce to this VM's identity in REPORT_DATA, request the SEV-SNP report or "
-            "TDX quote through configfs-tsm, add the vTPM event log, TDX CCEL, dm-crypt state and "
-            "kernel command line, and write one JSON evidence file. Exit 0: identity and TEE "
-            "report collected; 3: file written without a TEE report; 2: unusable arguments."
+            "TDX quote through configfs-tsm, quote the vTPM with the same binding (on Azure CVMs "
+            "also read the HCL report and its certificates), add the vTPM event log, TDX CCEL, "
+            "dm-crypt state and kernel command line, and write one JSON evidence file. Exit 0: "
+            "identity and a hardware report collected; 3: file written without one; 2: unusable "
+            "arguments."
         ),
     )
     collect.add_argument("--nonce", required=True, help="64 hex characters from the auditor")
@@ -54,6 +56,15 @@ def build_parser() -> argparse.ArgumentParser:
     collect.add_argument(
         "--key-release", type=Path, help="compact JWS from the owner's key broker to include"
     )
+    collect.add_argument(
+        "--tpm",
+        default=collector.DEFAULT_TPM,
+        metavar="DEVICE|tcp:HOST:PORT|unix:PATH",
+        help=f"the TPM to quote (default {collector.DEFAULT_TPM}; a simulator socket for tests)",
+    )
+    collect.add_argument(
+        "--no-tpm", action="store_true", help="do not use the vTPM (no quote, no HCL report)"
+    )
     return parser
 
 
@@ -69,6 +80,7 @@ def main(argv: list[str] | None = None) -> int:
             vm_id=args.vm_id,
             metadata_url=args.metadata_url,
             key_release=args.key_release,
+            tpm=None if args.no_tpm else args.tpm,
         )
     except collector.UsageError as err:
         print(f"error: {err}", file=sys.stderr)

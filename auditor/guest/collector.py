@@ -10,7 +10,8 @@ configfs-tsm and adds, optionally, the owner's key-release token. It only collec
 judge the blobs.
 
 Whatever cannot be read is named in `errors` and the file is still written. Exit codes: 0 the
-identity and a TEE report were collected; 3 the file was written without a TEE report; 2 the
+identity and a TEE report were collected (on Azure CVMs: the HCL report and a vTPM quote);
+3 the file was written without a TEE report; 2 the
 arguments are unusable (or no VM identity could be found, so nothing can be bound).
 All paths are arguments, so tests run it against a fake sysfs/configfs tree.
 """
@@ -30,14 +31,21 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from auditor._version import __version__
-from auditor.guest import agents, diskcrypt, metadata, tsm
-from auditor.guest.format import FORMAT, binding_report_data, claims_digest, identity_string
+from auditor.guest import agents, diskcrypt, metadata, tsm, vtpm
+from auditor.guest.format import (
+    FORMAT,
+    binding_report_data,
+    claims_digest,
+    identity_string,
+    quote_qualifying_data,
+)
 
 EXIT_OK = 0
 EXIT_USAGE = 2
 EXIT_PARTIAL = 3
 
 PROVIDER_CHOICES = ("auto", "aws", "gcp", "azure", "none")
+DEFAULT_TPM = "/dev/tpmrm0"
 MAX_EVENT_LOG_BYTES = 4 * 1024 * 1024
 MAX_CCEL_BYTES = 4 * 1024 * 1024
 MAX_TEXT_BYTES = 64 * 1024
@@ -70,6 +78,8 @@ class CollectOptions:
     vm_id: str | None = None
     metadata_urls: dict[str, str] = field(default_factory=dict)
     key_release: Path | None = None
+    #: The TPM to quote: a device (default /dev/tpmrm0), tcp:HOST:PORT or unix:PATH; None = skip.
+    tpm: str | None = DEFAULT_TPM
     timeout: float = 10.0
     probe_timeout: float = 2.0
 
@@ -92,6 +102,7 @@ def make_options(
     vm_id: str | None = None,
     metadata_url: list[str] | None = None,
     key_release: Path | None = None,
+    tpm: str | None = DEFAULT_TPM,
 ) -> CollectOptions:
     """Check the command-line values; UsageError with a one-line reason when one is unusable."""
     if not _NONCE.match(nonce.strip()):
@@ -113,6 +124,8 @@ def make_options(
         raise UsageError(f"--root {root} is not a directory")
     if key_release is not None and not key_release.is_file():
         raise UsageError(f"--key-release {key_release} is not a readable file")
+    if tpm is not None and not tpm.strip():
+        raise UsageError("--tpm must name a device, tcp:HOST:PORT or unix:PATH")
     return CollectOptions(
         nonce=bytes.fromhex(nonce.strip()),
         out=out,
@@ -122,6 +135,7 @@ def make_options(
         vm_id=vm_id.strip() if vm_id else None,
         metadata_urls=_metadata_urls(metadata_url or []),
         key_release=key_release,
+        tpm=tpm.strip() if tpm else None,
     )
 
 
@@ -325,12 +339,31 @@ def collect(options: CollectOptions) -> Collection:
     tee = _tee(options, report_data, errors)
     if tee is not None:
         doc["tee"] = tee
+    if options.tpm is not None:
+        base = options.metadata_urls.get("azure", metadata.DEFAULT_BASE_URLS["azure"])
+        qualifying = quote_qualifying_data(
+            options.nonce, identity_string(identity.provider, identity.vm_id), digest
+        )
+        device = options.tpm
+        if device == DEFAULT_TPM:  # under --root, like every other path the collector reads
+            device = str(options.root / DEFAULT_TPM.lstrip("/"))
+        section = vtpm.collect_vtpm(
+            device, identity.provider, base, qualifying, errors.add, options.timeout
+        )
+        if section is not None:
+            doc["vtpm"] = section
     if options.key_release is not None:
         token = _key_release(options.key_release, errors)
         if token is not None:
             doc["key_release"] = token
     doc["errors"] = errors.items
-    return Collection(doc, EXIT_OK if tee is not None else EXIT_PARTIAL)
+    return Collection(doc, EXIT_OK if tee is not None or _hcl_path(doc) else EXIT_PARTIAL)
+
+
+def _hcl_path(doc: dict[str, Any]) -> bool:
+    """An Azure CVM's hardware report came through the vTPM (HCL report and a quote)."""
+    section = doc.get("vtpm") or {}
+    return "hcl_report" in section and "quote" in section
 
 
 def write_evidence(path: Path, document: dict[str, Any]) -> None:
@@ -360,6 +393,11 @@ def summary(document: dict[str, Any], path: Path) -> list[str]:
         lines.append(f"  TEE report: {tee['provider']}, {size} bytes, {certs} certificate table")
     else:
         lines.append("  TEE report: none")
+    section = document.get("vtpm")
+    if section is not None:
+        parts = [f"AK {section.get('ak', {}).get('source', 'none')}"]
+        parts += [label for key, label in _VTPM_PARTS if key in section]
+        lines.append(f"  vTPM ({section.get('device')}): {', '.join(parts)}")
     for key, label in (("tpm", "vTPM event log"), ("ccel", "TDX CCEL")):
         lines.append(f"  {label}: {'yes' if key in document else 'no'}")
     disk = document.get("disk_encryption")
@@ -377,6 +415,14 @@ def summary(document: dict[str, Any], path: Path) -> list[str]:
     for error in document["errors"]:
         lines.append(f"  missing: {error['source']}: {error['message']}")
     return lines
+
+
+_VTPM_PARTS = (
+    ("quote", "quote"),
+    ("hcl_report", "Azure HCL report"),
+    ("thim", "THIM certificates"),
+    ("td_quote", "TD quote"),
+)
 
 
 def run(options: CollectOptions, stderr: TextIO | None = None) -> int:

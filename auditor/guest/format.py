@@ -80,6 +80,16 @@ def binding_report_data(nonce: bytes, identity: str, claims_sha256: bytes | None
     return hashlib.sha512(nonce + identity.encode("utf-8") + (claims_sha256 or b"")).digest()
 
 
+def quote_qualifying_data(nonce: bytes, identity: str, claims_sha256: bytes) -> bytes:
+    """The vTPM quote's qualifying data: SHA-256(nonce || UTF-8 identity || claims digest).
+
+    32 bytes, which every TPM accepts; it binds the quote to this audit, VM and claims as
+    REPORT_DATA binds a TEE report (on Azure the TEE report is made at boot, so the quote is
+    what makes the evidence fresh).
+    """
+    return hashlib.sha256(nonce + identity.encode("utf-8") + claims_sha256).digest()
+
+
 def claims_of(doc: dict[str, Any]) -> dict[str, Any]:
     """The guest's claims in a document: the CLAIM_KEYS sections it has (absent stay absent)."""
     return {key: doc[key] for key in CLAIM_KEYS if key in doc and doc[key] is not None}

@@ -12,6 +12,8 @@ Standard library only. The IMDSv2 session token is a credential: it is never sto
 
 from __future__ import annotations
 
+import base64
+import binascii
 import json
 import re
 import urllib.error
@@ -72,11 +74,12 @@ class MetadataClient:
         *,
         method: str = "GET",
         probe: bool = False,
+        data: bytes | None = None,
     ) -> tuple[bytes, Mapping[str, str]]:
         """Body and response headers; MetadataError naming the URL path on any failure."""
         req = urllib.request.Request(url, headers=dict(headers), method=method)
-        if method == "PUT":
-            req.data = b""
+        if method in ("PUT", "POST"):
+            req.data = data or b""
         timeout = self.probe_timeout if probe else self.timeout
         path = urllib.parse.urlsplit(url).path
         try:
@@ -92,6 +95,38 @@ class MetadataClient:
         if len(body) > MAX_RESPONSE_BYTES:
             raise MetadataError(f"{method} {path}: response larger than {MAX_RESPONSE_BYTES}")
         return body, response_headers
+
+
+def azure_thim_certificates(client: MetadataClient, base: str) -> dict[str, str]:
+    """Azure's THIM: the VCEK and the ASK/ARK chain of the chip this SNP CVM runs on (PEM)."""
+    body, _ = client.request(f"{base}/metadata/THIM/amd/certification", {"Metadata": "true"})
+    try:
+        answer = json.loads(body)
+    except ValueError:
+        raise MetadataError("THIM certification answer is not JSON") from None
+    if not isinstance(answer, dict) or not isinstance(answer.get("vcekCert"), str):
+        raise MetadataError("THIM certification answer has no vcekCert")
+    return {k: str(v) for k, v in answer.items() if k in ("vcekCert", "certificateChain", "tcbm")}
+
+
+def azure_td_quote(client: MetadataClient, base: str, td_report: bytes) -> bytes:
+    """Azure's quoting service: a TDX quote for the paravisor's TD report (base64url both ways)."""
+    request = json.dumps({"report": _b64url(td_report)}).encode()
+    body, _ = client.request(
+        f"{base}/acc/tdquote",
+        {"Content-Type": "application/json", "Metadata": "true"},
+        method="POST",
+        data=request,
+    )
+    try:
+        quote = json.loads(body).get("quote")
+        return base64.urlsafe_b64decode(quote + "=" * (-len(quote) % 4))
+    except (ValueError, AttributeError, TypeError, binascii.Error):
+        raise MetadataError("/acc/tdquote answer has no base64url quote") from None
+
+
+def _b64url(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).decode("ascii").rstrip("=")
 
 
 def _text(body: bytes, what: str) -> str:

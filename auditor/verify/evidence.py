@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime
@@ -28,7 +29,13 @@ from typing import Any
 
 from cryptography import x509
 
-from auditor.guest.format import claims_bound, expected_report_data, identity_string
+from auditor.guest.format import (
+    claims_bound,
+    claims_digest,
+    expected_report_data,
+    identity_string,
+    quote_qualifying_data,
+)
 from auditor.verify.checks import Check, CheckedResult
 from auditor.verify.errors import EvidenceFormatError
 from auditor.verify.key_release import BrokerKey, verify_key_release
@@ -37,6 +44,7 @@ from auditor.verify.key_release import BrokerKey, verify_key_release
 DEMO_CAVEAT = "demo trust anchor, not AMD"
 TECH_BY_TSM = {"sev_guest": "SEV_SNP", "tdx_guest": "TDX"}
 NonceCheck = Callable[[str], tuple[bool, str]]
+_HEX64 = re.compile(r"^[0-9a-f]{64}$")
 
 
 @dataclass
@@ -54,6 +62,9 @@ class EvidenceOptions:
     cache_dir: Path | None = None
     tdx_collateral: Any = None  # auditor.verify.tdx.TdxCollateral
     key_broker_keys: Sequence[BrokerKey] = ()
+    #: Demo mode only: a self-made vTPM CA tried when Google's or Microsoft's roots do not
+    #: certify an AK; the facts then carry `ak_demo_anchor`.
+    demo_vtpm_trust: Any = None
     endorsement_root: x509.Certificate | None = None  # GCE firmware endorsement root
     nonce_check: NonceCheck | None = None
 
@@ -128,16 +139,29 @@ def verify_guest_evidence(
     result.claims_bound = claims_bound(dict(doc))
 
     tee = doc.get("tee") if isinstance(doc.get("tee"), Mapping) else None
+    section = doc.get("vtpm") if isinstance(doc.get("vtpm"), Mapping) else None
+    nonce = bytes.fromhex(nonce_hex) if _HEX64.match(nonce_hex) else b""
+    qualifying = quote_qualifying_data(nonce, identity, claims_digest(dict(doc)))
+    event_log = _b64(doc, "tpm", "event_log")
     hardware: dict[str, Any] = {"present": False}
+    vtpm_facts: dict[str, Any] | None = None
+    hcl_path = tee is None and section is not None and "hcl_report" in section
     if tee is not None:
         hardware = _verify_tee(tee, binding, opts, result, _b64(doc, "ccel", "data"))
+    elif hcl_path:
+        assert section is not None
+        hardware = _verify_azure_hcl(section, qualifying, vm_id, event_log, opts, result)
+        vtpm_facts = hardware.pop("vtpm", None)
+        binding = qualifying  # a key-release receipt names what the broker saw: the quote's
     else:
         result.checks.append(
             Check("tee", False, "no SEV-SNP report or TDX quote in the file (see its errors)")
         )
+    if section is not None and not hcl_path:
+        vtpm_facts = _verify_vtpm(section, provider, vm_id, qualifying, event_log, opts, result)
     if fresh is not None:
         hardware["fresh"] = fresh
-    if hardware.get("present") and not hardware.get("bound"):
+    if hardware.get("present") and not hardware.get("bound") and tee is not None:
         result.claims_changed = _claims_changed(doc, identity, result.reported_report_data)
     if hardware.get("present"):
         hardware["claims_bound"] = result.claims_bound
@@ -152,10 +176,134 @@ def verify_guest_evidence(
     else:
         hardware.update(authentic=False, bound=False, verified=False)
         result.summary = hardware["reason"] = "no usable hardware report in the evidence file"
+    if vtpm_facts is not None:
+        hardware["vtpm"] = vtpm_facts
     result.hardware = hardware
     result.event_log = _event_log(doc, result)
     result.guest = _guest_facts(doc, identity, binding.hex(), opts, result)
     return result
+
+
+def _verify_vtpm(
+    section: Mapping[str, Any],
+    provider: str,
+    vm_id: str,
+    qualifying: bytes,
+    event_log: bytes | None,
+    opts: EvidenceOptions,
+    r: GuestEvidenceResult,
+) -> dict[str, Any]:
+    """A vTPM quote beside a TEE report (Google Cloud, AWS): checked, never bound to it."""
+    from auditor.verify.vtpm_evidence import verify_vtpm_section
+
+    try:
+        vt = verify_vtpm_section(
+            section,
+            provider=provider,
+            vm_id=vm_id,
+            qualifying_data=qualifying,
+            event_log=event_log,
+            at=_when(opts),
+            demo_trust=opts.demo_vtpm_trust,
+        )
+    except EvidenceFormatError as err:
+        r.checks.append(Check("vtpm.section", False, f"vtpm section unusable: {err}"))
+        return {"present": True, "quote_verified": False, "bound_to_report": False}
+    r.checks.extend(vt.checks)
+    if vt.facts.get("quote_verified"):
+        r.checks.append(
+            Check(
+                "vtpm.binding",
+                True,
+                "the vTPM is the host's: its quote verifies but nothing binds it to the "
+                "hardware report (recorded as unbound)",
+            )
+        )
+    return vt.facts
+
+
+def _when(opts: EvidenceOptions) -> datetime:
+    from datetime import UTC
+
+    return opts.at or datetime.now(UTC)
+
+
+def _verify_azure_hcl(
+    section: Mapping[str, Any],
+    qualifying: bytes,
+    vm_id: str,
+    event_log: bytes | None,
+    opts: EvidenceOptions,
+    r: GuestEvidenceResult,
+) -> dict[str, Any]:
+    """An Azure CVM: the paravisor's HCL report, its SNP report or TDX quote, and the vTPM quote.
+
+    `bound` here means: the hardware report's REPORT_DATA is SHA-256 of the runtime claims, the
+    claims name this VM and the AK, that AK signed the quote, and the quote's qualifying data
+    is this audit's binding. The launch measurement is the paravisor's, not a guest firmware's.
+    """
+    from auditor.verify.azure_hcl import parse_hcl_report
+    from auditor.verify.vtpm_evidence import (
+        check_hcl_binding,
+        hcl_report_data,
+        verify_vtpm_section,
+    )
+
+    try:
+        raw = _b64(section, "hcl_report")
+        assert raw is not None
+        hcl = parse_hcl_report(raw)
+        vt = verify_vtpm_section(
+            section,
+            provider="azure",
+            vm_id=vm_id,
+            qualifying_data=qualifying,
+            event_log=event_log,
+            at=_when(opts),
+            demo_trust=opts.demo_vtpm_trust,
+        )
+    except EvidenceFormatError as err:
+        r.checks.append(Check("hcl", False, f"Azure HCL evidence unusable: {err}"))
+        return {"present": False}
+    binding = hcl_report_data(hcl.runtime_data)
+    thim = section.get("thim")
+    thim = thim if isinstance(thim, Mapping) else {}
+    if hcl.report_type == "snp":
+        cert, chain = thim.get("vcekCert"), thim.get("certificateChain")
+        if not isinstance(cert, str) or not cert:
+            r.checks.append(
+                Check("hcl", False, "no VCEK from THIM to verify the HCL's SEV-SNP report")
+            )
+            return {"present": False}
+        hardware = _verify_snp(
+            hcl.hw_report,
+            None,
+            binding,
+            opts,
+            r,
+            cert=cert.encode(),
+            chain=chain.encode() if isinstance(chain, str) else b"",
+        )
+    else:
+        quote = _b64(section, "td_quote")
+        if quote is None:
+            r.checks.append(Check("hcl", False, "no TD quote for the HCL's TDX report"))
+            return {"present": False}
+        hardware = _verify_tdx(quote, binding, opts, r)
+    report_ok = bool(hardware.get("authentic") and hardware.get("bound"))
+    try:
+        check_hcl_binding(vt, hcl.runtime_data, vm_id, report_ok)
+    except EvidenceFormatError as err:
+        vt.add("hcl_claims", False, str(err))
+    r.checks.extend(vt.checks)
+    hardware.update(
+        path="azure-hcl",
+        bound=vt.facts.get("bound_to_report") is True,
+        hcl_report_bound=hardware.get("bound") is True,
+        measurement_of="the Azure paravisor (HCL) and its firmware, not a guest firmware",
+        vtpm=vt.facts,
+    )
+    return hardware
 
 
 def _claims_changed(doc: Mapping[str, Any], identity: str, reported: str) -> bool:
@@ -196,7 +344,13 @@ def _verify_tee(
 
 
 def _verify_snp(
-    blob: bytes, aux: bytes | None, binding: bytes, opts: EvidenceOptions, r: GuestEvidenceResult
+    blob: bytes,
+    aux: bytes | None,
+    binding: bytes,
+    opts: EvidenceOptions,
+    r: GuestEvidenceResult,
+    cert: bytes | None = None,
+    chain: bytes = b"",
 ) -> dict[str, Any]:
     from auditor.verify.snp import SnpOptions, verify_snp
 
@@ -209,9 +363,10 @@ def _verify_snp(
         offline=opts.offline,
         cache_dir=opts.cache_dir,
     )
-    snp = verify_snp(blob, auxblob=aux, options=snp_options)
+    snp = verify_snp(blob, cert, chain, auxblob=aux, options=snp_options)
     if not snp.authentic and opts.demo_trust is not None:
-        demo = verify_snp(blob, auxblob=aux, options=replace(snp_options, trust=opts.demo_trust))
+        demo_options = replace(snp_options, trust=opts.demo_trust)
+        demo = verify_snp(blob, cert, chain, auxblob=aux, options=demo_options)
         if demo.authentic:
             snp = demo
     r.checks.extend(_prefixed("snp", snp.checks))
