@@ -1,16 +1,19 @@
 """Demo vTPM material: a self-made vTPM CA, hand-made quotes and a small measured-boot log.
 
 The demo fleet cannot carry a real cloud vTPM's quote bound to a demo nonce, so, like the demo
-AMD chain (auditor/verify/demo_anchor.py), it makes its own: an attestation key, quotes marshalled
-as a TPM would (TPMS_ATTEST, TPMT_SIGNATURE; TPM 2.0 Part 2, big-endian), an AK certificate from
-a demo vTPM CA that names the instance the way Google's does, and a crypto-agile TCG event log
-whose replay gives the quoted PCRs. Only `ccaudit demo` trusts the demo vTPM CA, and every fact
-resting on it carries `ak_demo_anchor`. Tests use the same builders beside a real TPM simulator.
+AMD chain (auditor/verify/demo_anchor.py), it makes its own: an attestation key, quotes
+marshalled as a TPM would (TPMS_ATTEST, TPMT_SIGNATURE; TPM 2.0 Part 2, big-endian), an AK
+certificate from a demo vTPM CA that names the instance the way Google's does, a crypto-agile
+TCG event log whose replay gives the quoted PCRs, and the Azure paravisor's HCL report around a
+demo SNP report. Only `ccaudit demo` trusts the demo vTPM CA, and every fact resting on it
+carries `ak_demo_anchor`. Tests use the same builders beside a real TPM simulator.
 """
 
 from __future__ import annotations
 
+import base64
 import hashlib
+import json
 import struct
 import uuid
 from dataclasses import dataclass
@@ -230,3 +233,42 @@ def replayed_pcrs(events: list[LoggedEvent], count: int = 24) -> dict[int, bytes
     for e in events:
         pcrs[e.pcr] = hashlib.sha256(pcrs[e.pcr] + e.digest).digest()
     return pcrs
+
+
+# -- an Azure HCL report ---------------------------------------------------------------------------
+
+
+def _b64url_int(value: int) -> str:
+    raw = value.to_bytes((value.bit_length() + 7) // 8, "big")
+    return base64.urlsafe_b64encode(raw).decode("ascii").rstrip("=")
+
+
+def runtime_claims(ak: rsa.RSAPublicKey, vm_unique_id: str, secure_boot: bool = True) -> bytes:
+    """The paravisor's runtime claims: the vTPM AK as JWK `HCLAkPub` and the VM configuration."""
+    numbers = ak.public_numbers()
+    claims = {
+        "keys": [
+            {
+                "kid": "HCLAkPub",
+                "key_ops": ["sign"],
+                "kty": "RSA",
+                "e": _b64url_int(numbers.e),
+                "n": _b64url_int(numbers.n),
+            }
+        ],
+        "vm-configuration": {
+            "console-enabled": False,
+            "secure-boot": secure_boot,
+            "tpm-enabled": True,
+            "vmUniqueId": vm_unique_id.upper(),
+        },
+    }
+    return json.dumps(claims, separators=(",", ":")).encode()
+
+
+def hcl_report(hw_report: bytes, runtime: bytes, report_type: str = "snp") -> bytes:
+    """What the paravisor stores in NV 0x01400001: header, hardware report, request, claims."""
+    kind = {"snp": 2, "tdx": 4}[report_type]
+    header = struct.pack("<5I", 0x414C4348, 2, len(hw_report), 2, 0) + bytes(12)
+    request = struct.pack("<5I", 20 + len(runtime), 1, kind, 1, len(runtime))
+    return header + hw_report.ljust(1184, b"\x00") + request + runtime
