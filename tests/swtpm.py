@@ -21,6 +21,8 @@ TOOLS = ("swtpm", "tpm2_createek", "tpm2_nvdefine")
 
 def require_swtpm() -> None:
     missing = [t for t in TOOLS if shutil.which(t) is None]
+    if missing and os.environ.get("CCAUDIT_REQUIRE_SWTPM"):
+        pytest.fail(f"CCAUDIT_REQUIRE_SWTPM is set but {', '.join(missing)} is not installed")
     if missing:
         pytest.skip(f"needs Debian's swtpm and tpm2-tools ({', '.join(missing)} not found)")
 
