@@ -158,10 +158,16 @@ def _hardware_options(
         for pack in engine.packs
         for ref in pack.spec.reference_measurements
     ]
+    boot_refs = [
+        ref.model_dump(exclude_none=True)
+        for pack in engine.packs
+        for ref in pack.spec.reference_boot
+    ]
     state = Path(nonce_state) if nonce_state is not None else default_state_dir()
     try:
         verify_options.evidence = build_evidence_options(
             pack_references=pack_refs,
+            boot_references=boot_refs,
             cache_dir=state / "cache",
             demo_trust_anchor=demo_trust_anchor,
             **given,

@@ -15,7 +15,7 @@ from typing import Any
 
 import cel
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from auditor.document import SECTIONS, referenced_sections
 from auditor.model import Party, RulePackRef, Severity, Status
@@ -154,6 +154,36 @@ class ReferenceMeasurement(BaseModel):
     source: str = ""
 
 
+class ReferenceBoot(BaseModel):
+    """A measured boot the owner expects, compared with a replayed vTPM event log: Secure Boot,
+    the boot applications (PE image digests in PCR 4, in order) and the kernel command line.
+    Fields left out are not compared."""
+
+    model_config = ConfigDict(extra="forbid")
+    name: str = Field(min_length=1)
+    secure_boot: bool | None = None
+    applications: list[str] | None = None
+    kernel_cmdline: str | None = None
+    source: str = ""
+
+    @field_validator("applications")
+    @classmethod
+    def _digests(cls, v: list[str] | None) -> list[str] | None:
+        for digest in v or []:
+            if not re.fullmatch(r"[0-9a-fA-F]{64}", digest):
+                raise ValueError(f"application digest {digest!r} is not 64 hex characters")
+        return [d.lower() for d in v] if v is not None else None
+
+    @model_validator(mode="after")
+    def _something(self) -> ReferenceBoot:
+        if self.secure_boot is None and self.applications is None and self.kernel_cmdline is None:
+            raise ValueError(
+                f"reference_boot {self.name!r} compares nothing: give secure_boot, "
+                "applications or kernel_cmdline"
+            )
+        return self
+
+
 class PackFile(BaseModel):
     """The YAML file as written."""
 
@@ -164,6 +194,7 @@ class PackFile(BaseModel):
     parties: dict[Party, PartyDefault] = Field(default_factory=dict)
     disable: list[str] = Field(default_factory=list)
     reference_measurements: list[ReferenceMeasurement] = Field(default_factory=list)
+    reference_boot: list[ReferenceBoot] = Field(default_factory=list)
     rules: list[Rule] = Field(default_factory=list)
 
     @field_validator("version", mode="before")

@@ -18,6 +18,7 @@ import struct
 import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes
@@ -177,6 +178,14 @@ def issue_ak_certificate(
 
 def vtpm_trust(ca: x509.Certificate) -> TrustStore:
     return TrustStore(name=DEMO_VTPM_TRUST_NAME, roots=(ca,))
+
+
+def load_vtpm_trust(directory: Path) -> TrustStore | None:
+    """The demo vTPM CA kept beside the demo AMD chain (`vtpm-ca.pem`), if there is one."""
+    path = directory / VTPM_CA_FILE
+    if not path.exists():
+        return None
+    return vtpm_trust(x509.load_pem_x509_certificate(path.read_bytes()))
 
 
 # -- a measured-boot event log -------------------------------------------------------------------

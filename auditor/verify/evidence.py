@@ -57,6 +57,8 @@ class EvidenceOptions:
     #: report; every verdict resting on it carries DEMO_CAVEAT.
     demo_trust: Any = None
     reference_measurements: Sequence[tuple[str, str]] = ()
+    #: Measured boots the owner expects (rule packs' `reference_boot`), as dicts.
+    reference_boot: Sequence[Mapping[str, Any]] = ()
     tcb_table: Any = None  # auditor.verify.snp.TcbTable; None = the shipped table
     offline: bool = True
     cache_dir: Path | None = None
@@ -205,6 +207,7 @@ def _verify_vtpm(
             event_log=event_log,
             at=_when(opts),
             demo_trust=opts.demo_vtpm_trust,
+            reference_boot=opts.reference_boot,
         )
     except EvidenceFormatError as err:
         r.checks.append(Check("vtpm.section", False, f"vtpm section unusable: {err}"))
@@ -261,6 +264,7 @@ def _verify_azure_hcl(
             event_log=event_log,
             at=_when(opts),
             demo_trust=opts.demo_vtpm_trust,
+            reference_boot=opts.reference_boot,
         )
     except EvidenceFormatError as err:
         r.checks.append(Check("hcl", False, f"Azure HCL evidence unusable: {err}"))

@@ -46,6 +46,7 @@ def build_evidence_options(
     *,
     reference_measurements: Iterable[str | Mapping[str, Any] | tuple[str, str]] = (),
     pack_references: Iterable[tuple[str, str]] = (),
+    boot_references: Iterable[Mapping[str, Any]] = (),
     tcb_table: str | Path | None = None,
     key_broker_keys: Sequence[str | Path] = (),
     endorsement_root: str | Path | None = None,
@@ -84,17 +85,21 @@ def build_evidence_options(
             collateral = load_collateral_dir(Path(tdx_collateral))
         except (OSError, ValueError) as err:
             raise HardwareOptionError(f"--tdx-collateral {tdx_collateral}: {err}") from err
-    trust = None
+    trust = vtpm_trust = None
     if demo_trust_anchor is not None:
         from auditor.verify.demo_anchor import DemoChain
+        from auditor.verify.demo_tpm import load_vtpm_trust
 
         try:
             trust = DemoChain.load(Path(demo_trust_anchor)).trust()
+            vtpm_trust = load_vtpm_trust(Path(demo_trust_anchor))
         except (OSError, ValueError) as err:
             raise HardwareOptionError(f"demo trust anchor {demo_trust_anchor}: {err}") from err
     return EvidenceOptions(
         demo_trust=trust,
+        demo_vtpm_trust=vtpm_trust,
         reference_measurements=tuple(refs),
+        reference_boot=tuple(dict(r) for r in boot_references),
         tcb_table=table,
         offline=offline,
         cache_dir=cache_dir,

@@ -536,11 +536,18 @@ def _replay_check(log: eventlog.EventLog, pcrs: Mapping[int, bytes], bank: str) 
         return Check("event_log_replay", False, f"{bank} bank: {err}")
     for index in covered:
         if replayed[index] != pcrs[index]:
+            extends = [
+                (number, e)
+                for number, e in enumerate(log.events, 1)
+                if e.index == index and e.event_type != eventlog.EV_NO_ACTION
+            ]
+            number, last = extends[-1]
             return Check(
                 "event_log_replay",
                 False,
-                f"{bank} PCR {index}: event-log replay gives {replayed[index].hex()}, "
-                f"the quoted value is {pcrs[index].hex()}",
+                f"{bank} PCR {index}: event-log replay of its {len(extends)} events (the last "
+                f"{last.type_name}, event {number}) gives {replayed[index].hex()}, the quoted "
+                f"value is {pcrs[index].hex()}",
             )
     note = (
         f" (events for PCRs {_ranges(uncovered)} are not covered by the quote)" if uncovered else ""

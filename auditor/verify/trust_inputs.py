@@ -46,6 +46,13 @@ def _hardware(vm: VM) -> Mapping[str, Any]:
     return hw if isinstance(hw, dict) and hw.get("authentic") is True else {}
 
 
+def _vtpm(vm: VM) -> Mapping[str, Any]:
+    """The vTPM facts of the VM's guest evidence (AK certificate, quote), when there are any."""
+    hw = vm.document.get("hardware")
+    facts = hw.get("vtpm") if isinstance(hw, dict) else None
+    return facts if isinstance(facts, dict) else {}
+
+
 def _amd(trust: Any, store: str, demo: bool, vms: list[VM]) -> list[TrustAnchor]:
     out: list[TrustAnchor] = []
     source = "the demo fleet's self-made chain (--demo-trust-anchor)" if demo else AMD_SOURCE
@@ -76,7 +83,7 @@ def _amd(trust: Any, store: str, demo: bool, vms: list[VM]) -> list[TrustAnchor]
 
 
 def _store(
-    store: Any, source: str, used: Mapping[str, int], *, pinned: bool = True
+    store: Any, source: str, used: Mapping[str, int], *, pinned: bool = True, demo: bool = False
 ) -> list[TrustAnchor]:
     roots = {fingerprint(c) for c in store.roots}
     return [
@@ -87,6 +94,7 @@ def _store(
             sha256=fingerprint(cert),
             source=source,
             pinned=pinned,
+            demo=demo,
             used_by=used.get(fingerprint(cert), 0),
         )
         for cert in (*store.roots, *store.intermediates)
@@ -130,14 +138,18 @@ def run_trust_anchors(vms: Iterable[VM], options: Any) -> list[TrustAnchor]:
     )
     intel = intel_root_store()
     anchors += _store(intel, INTEL_SOURCE, {fingerprint(intel.roots[0]): intel_used})
-    ek_roots: dict[str, int] = {}
+    vtpm_roots: dict[str, int] = {}  # EK certificates (control plane) and AK certificates (guest)
     for vm in vm_list:
         ek = (vm.document.get("tpm") or {}).get("ek") or {}
         if isinstance(ek, dict) and ek.get("root_sha256") and ek.get("chain_verified"):
-            ek_roots[str(ek["root_sha256"])] = ek_roots.get(str(ek["root_sha256"]), 0) + 1
+            vtpm_roots[str(ek["root_sha256"])] = vtpm_roots.get(str(ek["root_sha256"]), 0) + 1
+        ak = _vtpm(vm)
+        if ak.get("ak_certified") is True and ak.get("ak_root_sha256"):
+            root = str(ak["ak_root_sha256"])
+            vtpm_roots[root] = vtpm_roots.get(root, 0) + 1
     try:
-        anchors += _store(gcp_vtpm_store(), GOOGLE_SOURCE, ek_roots)
-        anchors += _store(azure_vtpm_store(), AZURE_SOURCE, {})
+        anchors += _store(gcp_vtpm_store(), GOOGLE_SOURCE, vtpm_roots)
+        anchors += _store(azure_vtpm_store(), AZURE_SOURCE, vtpm_roots)
     except AnchorError:  # a broken install is reported where the anchors are loaded
         pass
     if options is None:
@@ -145,6 +157,14 @@ def run_trust_anchors(vms: Iterable[VM], options: Any) -> list[TrustAnchor]:
     evidence = options.evidence
     if evidence.demo_trust is not None:
         anchors += _amd(evidence.demo_trust, "demo trust anchor, not AMD", True, vm_list)
+    if evidence.demo_vtpm_trust is not None:
+        anchors += _store(
+            evidence.demo_vtpm_trust,
+            "the demo fleet's self-made vTPM CA (--demo-trust-anchor)",
+            vtpm_roots,
+            pinned=False,
+            demo=True,
+        )
     if options.maa_jwks:
         tokens = sum(
             1

@@ -25,7 +25,7 @@ import base64
 import binascii
 import hashlib
 import json
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -110,6 +110,7 @@ def verify_vtpm_section(
     event_log: bytes | None,
     at: datetime,
     demo_trust: TrustStore | None = None,
+    reference_boot: Sequence[Mapping[str, Any]] = (),
 ) -> VtpmEvidence:
     """Verify the quote and the AK certificate; EvidenceFormatError when a part is unusable."""
     out = VtpmEvidence()
@@ -171,8 +172,12 @@ def verify_vtpm_section(
         replay = verify_event_log_against_pcrs(event_log, pcrs, bank)
         out.add("event_log_replay", replay.ok, replay.reason)
         facts["event_log_replayed"] = replay.ok
+        if not replay.ok:
+            facts["replay_problem"] = replay.reason[:300]
         if replay.ok and facts["quote_verified"]:
             facts["boot"] = boot_facts(event_log)
+            if reference_boot:
+                facts["boot"].update(compare_boot(facts["boot"], reference_boot))
     return out
 
 
@@ -211,6 +216,8 @@ def _ak_certificate(
     ok = chain.ok and same
     out.facts["ak_certified"] = ok
     out.facts["ak_certificate_issuer"] = cert.issuer.rfc4514_string()[:256]
+    if ok and chain.root_fingerprint:
+        out.facts["ak_root_sha256"] = chain.root_fingerprint
     reason = (
         chain.reason
         if not chain.ok
@@ -332,6 +339,51 @@ def boot_facts(log_bytes: bytes) -> dict[str, Any]:
     if cmdline is not None:
         facts["kernel_cmdline"] = cmdline
     return facts
+
+
+def compare_boot(
+    boot: Mapping[str, Any], references: Sequence[Mapping[str, Any]]
+) -> dict[str, Any]:
+    """Match the measured boot against the owner's references: the first that matches wins;
+    when none does, the mismatch names the event that differs from the first reference."""
+    first: str | None = None
+    for ref in references:
+        problem = _boot_mismatch(boot, ref)
+        if problem is None:
+            return {"reference_matched": True, "reference": str(ref.get("name", ""))}
+        first = first or f"{problem} (reference {ref.get('name', '?')!r})"
+    return {"reference_matched": False, "mismatch": first or "no reference"}
+
+
+def _boot_mismatch(boot: Mapping[str, Any], ref: Mapping[str, Any]) -> str | None:
+    want_sb = ref.get("secure_boot")
+    if want_sb is not None and boot.get("secure_boot") is not want_sb:
+        state = boot.get("secure_boot")
+        now = "on" if state is True else "off" if state is False else "not measured"
+        return (
+            f"EV_EFI_VARIABLE_DRIVER_CONFIG SecureBoot (PCR 7): Secure Boot is {now}, "
+            f"expected {'on' if want_sb else 'off'}"
+        )
+    apps = ref.get("applications")
+    if apps is not None:
+        measured = [a["sha256"] for a in boot.get("applications") or []]
+        for n, (got_app, want_app) in enumerate(zip(measured, apps, strict=False), 1):
+            if got_app != want_app:
+                return (
+                    f"EV_EFI_BOOT_SERVICES_APPLICATION #{n} (PCR 4): SHA-256 {got_app[:16]}... "
+                    f"is not the expected {want_app[:16]}..."
+                )
+        if len(measured) != len(apps):
+            return (
+                f"EV_EFI_BOOT_SERVICES_APPLICATION (PCR 4): {len(measured)} boot applications "
+                f"measured, {len(apps)} expected"
+            )
+    cmdline = ref.get("kernel_cmdline")
+    if cmdline is not None and boot.get("kernel_cmdline") != cmdline:
+        measured_cmdline = boot.get("kernel_cmdline")
+        shown = repr(measured_cmdline) if measured_cmdline is not None else "not measured"
+        return f"EV_IPL kernel command line: {shown}, expected {cmdline!r}"
+    return None
 
 
 EV_IPL = 0x0000000D

@@ -25,7 +25,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent.parent
@@ -36,8 +36,10 @@ from auditor.guest.format import (  # noqa: E402
     binding_report_data,
     claims_digest,
     identity_string,
+    quote_qualifying_data,
 )
 from auditor.guest.nonces import STORE_FILE, NonceStore  # noqa: E402
+from auditor.verify import demo_tpm  # noqa: E402
 from auditor.verify.amd import build_cert_table  # noqa: E402
 from auditor.verify.demo_anchor import make_demo_chain, sign_demo_report  # noqa: E402
 from auditor.verify.key_release import sign_key_release  # noqa: E402
@@ -48,6 +50,16 @@ COLLECTED_AT = "2026-11-21T09:05:00Z"
 #: The demo's reference firmware: what the owner rebuilt and measured (illustrative digest).
 REFERENCE_NAME = "aws-ovmf-2026.10-rebuilt"
 REFERENCE = hashlib.sha384(b"cc-auditor demo: AWS OVMF 2026.10, rebuilt from github.com/aws/uefi")
+#: The Azure paravisor (HCL) release the demo owner compared with Microsoft's published values.
+PARAVISOR_NAME = "azure-paravisor-demo-2026.10"
+PARAVISOR = hashlib.sha384(b"cc-auditor demo: Azure paravisor (OpenHCL) 2026.10 release")
+#: The GCE firmware build the demo owner rebuilt from Google's published source.
+GCE_FIRMWARE_NAME = "gce-ovmf-2026.10-rebuilt"
+GCE_FIRMWARE = hashlib.sha384(b"cc-auditor demo: GCE OVMF 2026.10, rebuilt")
+BOOT_APPS = [
+    hashlib.sha256(b"cc-auditor demo: shimx64.efi 15.8").digest(),
+    hashlib.sha256(b"cc-auditor demo: grubx64.efi 2.12").digest(),
+]
 
 
 def _luks(name: str, uuid: str, disk: str, volume: str, holds_root: bool) -> dict[str, object]:
@@ -71,6 +83,9 @@ def _luks(name: str, uuid: str, disk: str, volume: str, holds_root: bool) -> dic
 
 #: The owner's image: no provider agent runs, cloud-init is not installed.
 NO_AGENTS = {"provider_agents": [], "cloud_init": {"ran": False}}
+#: The Azure and Google guest agents, as the stock images run them.
+AZURE_AGENT = {"provider_agents": ["waagent"], "cloud_init": {"ran": True}}
+GCE_AGENT = {"provider_agents": ["google_guest_agent"], "cloud_init": {"ran": False}}
 #: eu-payments-api's image still runs the SSM Agent (the one thing between it and L4).
 SSM_AGENT = {"provider_agents": ["amazon-ssm-agent"], "cloud_init": {"ran": False}}
 #: eu-payments-api: LUKS2 root on its only volume.
@@ -140,6 +155,10 @@ def main() -> None:
     # The demo chip's TCB is above every Milan minimum in auditor/verify/tcb_minimums.yaml.
     chain = make_demo_chain("Milan")
     chain.to_pem_files(anchor_dir, include_private_key=False)
+    vtpm_ca, vtpm_ca_key = demo_tpm.make_vtpm_ca(ISSUED_AT)
+    (anchor_dir / demo_tpm.VTPM_CA_FILE).write_bytes(
+        vtpm_ca.public_bytes(serialization.Encoding.PEM)
+    )
     broker = ec.generate_private_key(ec.SECP384R1())
     (broker_dir / "broker.pem").write_bytes(
         broker.public_key().public_bytes(
@@ -225,6 +244,107 @@ def main() -> None:
     }
     write(out / "claims-etl-tdx.json", evidence("gcp", vm, nonce, tee, ccel=ccel))
 
+    def quoted(
+        doc: dict[str, object], ak: rsa.RSAPrivateKey, events: list[demo_tpm.LoggedEvent]
+    ) -> dict[str, object]:
+        """A quote by `ak` over the PCRs `events` give, bound like the collector binds it."""
+        vm = doc["vm"]
+        assert isinstance(vm, dict)
+        identity = identity_string(str(vm["provider"]), str(vm["id"]))
+        qualifying = quote_qualifying_data(
+            bytes.fromhex(str(doc["nonce"])), identity, claims_digest(doc)
+        )
+        pcrs = demo_tpm.replayed_pcrs(events)
+        attest, signature = demo_tpm.sign_quote(ak, qualifying, pcrs)
+        return {
+            "bank": "sha256",
+            "qualifying_data": qualifying.hex(),
+            "attest": b64(attest),
+            "signature": b64(signature),
+            "pcrs": {str(i): v.hex() for i, v in sorted(pcrs.items())},
+        }
+
+    cmdline = "BOOT_IMAGE=/vmlinuz-6.12 root=/dev/mapper/root ro console=ttyS0"
+    events = demo_tpm.boot_events(cmdline, BOOT_APPS)
+    boot_claims = {
+        "tpm": {"event_log": b64(demo_tpm.event_log(events))},
+        "kernel_cmdline": cmdline,
+    }
+
+    # L3 through the vTPM: research-nb-cvm, an Azure SNP CVM. The paravisor's HCL report (its
+    # SEV-SNP report binds the runtime claims naming the vTPM's AK), THIM's VCEK and a quote by
+    # that AK bound to this audit; the paravisor is a release the owner trusts, so the vTPM is
+    # decided by evidence. The Azure agent still runs, and the disks use platform keys.
+    vm = "16207537-4b58-4181-a23b-76e19013e752"
+    nonce = store.issue(vm, "azure", now=ISSUED_AT)
+    ak = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    runtime = demo_tpm.runtime_claims(ak.public_key(), vm)
+    hw = sign_demo_report(
+        chain,
+        report_data=hashlib.sha256(runtime).digest() + bytes(32),
+        measurement=PARAVISOR.digest(),
+    )
+    doc = evidence("azure", vm, nonce, None, agents=AZURE_AGENT, **boot_claims)
+    ak_cert = demo_tpm.issue_ak_certificate(vtpm_ca, vtpm_ca_key, ak.public_key())
+    pem = serialization.Encoding.PEM
+    doc["vtpm"] = {
+        "device": "/dev/tpmrm0",
+        "hcl_report": b64(demo_tpm.hcl_report(hw, runtime)),
+        "thim": {
+            "vcekCert": chain.vcek.public_bytes(pem).decode(),
+            "certificateChain": chain.chain_pem().decode(),
+            "tcbm": "DB00000000000004",
+        },
+        "ak": {
+            "public": b64(demo_tpm.tpmt_public_rsa(ak.public_key())),
+            "handle": "0x81000003",
+            "source": "persistent",
+            "certificate": b64(ak_cert.public_bytes(serialization.Encoding.DER)),
+            "certificate_index": "0x01c101d0",
+        },
+        "quote": quoted(doc, ak, events),
+    }
+    doc["errors"] = [
+        {
+            "source": "configfs-tsm",
+            "message": "no configfs-tsm report: the guest runs above the paravisor, whose HCL "
+            "report in the vTPM holds the hardware report",
+        }
+    ]
+    write(out / "research-nb-cvm.json", doc)
+
+    # L3, vTPM verified but unbound: claims-db-snp on Google Cloud. A bound SEV-SNP report of
+    # firmware the owner rebuilt, and the host's vTPM: its AK certified (demo vTPM CA, naming
+    # the instance as Google's CA does), its quote verified, nothing tying it to the report.
+    vm = "7214398350127764503"
+    nonce = store.issue(vm, "gcp", now=ISSUED_AT)
+    doc = evidence("gcp", vm, nonce, None, agents=GCE_AGENT, **boot_claims)
+    report = sign_demo_report(
+        chain, report_data=report_data_for(doc), measurement=GCE_FIRMWARE.digest()
+    )
+    doc["tee"] = {
+        "provider": "sev_guest",
+        "generation": 1,
+        "outblob": b64(report),
+        "auxblob": b64(chain.auxblob()),
+    }
+    ak = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    instance = demo_tpm.GceInstance(
+        "europe-west4-a", 431907246615, "eu-claims-prod", int(vm), "claims-db-snp"
+    )
+    ak_cert = demo_tpm.issue_ak_certificate(vtpm_ca, vtpm_ca_key, ak.public_key(), instance)
+    doc["vtpm"] = {
+        "device": "/dev/tpmrm0",
+        "ak": {
+            "public": b64(demo_tpm.tpmt_public_rsa(ak.public_key())),
+            "source": "gce-nv-template",
+            "certificate": b64(ak_cert.public_bytes(serialization.Encoding.DER)),
+            "certificate_index": "0x01c10000",
+        },
+        "quote": quoted(doc, ak, events),
+    }
+    write(out / "claims-db-snp.json", doc)
+
     (HERE / "reference-measurements.yaml").write_text(
         "# Rule pack with the launch measurements the demo owner trusts (ccaudit demo uses it).\n"
         "pack: demo-references\n"
@@ -234,7 +354,22 @@ def main() -> None:
         f"  - name: {REFERENCE_NAME}\n"
         "    technology: SEV_SNP\n"
         f"    measurement: {REFERENCE.hexdigest()}\n"
-        "    source: rebuilt from github.com/aws/uefi and measured with sev-snp-measure\n",
+        "    source: rebuilt from github.com/aws/uefi and measured with sev-snp-measure\n"
+        f"  - name: {PARAVISOR_NAME}\n"
+        "    technology: SEV_SNP\n"
+        f"    measurement: {PARAVISOR.hexdigest()}\n"
+        "    source: compared with the paravisor measurements Microsoft publishes (demo value)\n"
+        f"  - name: {GCE_FIRMWARE_NAME}\n"
+        "    technology: SEV_SNP\n"
+        f"    measurement: {GCE_FIRMWARE.hexdigest()}\n"
+        "    source: rebuilt from Google's published OVMF source (demo value)\n"
+        "reference_boot:\n"
+        "  - name: demo-ubuntu-24.04-signed\n"
+        "    secure_boot: true\n"
+        "    applications:\n"
+        + "".join(f"      - {app.hex()}\n" for app in BOOT_APPS)
+        + f"    kernel_cmdline: {json.dumps(cmdline)}\n"
+        "    source: the demo owner's approved image (shim, GRUB, kernel command line)\n",
         encoding="utf-8",
     )
     print(f"wrote {len(list(out.glob('*.json')))} evidence files into {out}")
