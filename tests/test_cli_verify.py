@@ -240,3 +240,67 @@ def test_measure_snp_missing_ovmf_exits_2() -> None:
     result = runner.invoke(app, ["measure", "snp", "--ovmf", "/nonexistent.fd"])
     assert result.exit_code == 2
     assert "no such file" in result.stderr
+
+
+# -- verify hcl ---------------------------------------------------------------------------------
+
+#: The Constellation vector's VCEK is valid from 2023-08-30.
+HCL_AT = "2024-01-01T00:00:00+00:00"
+
+
+def _constellation() -> tuple[Path, Path, Path, Path]:
+    from tests.shared_vectors import shared_vectors
+
+    report, runtime, vcek, chain = shared_vectors(
+        "constellation/azure_attestation.bin",
+        "constellation/azure_runtimedata.bin",
+        "constellation/azure_vcek.pem",
+        "constellation/azure_certchain.pem",
+    )
+    return report, runtime, vcek, chain
+
+
+def test_hcl_real_azure_vector_is_authentic_and_bound_but_below_the_tcb_minimum(
+    tmp_path: Path,
+) -> None:
+    report, runtime, vcek, chain = _constellation()
+    base = ["--cert", str(vcek), "--chain", str(chain), "--at", HCL_AT]
+    code, doc = _json(["verify", "hcl", str(report), "--runtime-data", str(runtime), *base])
+    assert code == 1 and doc["authentic"] is True and doc["valid"] is True
+    assert doc["verdict"] == "authentic: yes, bindings: yes, policy: no (tcb_minimum)"
+    hcl = doc["hcl"]
+    assert isinstance(hcl, dict) and hcl["vm_unique_id"] == "B6C98C3B-4EC7-4DA6-BD2F-7D98D20D7B75"
+    # The same parts framed as the vTPM NV index holds them give the same answer.
+    from auditor.verify.demo_tpm import hcl_report
+
+    framed = tmp_path / "hcl.bin"
+    framed.write_bytes(hcl_report(report.read_bytes()[:0x4A0], runtime.read_bytes()))
+    code2, doc2 = _json(["verify", "hcl", str(framed), *base])
+    assert (code2, doc2["verdict"], doc2["hcl"]) == (code, doc["verdict"], hcl)
+    # Runtime claims changed after the report was made: the binding fails, by name.
+    changed = tmp_path / "runtime.json"
+    changed.write_bytes(runtime.read_bytes().replace(b'"secure-boot":false', b'"secure-boot":true'))
+    code3, doc3 = _json(["verify", "hcl", str(report), "--runtime-data", str(changed), *base])
+    assert code3 == 1 and doc3["valid"] is False
+    assert str(doc3["verdict"]).startswith("authentic: yes, bindings: no (report_data)")
+
+
+def test_hcl_with_a_tdx_report_points_to_verify_tdx_and_garbage_is_unusable(
+    tmp_path: Path,
+) -> None:
+    from auditor.verify.demo_tpm import hcl_report
+
+    runtime = b'{"keys":[],"vm-configuration":{"vmUniqueId":"X"}}'
+    tdx = tmp_path / "tdx-hcl.bin"
+    tdx.write_bytes(hcl_report(bytes(1024), runtime, "tdx"))
+    vcek = tmp_path / "vcek.pem"
+    vcek.write_bytes(VCEK.read_bytes())
+    result = runner.invoke(app, ["verify", "hcl", str(tdx), "--cert", str(vcek)])
+    assert result.exit_code == 2
+    assert "holds a TDX report" in result.output and "ccaudit verify tdx QUOTE --report-data" in (
+        result.output
+    )
+    junk = tmp_path / "junk.bin"
+    junk.write_bytes(b"HCLA" + bytes(100))
+    result = runner.invoke(app, ["verify", "hcl", str(junk), "--cert", str(vcek)])
+    assert result.exit_code == 2 and "Traceback" not in result.output

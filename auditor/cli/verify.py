@@ -300,6 +300,98 @@ def verify_snp_cmd(
     _run(action, output)
 
 
+@verify_app.command("hcl")
+def verify_hcl_cmd(
+    report: Annotated[
+        Path,
+        typer.Argument(
+            help="Azure HCL report (vTPM NV 0x01400001), or a bare SEV-SNP report with "
+            "--runtime-data; raw binary, hex or base64."
+        ),
+    ],
+    cert: Annotated[Path, typer.Option("--cert", help="The VCEK (PEM or DER), as THIM serves it.")],
+    chain: Annotated[
+        Path | None,
+        typer.Option("--chain", help="PEM bundle with ASK and ARK (checked against pins)."),
+    ] = None,
+    runtime_data: Annotated[
+        Path | None,
+        typer.Option(
+            "--runtime-data",
+            help="The runtime-claims JSON, when REPORT is a bare SNP report instead of the "
+            "whole HCL report.",
+        ),
+    ] = None,
+    measurement: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--measurement", help="Paravisor launch measurement you trust, NAME=HEX (repeatable)."
+        ),
+    ] = None,
+    tcb_table: Annotated[
+        Path | None, typer.Option("--tcb-table", help="Own minimum-TCB table (YAML).")
+    ] = None,
+    at: Annotated[
+        str | None,
+        typer.Option("--at", help="Judge certificate validity at this ISO time; 'none' skips."),
+    ] = None,
+    output: Annotated[OutputFormat, typer.Option("--format")] = OutputFormat.text,
+) -> None:
+    """Verify an Azure CVM's HCL report: its SEV-SNP report against pinned AMD roots, and that
+    REPORT_DATA binds the runtime claims holding the vTPM's attestation key (HCLAkPub).
+
+    This proves the AK belongs to a vTPM in a genuine SNP guest's paravisor. It does not show
+    freshness: the paravisor made the report at boot; a quote by that AK over this audit's
+    nonce does (`ccaudit verify evidence` checks both in a collected file).
+    """
+
+    def action() -> int:
+        from auditor.verify.azure_hcl import hcl_ak_public, parse_hcl_report
+        from auditor.verify.snp import SnpOptions, verify_snp
+        from auditor.verify.vtpm_evidence import hcl_report_data, hcl_runtime_claims
+
+        raw = _not_evidence(report, _read(report, "an HCL report"))
+        if runtime_data is not None:
+            data, _ = decode_blob(raw, expect_min=0x4A0)
+            hw, runtime = data[:0x4A0], _read(runtime_data, "runtime claims").rstrip(b"\x00")
+        else:
+            data, _ = decode_blob(raw, expect_min=0x4D4)
+            hcl = parse_hcl_report(data)
+            if hcl.report_type != "snp":
+                expected = hcl_report_data(hcl.runtime_data).hex()
+                raise _Unusable(
+                    "this HCL report holds a TDX report: verify the TD quote Azure made for it "
+                    f"with `ccaudit verify tdx QUOTE --report-data {expected}`"
+                )
+            hw, runtime = hcl.hw_report, hcl.runtime_data
+        claims = hcl_runtime_claims(runtime)
+        opts = build_evidence_options(tcb_table=tcb_table)
+        result = verify_snp(
+            hw,
+            cert=_read(cert, "a certificate"),
+            chain=_read(chain, "a PEM chain") if chain else (),
+            options=SnpOptions(
+                at=_at(at),
+                expected_report_data=hcl_report_data(runtime),
+                reference_measurements=[parse_reference(m) for m in measurement or []],
+                tcb_minimums=opts.tcb_table,
+                offline=True,
+            ),
+        )
+        ak = hcl_ak_public(runtime)
+        config = claims.get("vm-configuration")
+        result.facts["hcl"] = {
+            "vm_unique_id": config.get("vmUniqueId") if isinstance(config, dict) else None,
+            "ak": "HCLAkPub present" if ak is not None else "no HCLAkPub in the runtime claims",
+            "runtime_claims_sha256": hcl_report_data(runtime)[:32].hex(),
+        }
+        if ak is None:
+            result.checks.append(Check("hcl_ak", False, "the runtime claims carry no HCLAkPub"))
+        return _verdict(output, "azure hcl report", result, "no minimum TCB for this product")
+
+    _run(action, output)
+
+
 @verify_app.command("tdx")
 def verify_tdx_cmd(
     quote: Annotated[Path, typer.Argument(help="TDX quote v4: raw binary, hex or base64.")],
