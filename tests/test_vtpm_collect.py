@@ -428,3 +428,44 @@ def test_qualifying_data_binds_nonce_identity_and_claims(azure_doc: dict[str, An
     identity = identity_string("azure", AZURE_VM_ID)
     expected = quote_qualifying_data(NONCE, identity, claims_digest(azure_doc))
     assert azure_doc["vtpm"]["quote"]["qualifying_data"] == expected.hex()
+
+
+def test_a_tee_report_beside_an_hcl_report_never_makes_the_vtpm_bound(
+    azure: AzureCvm, azure_doc: dict[str, Any]
+) -> None:
+    """A guest that adds a bound configfs-style SNP report next to the paravisor's HCL report
+    gets the TEE path, where the vTPM is judged as the host's: never inside the TEE."""
+    from auditor.guest.format import expected_report_data
+
+    doc = json.loads(json.dumps(azure_doc))
+    binding = expected_report_data(doc, identity_string("azure", AZURE_VM_ID))
+    report = sign_demo_report(azure.chain, report_data=binding, measurement=PARAVISOR)
+    doc["tee"] = {
+        "provider": "sev_guest",
+        "generation": 1,
+        "outblob": base64.b64encode(report).decode(),
+        "auxblob": base64.b64encode(azure.chain.auxblob()).decode(),
+    }
+    result = _verify(doc, "azure", AZURE_VM_ID, demo_trust=azure.chain.trust())
+    assert result.hardware["verified"] is True and "path" not in result.hardware
+    facts = result.hardware["vtpm"]
+    assert facts["bound_to_report"] is False and facts["inside_tee"] is False
+    assert facts["implemented_by"] == "host"
+
+
+def test_aws_nitrotpm_quote_by_a_created_ak_is_the_guests_word(
+    gce: GceVm, tmp_path: Path, metadata_server: Any
+) -> None:
+    """No persistent AK and no certificate (NitroTPM): the collector makes an AK from the
+    default template, the quote verifies, and nothing certifies the key."""
+    from tests.metadata_fake import AWS_INSTANCE
+
+    fake = metadata_server("aws")
+    code, doc, out = _collect(tmp_path, gce.tpm, gce.log, fake, "aws")
+    assert code == collector.EXIT_OK and "AK default-template" in out
+    assert "certificate" not in doc["vtpm"]["ak"]
+    result = _verify(doc, "aws", AWS_INSTANCE)
+    facts = result.hardware["vtpm"]
+    assert facts["quote_verified"] is True and facts["ak_certified"] is None
+    assert facts["bound_to_report"] is False and facts["event_log_replayed"] is True
+    assert "NitroTPM has none" in _failed(result)["vtpm.ak_certificate"]

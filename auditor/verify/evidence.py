@@ -571,7 +571,18 @@ def _measurement_facts(hardware: dict[str, Any], ok: bool | None, name: Any) -> 
 
 def _summary(hardware: Mapping[str, Any], result: GuestEvidenceResult) -> str:
     vendor = "Intel-signed" if hardware.get("technology") == "TDX" else "AMD-signed"
+
     caveat = f" ({DEMO_CAVEAT})" if hardware.get("demo_anchor") else ""
+    if hardware.get("path") == "azure-hcl":
+        caveat += " from the Azure paravisor's HCL report"
+        if hardware.get("authentic") and not hardware.get("bound"):
+            failed = [
+                c
+                for c in result.checks
+                if not c.ok and c.name.startswith(("vtpm", "snp.report_data", "tdx.report_data"))
+            ]
+            why = failed[0].reason if failed else "the vTPM binding does not hold"
+            return f"genuine {vendor} report{caveat}, not bound to this VM and audit: {why}"
     if not hardware.get("authentic"):
         failed = [c for c in result.checks if not c.ok and c.name.split(".")[0] in ("snp", "tdx")]
         why = failed[0].reason if failed else "verification failed"
