@@ -68,6 +68,16 @@ class OutputFormat(StrEnum):
     json = "json"
 
 
+AtOpt = Annotated[
+    str | None,
+    typer.Option("--at", help="Judge certificate validity at this ISO time; 'none' skips."),
+]
+TcbTableOpt = Annotated[
+    Path | None, typer.Option("--tcb-table", help="Own minimum-TCB table (YAML).")
+]
+FormatOpt = Annotated[OutputFormat, typer.Option("--format")]
+
+
 class _Unusable(Exception):
     """Input the verifier cannot read: exit 2 with this one-line message."""
 
@@ -265,17 +275,12 @@ def verify_snp_cmd(
         list[str] | None,
         typer.Option("--measurement", help="Reference launch measurement NAME=HEX (repeatable)."),
     ] = None,
-    tcb_table: Annotated[
-        Path | None, typer.Option("--tcb-table", help="Own minimum-TCB table (YAML).")
-    ] = None,
-    at: Annotated[
-        str | None,
-        typer.Option("--at", help="Judge certificate validity at this ISO time; 'none' skips."),
-    ] = None,
+    tcb_table: TcbTableOpt = None,
+    at: AtOpt = None,
     offline: Annotated[
         bool, typer.Option("--offline", help="Never fetch the VCEK from AMD KDS.")
     ] = False,
-    output: Annotated[OutputFormat, typer.Option("--format")] = OutputFormat.text,
+    output: FormatOpt = OutputFormat.text,
 ) -> None:
     """Verify a SEV-SNP report: signature, VCEK/VLEK chain to pinned AMD roots, TCB, policy."""
 
@@ -333,14 +338,9 @@ def verify_hcl_cmd(
             "--measurement", help="Paravisor launch measurement you trust, NAME=HEX (repeatable)."
         ),
     ] = None,
-    tcb_table: Annotated[
-        Path | None, typer.Option("--tcb-table", help="Own minimum-TCB table (YAML).")
-    ] = None,
-    at: Annotated[
-        str | None,
-        typer.Option("--at", help="Judge certificate validity at this ISO time; 'none' skips."),
-    ] = None,
-    output: Annotated[OutputFormat, typer.Option("--format")] = OutputFormat.text,
+    tcb_table: TcbTableOpt = None,
+    at: AtOpt = None,
+    output: FormatOpt = OutputFormat.text,
 ) -> None:
     """Verify an Azure CVM's HCL report: its SEV-SNP report against pinned AMD roots, and that
     REPORT_DATA binds the runtime claims holding the vTPM's attestation key (HCLAkPub).
@@ -414,11 +414,8 @@ def verify_tdx_cmd(
         Path | None,
         typer.Option("--ccel", help="CCEL event log (ACPI data/CCEL) to replay into RTMRs."),
     ] = None,
-    at: Annotated[
-        str | None,
-        typer.Option("--at", help="Judge certificate validity at this ISO time; 'none' skips."),
-    ] = None,
-    output: Annotated[OutputFormat, typer.Option("--format")] = OutputFormat.text,
+    at: AtOpt = None,
+    output: FormatOpt = OutputFormat.text,
 ) -> None:
     """Verify a TDX quote: PCK chain to the pinned Intel root, QE and quote signatures, TCB."""
 
@@ -469,11 +466,8 @@ def verify_evidence_cmd(
             "every verdict resting on it says 'demo trust anchor, not AMD'.",
         ),
     ] = None,
-    at: Annotated[
-        str | None,
-        typer.Option("--at", help="Judge certificate validity at this ISO time; 'none' skips."),
-    ] = None,
-    output: Annotated[OutputFormat, typer.Option("--format")] = OutputFormat.text,
+    at: AtOpt = None,
+    output: FormatOpt = OutputFormat.text,
 ) -> None:
     """Verify a guest evidence file: the hardware report, its binding to nonce and VM, the rest."""
 
@@ -560,11 +554,8 @@ def verify_endorsement_cmd(
     mrtd: Annotated[
         str | None, typer.Option("--mrtd", help="TDX MRTD (96 hex) the quote reported.")
     ] = None,
-    at: Annotated[
-        str | None,
-        typer.Option("--at", help="Judge certificate validity at this ISO time; 'none' skips."),
-    ] = None,
-    output: Annotated[OutputFormat, typer.Option("--format")] = OutputFormat.text,
+    at: AtOpt = None,
+    output: FormatOpt = OutputFormat.text,
 ) -> None:
     """Verify a GCE firmware launch endorsement and match the measured firmware against it."""
 

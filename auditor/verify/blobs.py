@@ -11,6 +11,8 @@ from __future__ import annotations
 import base64
 import binascii
 import re
+from collections.abc import Mapping
+from typing import Any
 
 from auditor.verify.errors import EvidenceFormatError
 
@@ -40,3 +42,20 @@ def decode_blob(data: bytes, *, expect_min: int = 1) -> tuple[bytes, str]:
         if len(decoded) >= expect_min:
             return decoded, "base64"
     return data, "binary"
+
+
+def b64_field(node: Any, *path: str, prefix: str = "") -> bytes | None:
+    """The base64 string at `path` in a JSON document, decoded; None when absent or empty.
+
+    Not base64 at all is an EvidenceFormatError naming the field (`prefix` + the dotted path).
+    """
+    for key in path:
+        if not isinstance(node, Mapping) or key not in node:
+            return None
+        node = node[key]
+    if not isinstance(node, str) or not node:
+        return None
+    try:
+        return base64.b64decode(node, validate=True)
+    except (binascii.Error, ValueError) as err:
+        raise EvidenceFormatError(f"{prefix}{'.'.join(path)} is not base64: {err}") from err

@@ -19,13 +19,12 @@ report is verified (auditor/verify/stage.py).
 from __future__ import annotations
 
 import base64
-import binascii
 import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from cryptography import x509
 
@@ -36,9 +35,13 @@ from auditor.guest.format import (
     identity_string,
     quote_qualifying_data,
 )
+from auditor.verify.blobs import b64_field
 from auditor.verify.checks import Check, CheckedResult
 from auditor.verify.errors import EvidenceFormatError
 from auditor.verify.key_release import BrokerKey, verify_key_release
+
+if TYPE_CHECKING:
+    from auditor.verify.vtpm_evidence import VtpmEvidence
 
 #: Named next to every verdict that rests on the demo fleet's self-made AMD chain.
 DEMO_CAVEAT = "demo trust anchor, not AMD"
@@ -92,17 +95,7 @@ class GuestEvidenceResult(CheckedResult):
 
 
 def _b64(doc: Mapping[str, Any], *path: str) -> bytes | None:
-    node: Any = doc
-    for key in path:
-        if not isinstance(node, Mapping) or key not in node:
-            return None
-        node = node[key]
-    if not isinstance(node, str) or not node:
-        return None
-    try:
-        return base64.b64decode(node, validate=True)
-    except (binascii.Error, ValueError) as err:
-        raise EvidenceFormatError(f"{'.'.join(path)} is not base64: {err}") from err
+    return b64_field(doc, *path, prefix="")
 
 
 def _prefixed(prefix: str, checks: Sequence[Check]) -> list[Check]:
@@ -196,19 +189,8 @@ def _verify_vtpm(
     r: GuestEvidenceResult,
 ) -> dict[str, Any]:
     """A vTPM quote beside a TEE report (Google Cloud, AWS): checked, never bound to it."""
-    from auditor.verify.vtpm_evidence import verify_vtpm_section
-
     try:
-        vt = verify_vtpm_section(
-            section,
-            provider=provider,
-            vm_id=vm_id,
-            qualifying_data=qualifying,
-            event_log=event_log,
-            at=_when(opts),
-            demo_trust=opts.demo_vtpm_trust,
-            reference_boot=opts.reference_boot,
-        )
+        vt = _vtpm_section(section, provider, vm_id, qualifying, event_log, opts)
     except EvidenceFormatError as err:
         r.checks.append(Check("vtpm.section", False, f"vtpm section unusable: {err}"))
         return {"present": True, "quote_verified": False, "bound_to_report": False}
@@ -223,6 +205,29 @@ def _verify_vtpm(
             )
         )
     return vt.facts
+
+
+def _vtpm_section(
+    section: Mapping[str, Any],
+    provider: str,
+    vm_id: str,
+    qualifying: bytes,
+    event_log: bytes | None,
+    opts: EvidenceOptions,
+) -> VtpmEvidence:
+    """The vTPM verifier with the owner's options (time, demo vTPM CA, boot references)."""
+    from auditor.verify.vtpm_evidence import verify_vtpm_section
+
+    return verify_vtpm_section(
+        section,
+        provider=provider,
+        vm_id=vm_id,
+        qualifying_data=qualifying,
+        event_log=event_log,
+        at=_when(opts),
+        demo_trust=opts.demo_vtpm_trust,
+        reference_boot=opts.reference_boot,
+    )
 
 
 def _when(opts: EvidenceOptions) -> datetime:
@@ -246,26 +251,13 @@ def _verify_azure_hcl(
     is this audit's binding. The launch measurement is the paravisor's, not a guest firmware's.
     """
     from auditor.verify.azure_hcl import parse_hcl_report
-    from auditor.verify.vtpm_evidence import (
-        check_hcl_binding,
-        hcl_report_data,
-        verify_vtpm_section,
-    )
+    from auditor.verify.vtpm_evidence import check_hcl_binding, hcl_report_data
 
     try:
         raw = _b64(section, "hcl_report")
         assert raw is not None
         hcl = parse_hcl_report(raw)
-        vt = verify_vtpm_section(
-            section,
-            provider="azure",
-            vm_id=vm_id,
-            qualifying_data=qualifying,
-            event_log=event_log,
-            at=_when(opts),
-            demo_trust=opts.demo_vtpm_trust,
-            reference_boot=opts.reference_boot,
-        )
+        vt = _vtpm_section(section, "azure", vm_id, qualifying, event_log, opts)
     except EvidenceFormatError as err:
         r.checks.append(Check("hcl", False, f"Azure HCL evidence unusable: {err}"))
         return {"present": False}

@@ -21,8 +21,6 @@ data) and the measured-boot event log is replayed against the quoted PCRs; the b
 
 from __future__ import annotations
 
-import base64
-import binascii
 import hashlib
 import json
 from collections.abc import Mapping, Sequence
@@ -36,6 +34,7 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 
 from auditor.verify import eventlog
 from auditor.verify.anchors import TrustStore, azure_vtpm_store, gcp_vtpm_store
+from auditor.verify.blobs import b64_field
 from auditor.verify.checks import Check
 from auditor.verify.der import DerError
 from auditor.verify.errors import CERT_ERRORS, EvidenceFormatError
@@ -72,17 +71,7 @@ class VtpmEvidence:
 
 
 def _b64(section: Mapping[str, Any], *path: str) -> bytes | None:
-    node: Any = section
-    for key in path:
-        if not isinstance(node, Mapping) or key not in node:
-            return None
-        node = node[key]
-    if not isinstance(node, str) or not node:
-        return None
-    try:
-        return base64.b64decode(node, validate=True)
-    except (binascii.Error, ValueError) as err:
-        raise EvidenceFormatError(f"vtpm.{'.'.join(path)} is not base64: {err}") from err
+    return b64_field(section, *path, prefix="vtpm.")
 
 
 def _pcrs(quote: Mapping[str, Any]) -> dict[int, bytes]:
