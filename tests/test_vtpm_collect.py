@@ -469,3 +469,36 @@ def test_aws_nitrotpm_quote_by_a_created_ak_is_the_guests_word(
     assert facts["quote_verified"] is True and facts["ak_certified"] is None
     assert facts["bound_to_report"] is False and facts["event_log_replayed"] is True
     assert "NitroTPM has none" in _failed(result)["vtpm.ak_certificate"]
+
+
+def test_the_real_azure_vector_goes_through_the_collected_path(
+    azure_doc: dict[str, Any],
+) -> None:
+    """Constellation's Azure SNP report and runtime claims, in the place a collected HCL report
+    takes: AMD's real chain verifies it and REPORT_DATA binds the claims; the quote beside it is
+    our simulator's, whose AK is not that VM's HCLAkPub, so the evidence is not bound."""
+    from tests.shared_vectors import shared_vectors
+
+    report, runtime, vcek, chain = shared_vectors(
+        "constellation/azure_attestation.bin",
+        "constellation/azure_runtimedata.bin",
+        "constellation/azure_vcek.pem",
+        "constellation/azure_certchain.pem",
+    )
+    doc = json.loads(json.dumps(azure_doc))
+    hcl = demo_tpm.hcl_report(report.read_bytes()[:0x4A0], runtime.read_bytes())
+    doc["vtpm"]["hcl_report"] = base64.b64encode(hcl).decode()
+    doc["vtpm"]["thim"] = {"vcekCert": vcek.read_text(), "certificateChain": chain.read_text()}
+    vm_id = "b6c98c3b-4ec7-4da6-bd2f-7d98d20d7b75"  # the vmUniqueId in those claims
+    opts = EvidenceOptions(
+        at=datetime(2024, 1, 1, tzinfo=UTC), nonce_check=lambda nonce: (True, "fresh")
+    )
+    result = verify_guest_evidence(doc, opts, expected_vm=("azure", vm_id))
+    hw = result.hardware
+    assert hw["path"] == "azure-hcl" and hw["authentic"] is True and hw["demo_anchor"] is False
+    assert hw["hcl_report_bound"] is True  # REPORT_DATA = SHA-256(runtime claims)
+    assert result.check("snp.chain") is True and result.check("snp.report_data") is True
+    assert result.check("vtpm.hcl_vm") is True
+    failed = _failed(result)
+    assert "the AK that signed the quote is not HCLAkPub" in failed["vtpm.hcl_ak"]
+    assert hw["bound"] is False and hw["verified"] is False
