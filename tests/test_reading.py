@@ -160,7 +160,7 @@ def test_every_demo_vm_reads_as_documented(demo: AuditRun) -> None:
         "us-ops-bastion": ("L0", "yes"),
         "an-feature-store": ("L1", "yes"),
         "an-airflow-worker": ("L0", "yes"),
-        "claims-db-snp": ("L1", "yes"),
+        "claims-db-snp": ("L3", "yes"),
         "claims-api-sev": ("L0", "yes"),
         "claims-etl-tdx": ("L1", "yes"),
         "claims-batch-plain": ("L0", "yes"),
@@ -170,7 +170,7 @@ def test_every_demo_vm_reads_as_documented(demo: AuditRun) -> None:
         "payroll-batch-tdx": ("L1", "yes"),
         "payroll-web-tl": ("L0", "yes"),
         "payroll-jump-std": ("L0", "yes"),
-        "research-nb-cvm": ("L1", "yes"),
+        "research-nb-cvm": ("L3", "yes"),
         "research-gpu-cvm": ("L0", "yes"),
     }
     assert by_name["eu-hr-db"].gdpr.blocking_parties == []
