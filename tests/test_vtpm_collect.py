@@ -502,3 +502,24 @@ def test_the_real_azure_vector_goes_through_the_collected_path(
     failed = _failed(result)
     assert "the AK that signed the quote is not HCLAkPub" in failed["vtpm.hcl_ak"]
     assert hw["bound"] is False and hw["verified"] is False
+
+
+def test_both_command_lines_take_tpm_and_no_tpm(
+    gce: GceVm, tmp_path: Path, metadata_server: Any
+) -> None:
+    from typer.testing import CliRunner
+
+    from auditor.cli import app
+    from auditor.guest import __main__ as guest_main
+
+    fake = metadata_server("gcp")
+    tree = make_tree(tmp_path, "snp")
+    common = [*tree.argv(), "--provider", "gcp", "--metadata-url", fake.url]
+    assert guest_main.main(["collect", *common, "--tpm", gce.tpm.address]) == collector.EXIT_OK
+    assert "quote" in parse_evidence_file(tree.out.read_bytes())["vtpm"]
+    result = CliRunner().invoke(app, ["guest", "collect", *common, "--no-tpm"])
+    assert result.exit_code == collector.EXIT_OK, result.output
+    assert "vtpm" not in parse_evidence_file(tree.out.read_bytes())
+    result = CliRunner().invoke(app, ["guest", "collect", *common, "--tpm", gce.tpm.address])
+    assert result.exit_code == collector.EXIT_OK, result.output
+    assert "AK gce-nv-template" in result.output
