@@ -256,6 +256,10 @@ class Disk(_Model):
     kms_key: str | None = None
 
 
+#: Gap.affects when a listing failed: some VMs of the scope were never seen.
+SOME_VMS = "some-vms"
+
+
 class Gap(_Model):
     """Something the scan could not see, and why. Listed, never dropped."""
 
@@ -271,8 +275,22 @@ class Gap(_Model):
     )
     affects: str = Field(
         default="vms",
-        description="`scope`: no VM of the scope was seen; `vms`: some facts of its VMs missing",
+        description="`scope`: no VM of the scope was seen; `some-vms`: a listing failed, so "
+        "VMs of the scope were not seen (`resource` names which: scale sets, a zone); `vms`: "
+        "some facts of its VMs missing",
     )
+
+    def describe(self) -> str:
+        """What the gap leaves unseen, in the words every report uses."""
+        if self.affects == "scope":
+            return "whole scope not read"
+        if self.affects == SOME_VMS:
+            return f"VMs not seen: {self.resource or 'a listing failed'}"
+        if self.resource:
+            return f"resource {self.resource}"
+        if self.sections:
+            return "VM facts missing: " + ", ".join(self.sections)
+        return "some VM facts missing"
 
 
 class VM(_Model):

@@ -78,7 +78,7 @@ def list_gaps(run: AuditRun) -> None:
     )
     for gap in run.coverage.gaps:
         scope = "/".join(x for x in (gap.provider, gap.account, gap.region) if x)
-        what = "whole scope" if gap.affects == "scope" else (gap.resource or "some VM facts")
+        what = gap.describe()
         first = gap.message.splitlines()[0] if gap.message else ""
         err_console.print(
             f"  - {scope}: {gap.call} {gap.code} ({what}): {first}",

@@ -13,6 +13,12 @@ Replay layout (a contract other code relies on)::
     azure/<subscription-id>/resourceSkus.json
     azure/<subscription-id>/virtualMachines/<vm-name>/extensions.json
                                                       {"value": [...]} (not paged in ARM)
+    azure/<subscription-id>/virtualMachineScaleSets.json
+                                                      the scale sets (listAll body)
+    azure/<subscription-id>/virtualMachineScaleSets/<scale set name>/virtualMachines.json
+                                                      its instances (list body, paged)
+    azure/<subscription-id>/virtualMachineScaleSets/<scale set name>/virtualMachines/
+        <instance id>/extensions.json                 an instance's extensions (not paged)
     azure/<subscription-id>/subscription.json         optional {"displayName": "...",
                                                       "state": "...", "tenantId": "..."}
     azure/subscriptions.error.json                    makes the subscription listing fail
@@ -38,6 +44,14 @@ Served paths (all ``GET``; keywords matched case-insensitively, as ARM casing va
     .../resourceGroups/<rg>/providers/Microsoft.Compute/virtualMachines/<vm>/extensions
                                                                 virtualMachineExtensions.list
     .../virtualMachines/<vm>/extensions/<name>                  virtualMachineExtensions.get
+    /subscriptions/<s>/providers/Microsoft.Compute/virtualMachineScaleSets
+                                                            virtualMachineScaleSets.listAll
+    .../resourceGroups/<rg>/providers/Microsoft.Compute/virtualMachineScaleSets[/<name>]
+                                        virtualMachineScaleSets.list, virtualMachineScaleSets.get
+    .../virtualMachineScaleSets/<ss>/virtualMachines[/<instance id>]
+                                    virtualMachineScaleSetVMs.list, virtualMachineScaleSetVMs.get
+    .../virtualMachineScaleSets/<ss>/virtualMachines/<instance id>/extensions[/<name>]
+                    virtualMachineScaleSetVMExtensions.list, virtualMachineScaleSetVMExtensions.get
 
 Behaviour worth knowing (each mirrors ARM, or says plainly that fakecloud cannot):
 
@@ -124,6 +138,11 @@ OP_VM_GET = "virtualMachines.get"
 OP_SKUS = "resourceSkus.list"
 OP_EXT_LIST = "virtualMachineExtensions.list"
 OP_EXT_GET = "virtualMachineExtensions.get"
+OP_SS_VM_LIST = "virtualMachineScaleSetVMs.list"
+OP_SS_VM_GET = "virtualMachineScaleSetVMs.get"
+OP_SS_EXT_LIST = "virtualMachineScaleSetVMExtensions.list"
+OP_SS_EXT_GET = "virtualMachineScaleSetVMExtensions.get"
+_SCALE_SET_OPS = (OP_SS_VM_LIST, OP_SS_VM_GET, OP_SS_EXT_LIST, OP_SS_EXT_GET)
 
 _SUBSCRIPTION_FILE_KEYS = frozenset({"displayName", "state", "tenantId"})
 _SKU_FILTER = re.compile(r"\s*location\s+eq\s+'(?P<loc>[^']*)'\s*", re.IGNORECASE)
@@ -165,9 +184,18 @@ _COLLECTIONS: dict[str, _Collection] = {
             "diskEncryptionSets.get",
         ),
         _Collection("skus", "resourceSkus", "ResourceSku", OP_SKUS, None, None),
+        _Collection(
+            "virtualmachinescalesets",
+            "virtualMachineScaleSets",
+            "VirtualMachineScaleSet",
+            "virtualMachineScaleSets.listAll",
+            "virtualMachineScaleSets.list",
+            "virtualMachineScaleSets.get",
+        ),
     )
 }
 _VMS = _COLLECTIONS["virtualmachines"]
+_SCALE_SETS = _COLLECTIONS["virtualmachinescalesets"]
 
 
 class ArmError(Exception):
@@ -374,9 +402,13 @@ def _replay_problem(doc: LoadedJson, what: str) -> ArmError:
 
 
 def _prepare_list(
-    doc: LoadedJson, collection: _Collection | None, check: bool = True
+    doc: LoadedJson,
+    collection: _Collection | None,
+    check: bool = True,
+    model_name: str | None = None,
 ) -> list[_Item]:
-    """The items of an ARM list file, each checked (``collection`` None: VM extensions)."""
+    """The items of an ARM list file, each checked (``collection`` None: extensions, of a VM
+    unless ``model_name`` says which; scale-set instances name their model the same way)."""
     data = doc.data
     if not isinstance(data, dict) or not isinstance(data.get("value"), list):
         raise _replay_problem(doc, 'expected an ARM list body {"value": [...]}')
@@ -385,7 +417,9 @@ def _prepare_list(
         raise _replay_problem(
             doc, f"only 'value' is allowed at the top (found {extra}); fakecloud pages lists itself"
         )
-    model = collection.model if collection is not None else "VirtualMachineExtension"
+    model = model_name or (
+        collection.model if collection is not None else "VirtualMachineExtension"
+    )
     skus = collection is not None and collection.segment == "skus"
     items: list[_Item] = []
     for n, raw in enumerate(data["value"]):
@@ -434,8 +468,9 @@ class _Route:
     subscription: str | None = None  # as sent (unquoted)
     resource_group: str | None = None
     collection: _Collection | None = None
-    name: str | None = None  # resource (VM, disk, DES) name
+    name: str | None = None  # resource (VM, disk, DES, scale set) name
     extension: str | None = None
+    instance: str | None = None  # a scale-set instance id
 
 
 def _route(segments: list[str]) -> _Route | None:
@@ -465,6 +500,17 @@ def _route(segments: list[str]) -> _Route | None:
         if n == 9:
             return _Route(OP_EXT_LIST, sub, rg, coll, segments[7])
         return _Route(OP_EXT_GET, sub, rg, coll, segments[7], segments[9])
+    if coll is _SCALE_SETS and low[8] == "virtualmachines" and 9 <= n <= 12:
+        name = segments[7]
+        if n == 9:
+            return _Route(OP_SS_VM_LIST, sub, rg, coll, name)
+        if n == 10:
+            return _Route(OP_SS_VM_GET, sub, rg, coll, name, instance=segments[9])
+        if low[10] != "extensions":
+            return None
+        if n == 11:
+            return _Route(OP_SS_EXT_LIST, sub, rg, coll, name, instance=segments[9])
+        return _Route(OP_SS_EXT_GET, sub, rg, coll, name, segments[11], segments[9])
     return None
 
 
@@ -587,6 +633,8 @@ class AzureHandler:
             return self._ok(self._subscription_doc(sub), seen)
         if route.operation in (OP_EXT_LIST, OP_EXT_GET):
             return self._extensions(sub, route, seen)
+        if route.operation in _SCALE_SET_OPS:
+            return self._scale_set(request, params, sub, route, seen)
         coll = route.collection
         assert coll is not None
         items = self._items(coll, sub)
@@ -828,3 +876,73 @@ class AzureHandler:
                 f"{route.extension}' under resource group '{route.resource_group}' was not found.",
             )
         return self._ok(found.data, seen)
+
+    # ------------------------------------------------------------------ scale-set instances
+    def _scale_set(
+        self,
+        request: FakeRequest,
+        params: Mapping[str, str],
+        sub: str,
+        route: _Route,
+        seen: _Seen,
+    ) -> FakeResponse:
+        """A scale set's instances (paged, like ARM) and an instance's extensions (not paged)."""
+        scale_set = self._get(sub, route, self._items(_SCALE_SETS, sub), seen)
+        folder = ("azure", sub, "virtualMachineScaleSets", scale_set.name)
+        doc = self._load(*folder, "virtualMachines") if is_safe_name(scale_set.name) else None
+        instances: list[_Item] = (
+            self._prepared_doc(
+                doc,
+                "scaleSetVMs",
+                lambda d: _prepare_list(
+                    d, None, self.ctx.validate, model_name="VirtualMachineScaleSetVM"
+                ),
+            )
+            if doc
+            else []
+        )
+        if route.operation == OP_SS_VM_LIST:
+            scope = request_digest(sub.lower(), scale_set.name.lower())
+            page = self._page(request, params, route.operation, scope, [i.data for i in instances])
+            return self._ok(page, seen)
+        assert route.instance is not None
+        wanted = route.instance
+        found = next((i for i in instances if str(i.data.get("instanceId")) == wanted), None)
+        if found is None:
+            raise ArmError(
+                404,
+                "NotFound",
+                f"The entity was not found in this Azure location: instance {wanted} of "
+                f"virtual machine scale set '{scale_set.name}'.",
+            )
+        seen.resource = found.name
+        if route.operation == OP_SS_VM_GET:
+            return self._ok(found.data, seen)
+        ext_doc = (
+            self._load(*folder, "virtualMachines", wanted, "extensions")
+            if is_safe_name(wanted)
+            else None
+        )
+        extensions: list[_Item] = (
+            self._prepared_doc(
+                ext_doc,
+                "scaleSetVMExtensions",
+                lambda d: _prepare_list(
+                    d, None, self.ctx.validate, model_name="VirtualMachineScaleSetVMExtension"
+                ),
+            )
+            if ext_doc
+            else []
+        )
+        if route.operation == OP_SS_EXT_LIST:
+            return self._ok({"value": [i.data for i in extensions]}, seen)
+        assert route.extension is not None
+        ext = next((i for i in extensions if i.name.lower() == route.extension.lower()), None)
+        if ext is None:
+            raise ArmError(
+                404,
+                "ResourceNotFound",
+                f"The Resource 'Microsoft.Compute/virtualMachineScaleSets/{scale_set.name}/"
+                f"virtualMachines/{wanted}/extensions/{route.extension}' was not found.",
+            )
+        return self._ok(ext.data, seen)

@@ -13,9 +13,10 @@ from __future__ import annotations
 import re
 import threading
 from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
-from auditor.model import VM, Disk, Gap, Technology
+from auditor.model import SOME_VMS, VM, Disk, Gap, Technology
 from auditor.providers.base import (
     CallFailed,
     CallPool,
@@ -253,7 +254,8 @@ class AzureProvider(WorkerState):
 
     # ------------------------------------------------------------------ collect
     def collect(self, scope: ScopeKey, sink: EvidenceSink) -> ScopeResult:
-        """One subscription: VMs, their disks, encryption sets, size capabilities, extensions."""
+        """One subscription: VMs and scale-set instances, their disks, encryption sets, size
+        capabilities and extensions."""
         sub = scope.account
         result = ScopeResult(scope=scope)
         client = self._compute(sub)
@@ -267,16 +269,19 @@ class AzureProvider(WorkerState):
             result.errors.append(failed.gap)
             result.failed = True
             return result
-        if not vms:
+        instances = self._scale_set_instances(client, call)
+        if not vms and not instances:
             return result
-        disks = call.optional("disks", "disks.list", ("disks",), client.disks.list)
+        disks = call.optional("disks", "disks.list", ("disks",), client.disks.list) if vms else None
         des = call.optional(
             "diskEncryptionSets",
             "diskEncryptionSets.list",
             ("disks",),
             client.disk_encryption_sets.list,
         )
-        skus = call.skus(client, sorted({str(v.get("location", "")) for v in vms}))
+        locations = {str(v.get("location", "")) for v in vms}
+        locations |= {str(i.raw.get("location", "")) for i in instances}
+        skus = call.skus(client, sorted(locations))
 
         def extensions(vm: dict[str, Any]) -> _Items | CallFailed:
             name = str(vm.get("name", ""))
@@ -286,11 +291,53 @@ class AzureProvider(WorkerState):
             except CallFailed as failed:
                 return failed
 
+        def instance_extensions(inst: _Instance) -> _Items | CallFailed:
+            try:
+                return call.instance_extensions(client, inst)
+            except CallFailed as failed:
+                return failed
+
         exts = fan_out(self.pool, extensions, vms)
         result.calls += len(vms)
         for vm, ext in zip(vms, exts, strict=True):
             result.vms.append(self._vm(sub, vm, call, disks, des, skus, ext))
+        inst_exts = fan_out(self.pool, instance_extensions, instances)
+        result.calls += len(instances)
+        for inst, ext in zip(instances, inst_exts, strict=True):
+            result.vms.append(self._vm(sub, inst.as_vm(), call, None, des, skus, ext, inst))
         return result
+
+    def _scale_set_instances(self, client: Any, call: _Caller) -> list[_Instance]:
+        """Every instance of every scale set (Uniform orchestration: AKS node pools). A scale
+        set listing that fails is a gap saying which VMs were not seen: never "complete"."""
+        try:
+            sets = call.listing(
+                "virtualMachineScaleSets",
+                "virtualMachineScaleSets.listAll",
+                (),
+                client.virtual_machine_scale_sets.list_all,
+            )
+        except CallFailed as failed:
+            _not_seen(failed, "virtual machine scale set instances (listing failed)")
+            call.result.errors.append(failed.gap)
+            return []
+
+        def members(scale_set: dict[str, Any]) -> list[_Instance] | CallFailed:
+            try:
+                return call.scale_set_vms(client, scale_set)
+            except CallFailed as failed:
+                return failed
+
+        out: list[_Instance] = []
+        for scale_set, found in zip(sets, fan_out(self.pool, members, sets), strict=True):
+            if isinstance(found, CallFailed):
+                name = str(scale_set.get("name", ""))
+                _not_seen(found, f"the instances of scale set {name}")
+                call.result.errors.append(found.gap)
+            else:
+                out.extend(found)
+        call.result.calls += len(sets)
+        return out
 
     def _vm(
         self,
@@ -301,7 +348,10 @@ class AzureProvider(WorkerState):
         des: _Items | None,
         skus: _Items | None,
         exts: _Items | CallFailed,
+        instance: _Instance | None = None,
     ) -> VM:
+        """One VM's document; a scale-set instance comes as `instance.as_vm()` with the
+        instance and its scale set as evidence (its disks from the scale set's settings)."""
         props = raw.get("properties", {})
         name = str(raw.get("name", ""))
         vm_id = str(props.get("vmId") or raw.get("id", name))
@@ -311,7 +361,14 @@ class AzureProvider(WorkerState):
         size = str(props.get("hardwareProfile", {}).get("vmSize", ""))
         security = props.get("securityProfile") or {}
         uefi = security.get("uefiSettings") or {}
-        inst_sha = call.evidence(raw, "virtualMachines.listAll", "virtualMachines", name, region)
+        if instance is None:
+            inst_sha = call.evidence(
+                raw, "virtualMachines.listAll", "virtualMachines", name, region
+            )
+            shas = [inst_sha]
+        else:
+            inst_sha = instance.sha
+            shas = [inst_sha, instance.set_sha]
         gaps: list[Gap] = list(call.scope_gaps)
 
         technology, cc = _technology(security.get("securityType"), size, skus)
@@ -347,20 +404,28 @@ class AzureProvider(WorkerState):
         }
         if zones:
             doc["zone"] = f"{region}-{zones[0]}"
-        evidence: dict[str, list[str]] = {k: [inst_sha] for k in doc}
-        evidence["cc"] = [inst_sha, *cc_sha]
+        if instance is not None:
+            doc["azure"]["scale_set"] = instance.summary()
+            cluster = aks_cluster(doc["tags"], instance.resource_group)
+            if cluster is not None:
+                doc["kubernetes"] = cluster
+        evidence: dict[str, list[str]] = {k: list(shas) for k in doc}
+        evidence["cc"] = [*shas, *cc_sha]
         if technology is not Technology.UNKNOWN:
             doc["technology"] = technology.value
             evidence["technology"] = evidence["cc"]
         image = _image(props, sub)
         if image is not None:
             doc["image"] = image
-            evidence["image"] = [inst_sha]
+            evidence["image"] = list(shas)
 
         model_disks: list[Disk] = []
-        if disks is not None:
-            model_disks, doc["disks"], shas, disk_gaps = _disks(props, disks, des, sub, region)
-            evidence["disks"] = [inst_sha, *shas]
+        if instance is not None:
+            model_disks, doc["disks"] = _instance_disks(props, des)
+            evidence["disks"] = list(shas)
+        elif disks is not None:
+            model_disks, doc["disks"], disk_shas, disk_gaps = _disks(props, disks, des, sub, region)
+            evidence["disks"] = [inst_sha, *disk_shas]
             gaps.extend(disk_gaps)
 
         named = _named_extensions(raw)
@@ -369,16 +434,18 @@ class AzureProvider(WorkerState):
             call.result.errors.append(exts.gap)
             if named:  # the VM resource itself names them: they run, whatever else is unknown
                 doc["agents"] = _agents(props, [{"name": n} for n in named])
-                evidence["agents"] = [inst_sha]
+                evidence["agents"] = list(shas)
         else:
             returned = {str(e.get("name", "")).lower() for e in exts.values}
             unlisted = [n for n in named if n.lower() not in returned]
             doc["agents"] = _agents(props, [*exts.values, *({"name": n} for n in unlisted)])
-            evidence["agents"] = [inst_sha, *exts.shas.values()]
+            evidence["agents"] = [*shas, *exts.shas.values()]
             if unlisted:
                 gap = make_gap(
                     PROVIDER,
-                    "virtualMachineExtensions.list",
+                    "virtualMachineScaleSetVMExtensions.list"
+                    if instance is not None
+                    else "virtualMachineExtensions.list",
                     "NotReturned",
                     f"{', '.join(unlisted)} named on the VM resource but not returned by the "
                     "extensions call (their publisher and type are unknown)",
@@ -521,6 +588,65 @@ def _disks(
     return out, docs, [s for s in shas if s], gaps
 
 
+def _instance_disks(
+    props: dict[str, Any], des: _Items | None
+) -> tuple[list[Disk], list[dict[str, Any]]]:
+    """A scale-set instance's disks, from its (inherited) storage profile: Uniform instances'
+    disks are not listed as disk resources, so custody comes from the encryption set named
+    there, else the platform key; an ephemeral OS disk lives on the host's local storage."""
+    storage = props.get("storageProfile") or {}
+    at_host = (props.get("securityProfile") or {}).get("encryptionAtHost") is True
+    attached = [(storage.get("osDisk") or {}, True)] + [
+        (d, False) for d in storage.get("dataDisks") or [] if isinstance(d, dict)
+    ]
+    out: list[Disk] = []
+    docs: list[dict[str, Any]] = []
+    for ref, boot in attached:
+        managed = ref.get("managedDisk") or {}
+        sec = managed.get("securityProfile") or {}
+        set_id = (managed.get("diskEncryptionSet") or {}).get("id") or (
+            sec.get("diskEncryptionSet") or {}
+        ).get("id")
+        disk_id = str(managed.get("id") or ref.get("name") or ("os" if boot else "data"))
+        ephemeral = bool(ref.get("diffDiskSettings"))
+        entry: dict[str, Any] = {
+            "id": disk_id.rsplit("/", 1)[-1],
+            "device": ref.get("name"),
+            "boot": boot,
+            "encrypted": at_host if ephemeral else True,
+            "custody": "customer_kms" if set_id else "provider_key",
+            "encryption_type": "EncryptionAtRestWithCustomerKey"
+            if set_id
+            else "EncryptionAtRestWithPlatformKey",
+        }
+        if ephemeral:
+            entry["ephemeral"] = True
+        if not boot and isinstance(ref.get("lun"), int):
+            entry["lun"] = ref["lun"]
+        if sec.get("securityEncryptionType"):
+            entry["confidential_encryption"] = sec["securityEncryptionType"]
+        if set_id:
+            entry["encryption_set"] = set_id
+            key_store = _key_store(des, str(set_id))
+            if key_store:
+                entry["kms_key"] = key_store.get("key_url") or set_id
+                entry["key_store"] = key_store.get("kind")
+        docs.append(entry)
+        size = ref.get("diskSizeGB")
+        out.append(
+            Disk(
+                id=entry["id"],
+                device=entry["device"],
+                boot=boot,
+                size_gb=int(size) if isinstance(size, int) else None,
+                encrypted=entry["encrypted"],
+                custody=entry["custody"],
+                kms_key=entry.get("kms_key"),
+            )
+        )
+    return out, docs
+
+
 def _key_store(des: _Items | None, set_id: str) -> dict[str, Any] | None:
     """Where a disk encryption set's key lives: Key Vault or Managed HSM (both Azure's)."""
     if des is None:
@@ -566,6 +692,118 @@ def _agents(props: dict[str, Any], extensions: list[dict[str, Any]]) -> dict[str
         "extensions": listed,
         "run_command": any(str(x.get("type") or "").lower() in _RUN_COMMAND_TYPES for x in listed),
     }
+
+
+@dataclass
+class _Instance:
+    """One scale-set instance as listed, with its scale set (whose model it inherits)."""
+
+    raw: dict[str, Any]
+    scale_set: dict[str, Any]
+    sha: str  # evidence of the instance
+    set_sha: str  # evidence of the scale set
+
+    @property
+    def name(self) -> str:
+        return str(self.raw.get("name", ""))
+
+    @property
+    def instance_id(self) -> str:
+        return str(self.raw.get("instanceId", ""))
+
+    @property
+    def set_name(self) -> str:
+        return str(self.scale_set.get("name", ""))
+
+    @property
+    def resource_group(self) -> str:
+        return resource_group_of(str(self.raw.get("id") or self.scale_set.get("id", "")))
+
+    def summary(self) -> dict[str, Any]:
+        props = self.scale_set.get("properties") or {}
+        return {
+            "name": self.set_name,
+            "id": self.scale_set.get("id"),
+            "instance_id": self.instance_id,
+            "orchestration_mode": props.get("orchestrationMode", "Uniform"),
+        }
+
+    def as_vm(self) -> dict[str, Any]:
+        """The instance in a VM's shape: its own settings where it has them, else the scale
+        set's model (instances inherit the security profile, OS and disk settings)."""
+        props = dict(self.raw.get("properties") or {})
+        profile = (self.scale_set.get("properties") or {}).get("virtualMachineProfile") or {}
+        for key in ("securityProfile", "osProfile"):
+            if not props.get(key) and profile.get(key):
+                props[key] = profile[key]
+        props["storageProfile"] = _inherited_storage(
+            props.get("storageProfile") or {}, profile.get("storageProfile") or {}
+        )
+        size = (self.raw.get("sku") or {}).get("name") or (self.scale_set.get("sku") or {}).get(
+            "name"
+        )
+        hardware = dict(props.get("hardwareProfile") or {})
+        if size and not hardware.get("vmSize"):
+            hardware["vmSize"] = size
+        props["hardwareProfile"] = hardware
+        set_id = str(self.scale_set.get("id", ""))
+        named = [
+            {"id": f"{set_id}/extensions/{e.get('name')}"}
+            for e in (profile.get("extensionProfile") or {}).get("extensions") or []
+            if isinstance(e, dict) and e.get("name")
+        ]
+        return {
+            "id": self.raw.get("id"),
+            "name": self.name,
+            "location": self.raw.get("location") or self.scale_set.get("location"),
+            "zones": self.raw.get("zones") or self.scale_set.get("zones") or [],
+            "tags": {**(self.scale_set.get("tags") or {}), **(self.raw.get("tags") or {})},
+            "properties": props,
+            "resources": [*(self.raw.get("resources") or []), *named],
+        }
+
+
+def _inherited_storage(own: dict[str, Any], model: dict[str, Any]) -> dict[str, Any]:
+    """An instance's storage profile completed from the scale set's (OS disk settings merged)."""
+    storage = {**model, **own}
+    os_own, os_model = own.get("osDisk") or {}, model.get("osDisk") or {}
+    os_disk = {**os_model, **os_own}
+    managed = {**(os_model.get("managedDisk") or {}), **(os_own.get("managedDisk") or {})}
+    if managed:
+        os_disk["managedDisk"] = managed
+    if os_disk:
+        storage["osDisk"] = os_disk
+    return storage
+
+
+def _not_seen(failed: CallFailed, what: str) -> None:
+    """A listing failed: VMs of the scope were never seen (not a fact missing on seen VMs)."""
+    failed.gap.affects = SOME_VMS
+    failed.gap.resource = what
+
+
+_AKS_NODE_RG = re.compile(r"^MC_(?P<rg>.+)_(?P<cluster>[^_]+)_(?P<region>[^_]+)$", re.IGNORECASE)
+
+
+def aks_cluster(tags: dict[str, Any], node_resource_group: str) -> dict[str, Any] | None:
+    """The AKS cluster and node pool a scale set belongs to, as AKS records them: the
+    `aks-managed-*` tags, else the node resource group's name (MC_<rg>_<cluster>_<region>)."""
+    pool = tags.get("aks-managed-poolName")
+    cluster = tags.get("aks-managed-cluster-name")
+    cluster_rg = tags.get("aks-managed-cluster-rg")
+    match = _AKS_NODE_RG.match(node_resource_group or "")
+    if cluster is None and match is not None and pool is not None:
+        cluster, cluster_rg = match.group("cluster"), cluster_rg or match.group("rg")
+    if pool is None and cluster is None:
+        return None
+    out: dict[str, Any] = {"platform": "aks", "source": "scale set tags"}
+    if cluster is not None:
+        out["cluster"] = str(cluster)
+    if cluster_rg is not None:
+        out["cluster_resource_group"] = str(cluster_rg)
+    if pool is not None:
+        out["node_pool"] = str(pool)
+    return out
 
 
 class _Items:
@@ -682,8 +920,14 @@ class _Caller:
         return out
 
     def evidence(
-        self, raw: Any, call: str, name: str, resource: str | None, region: str | None
+        self,
+        raw: Any,
+        call: str,
+        name: str | tuple[str, ...],
+        resource: str | None,
+        region: str | None,
     ) -> str:
+        parts = (name,) if isinstance(name, str) else name
         return record_evidence(
             self.sink,
             raw,
@@ -693,8 +937,62 @@ class _Caller:
             account=self.sub,
             region=region,
             resource=resource,
-            ref=f"{self._rel(name)}.json",
+            ref=f"{self._rel(*parts)}.json",
         )
+
+    def scale_set_vms(self, client: Any, scale_set: dict[str, Any]) -> list[_Instance]:
+        """The instances of one scale set (virtualMachineScaleSetVMs.list), each with evidence."""
+        name = str(scale_set.get("name", ""))
+        rg = resource_group_of(str(scale_set.get("id", "")))
+        parts = ("virtualMachineScaleSets", name, "virtualMachines")
+        rel = self._rel(*parts)
+        try:
+            self.result.calls += 1
+            values = [v.as_dict() for v in client.virtual_machine_scale_set_vms.list(rg, name)]
+        except Exception as err:
+            raise self._fail(err, rel, "virtualMachineScaleSetVMs.list", (), name) from err
+        self.sink.save_raw(rel, {"value": values})
+        region = scale_set.get("location")
+        set_sha = self.evidence(
+            scale_set, "virtualMachineScaleSets.listAll", "virtualMachineScaleSets", name, region
+        )
+        return [
+            _Instance(
+                v,
+                scale_set,
+                self.evidence(v, "virtualMachineScaleSetVMs.list", parts, v.get("name"), region),
+                set_sha,
+            )
+            for v in values
+        ]
+
+    def instance_extensions(self, client: Any, inst: _Instance) -> _Items:
+        """A scale-set instance's extensions (virtualMachineScaleSetVMExtensions.list)."""
+        parts = (
+            "virtualMachineScaleSets",
+            inst.set_name,
+            "virtualMachines",
+            inst.instance_id,
+            "extensions",
+        )
+        rel = self._rel(*parts)
+        call = "virtualMachineScaleSetVMExtensions.list"
+        try:
+            listed = client.virtual_machine_scale_set_vm_extensions.list(
+                inst.resource_group, inst.set_name, inst.instance_id
+            )
+            values = [e.as_dict() for e in listed.value or []]
+        except Exception as err:
+            raise self._fail(err, rel, call, ("agents",), inst.name) from err
+        self.sink.save_raw(rel, {"value": values})
+        out = _Items()
+        region = inst.raw.get("location") or inst.scale_set.get("location")
+        for v in values:
+            key = str(v.get("name"))
+            out.items[key] = v
+            out.values.append(v)
+            out.shas[key] = self.evidence(v, call, parts, inst.name, region)
+        return out
 
 
 def _subscription_client() -> Any:

@@ -12,7 +12,7 @@ from __future__ import annotations
 import re
 
 from auditor.jurisdiction import legal_version
-from auditor.model import PROVIDER_PARTIES, AuditRun, Status
+from auditor.model import PROVIDER_PARTIES, SOME_VMS, AuditRun, Status
 from auditor.reports.view import (
     ANSWER_ORDER,
     DISCLAIMER,
@@ -191,8 +191,8 @@ def render_view_markdown(v: ReportView) -> str:
     if not v.gaps:
         out.append("None: every scope was read.")
     for g in v.gaps[:MAX_GAPS]:
-        if g.affects == "scope":
-            what = "whole scope not read"
+        if g.affects in ("scope", SOME_VMS):
+            what = md_text(g.what)
         elif g.resource:
             what = f"resource {md_code(g.resource)}"
         elif g.sections:

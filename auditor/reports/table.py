@@ -108,7 +108,7 @@ def _gaps(run: AuditRun) -> Text:
     text = Text("Coverage gaps (not seen, not assumed):\n", style="bold yellow")
     for gap in run.coverage.gaps:
         scope = "/".join(x for x in (gap.provider, gap.account, gap.region) if x)
-        what = "whole scope" if gap.affects == "scope" else (gap.resource or "some VM facts")
+        what = gap.describe()
         text.append(f"  - {scope}: {gap.call} {gap.code} ({what})\n", style="yellow")
         text.append(f"      {gap.message}\n", style="dim")
     return text

@@ -632,14 +632,7 @@ def _scope_title(provider: str, account: str) -> str:
 
 
 def _gap_view(gap: Gap) -> GapView:
-    if gap.affects == "scope":
-        what = "whole scope not read"
-    elif gap.resource:
-        what = f"resource {gap.resource}"
-    elif gap.sections:
-        what = "VM facts missing: " + ", ".join(gap.sections)
-    else:
-        what = "some VM facts missing"
+    what = gap.describe()
     return GapView(
         scope_label=_scope_label(gap.provider, gap.account, gap.region),
         provider=gap.provider,
