@@ -169,3 +169,24 @@ def test_a_bad_scale_set_replay_file_names_the_key(tmp_path: Path) -> None:
     run, _ = _audit(root)
     (gap,) = run.coverage.gaps
     assert "vmIdd" in gap.message and gap.affects == SOME_VMS
+
+
+def test_flexible_scale_sets_are_not_listed_twice(tmp_path: Path) -> None:
+    """Flexible orchestration makes ordinary VMs (virtualMachines.listAll lists them): its
+    instances are not asked for again, and no gap is made for it."""
+    root = _with_scale_sets(tmp_path)
+    path = root / "azure" / SUB / "virtualMachineScaleSets.json"
+    data = json.loads(path.read_text())
+    flex = copy.deepcopy(data["value"][0])
+    flex["name"] = "flex-web"
+    flex["id"] = flex["id"].rsplit("/", 1)[0] + "/flex-web"
+    flex["properties"]["orchestrationMode"] = "Flexible"
+    data["value"].append(flex)
+    path.write_text(json.dumps(data))
+    run, cloud = _audit(root)
+    assert run.coverage.complete, run.coverage.gaps
+    assert len(run.vms) == 6
+    asked = [
+        r.resource for r in cloud.request_log if r.operation == "virtualMachineScaleSetVMs.list"
+    ]
+    assert "flex-web" not in asked

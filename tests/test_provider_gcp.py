@@ -344,3 +344,25 @@ def test_malformed_ek_certificate_is_a_finding_not_a_crash(tmp_path: Path) -> No
     ek = snp.document["tpm"]["ek"]
     assert ek["verified"] is False and "does not parse" in ek["reason"]
     assert "vtpm.ek-certificate-unverified" in {f.rule_id for f in snp.findings}
+
+
+def test_an_unreachable_zone_is_vms_not_seen_never_complete(tmp_path: Path) -> None:
+    """aggregatedList answers a zone it could not reach with a warning, not an error: those
+    instances were not seen, and the scan must say so instead of reading "none there"."""
+    root = _replay(tmp_path)
+    path = root / "gcp" / PROJECT / "aggregatedList.json"
+    data = json.loads(path.read_text())
+    data["items"]["zones/asia-east1-c"] = {
+        "warning": {
+            "code": "UNREACHABLE",
+            "message": "The zone 'projects/p/zones/asia-east1-c' is unavailable.",
+            "data": [{"key": "scope", "value": "zones/asia-east1-c"}],
+        }
+    }
+    path.write_text(json.dumps(data))
+    run, _ = _audit(root)
+    assert not run.coverage.complete
+    (gap,) = run.coverage.gaps
+    assert (gap.code, gap.affects, gap.region) == ("UNREACHABLE", "some-vms", "asia-east1-c")
+    assert gap.describe() == "VMs not seen: the instances of zone asia-east1-c (unreachable)"
+    assert len(run.vms) == 4  # the zones that answered are read and judged as before

@@ -328,6 +328,13 @@ class AzureProvider(WorkerState):
             except CallFailed as failed:
                 return failed
 
+        # Flexible orchestration: the instances are ordinary VMs, already in virtualMachines
+        sets = [
+            s
+            for s in sets
+            if str((s.get("properties") or {}).get("orchestrationMode", "Uniform")).lower()
+            != "flexible"
+        ]
         out: list[_Instance] = []
         for scale_set, found in zip(sets, fan_out(self.pool, members, sets), strict=True):
             if isinstance(found, CallFailed):

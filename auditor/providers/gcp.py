@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from auditor.model import VM, Disk, Gap, Source, Technology
+from auditor.model import SOME_VMS, VM, Disk, Gap, Source, Technology
 from auditor.providers.base import (
     CallFailed,
     CallPool,
@@ -287,22 +287,40 @@ class GcpProvider(WorkerState):
             pager = client.aggregated_list(
                 request=request, retry=self._retry, timeout=self.call_timeout
             )
+            unreachable: dict[str, dict[str, Any]] = {}
             for page in pager.pages:
                 result.calls += 1
                 for scope_key, scoped in page.items.items():
                     zone = _last(scope_key)
                     for inst in scoped.instances:
                         by_zone.setdefault(zone, []).append(_to_dict(inst))
+                    warning = _to_dict(scoped.warning) if "warning" in scoped else {}
+                    if warning.get("code") == "UNREACHABLE":
+                        unreachable[zone] = warning
+                for scope_key in page.unreachables:
+                    unreachable.setdefault(_last(scope_key), {"code": "UNREACHABLE"})
         except Exception as err:
             result.calls += 1
             sink.save_error(relpath, _status(err), *_code_message(err, project))
             raise CallFailed(_gap(err, "compute.instances.aggregatedList", project)) from err
+        items: dict[str, Any] = {f"zones/{z}": {"instances": v} for z, v in by_zone.items()}
+        for zone, warning in unreachable.items():
+            # a zone the list could not reach: its instances were not seen, not "none there"
+            items.setdefault(f"zones/{zone}", {})["warning"] = warning
+            gap = make_gap(
+                PROVIDER,
+                "compute.instances.aggregatedList",
+                "UNREACHABLE",
+                str(warning.get("message") or f"zone {zone} was unreachable"),
+                project,
+                region=zone,
+                resource=f"the instances of zone {zone} (unreachable)",
+                affects=SOME_VMS,
+            )
+            result.errors.append(gap)
         sink.save_raw(
             relpath,
-            {
-                "kind": "compute#instanceAggregatedList",
-                "items": {f"zones/{z}": {"instances": v} for z, v in sorted(by_zone.items())},
-            },
+            {"kind": "compute#instanceAggregatedList", "items": dict(sorted(items.items()))},
         )
         return by_zone
 
