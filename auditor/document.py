@@ -45,13 +45,20 @@ SECTIONS: dict[str, str] = {
     "migrate_ma (SNP MIGRATE_MA / TDX MIGRATABLE), smt, vmpl, measurement, measurement_matched "
     "(only when references are given), measurement_reference, endorsement_verified, "
     "reported_tcb, committed_tcb, tcb_current (absent when unknown), tcb_below_minimum, "
-    "tcb_bulletins, tcb_summary, caveat, reason}",
+    "tcb_bulletins, tcb_summary, caveat, reason, path (azure-hcl: through the paravisor's "
+    "vTPM), vtpm: {present, quote_verified, ak_certified, ak_source, bound_to_report, "
+    "inside_tee, implemented_by (paravisor | host), event_log_replayed, replay_problem, boot: "
+    "{secure_boot, applications, kernel_cmdline, reference_matched, reference, mismatch}}}",
     "guest": "the guest's claims, only from the one evidence file whose report verified and "
     "covers them: {evidence_file, claims_used, disk_encryption: {root_encrypted, "
     "all_disks_covered, devices}, key_release: {present, verified, broker, jurisdiction, "
     "reason}, kernel_cmdline, collection_errors}",
     "attestation": "what the provider's attestation service or logs say: {provider_verdict: "
     "none | passed | failed, source, launch: {integrity_passed, debug_enabled, ...}, boot}",
+    "kubernetes": "the cluster and node pool this VM is a node of, as the cloud records it: "
+    "{platform (gke | aks | eks), source, cluster, node_pool, cluster_location, "
+    "cluster_resource_group, instance_template, declared_technology (what the node pool "
+    "declares, where the cloud records it)}",
     "gaps": "list of {call, code, message}: evidence the scan could not collect for this VM",
     "aws": "AWS-specific raw facts",
     "gcp": "GCP-specific raw facts",

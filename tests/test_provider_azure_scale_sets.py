@@ -68,6 +68,7 @@ def test_scale_set_instances_are_vms_with_their_verdicts(tmp_path: Path) -> None
         "cluster": "payroll-aks",
         "cluster_resource_group": "rg-payroll-prod",
         "node_pool": "cvmpool",
+        "declared_technology": "SEV_SNP",  # what the scale set's model declares
     }
     assert {e["type"] for e in cvm0.document["agents"]["extensions"]} == {
         "CustomScript",

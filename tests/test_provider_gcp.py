@@ -366,3 +366,94 @@ def test_an_unreachable_zone_is_vms_not_seen_never_complete(tmp_path: Path) -> N
     assert (gap.code, gap.affects, gap.region) == ("UNREACHABLE", "some-vms", "asia-east1-c")
     assert gap.describe() == "VMs not seen: the instances of zone asia-east1-c (unreachable)"
     assert len(run.vms) == 4  # the zones that answered are read and judged as before
+
+
+def _gke_replay(root: Path) -> Path:
+    """Two GKE nodes of one pool whose instance template declares SEV-SNP; one of them is a
+    plain VM (recreated by hand) that still carries the pool's labels and template."""
+    _replay(root)
+    snp = _named(
+        _fixture("gcp_instance_sev_snp.json"), "gke-claims-cc-pool-1a2b", "21", "us-central1-a"
+    )
+    plain = _named(
+        _fixture("gcp_instance_non_confidential.json"),
+        "gke-claims-cc-pool-3c4d",
+        "22",
+        "us-central1-a",
+    )
+    template = "gke-claims-gke-cc-pool-5e6f7a8b"
+    for inst in (snp, plain):
+        inst["labels"] = {
+            "goog-k8s-cluster-name": "claims-gke",
+            "goog-k8s-node-pool-name": "cc-pool",
+            "goog-k8s-cluster-location": "us-central1",
+            "goog-gke-node": "",
+        }
+        items = inst.setdefault("metadata", {}).setdefault("items", [])
+        items.append(
+            {
+                "key": "instance-template",
+                "value": f"projects/123/global/instanceTemplates/{template}",
+            }
+        )
+        if inst.get("shieldedInstanceConfig", {}).get("enableVtpm"):
+            _write(
+                root,
+                f"gcp/{PROJECT}/shieldedInstanceIdentity/us-central1-a/{inst['name']}.json",
+                _fixture("gcp_shielded_identity.json"),
+            )
+    path = root / "gcp" / PROJECT / "aggregatedList.json"
+    data = json.loads(path.read_text())
+    data["items"]["zones/us-central1-a"]["instances"] += [snp, plain]
+    path.write_text(json.dumps(data))
+    _write(
+        root,
+        f"gcp/{PROJECT}/instanceTemplates/{template}.json",
+        {
+            "kind": "compute#instanceTemplate",
+            "name": template,
+            "properties": {
+                "machineType": "n2d-standard-4",
+                "confidentialInstanceConfig": {"confidentialInstanceType": "SEV_SNP"},
+                "labels": {"goog-k8s-cluster-name": "claims-gke"},
+            },
+        },
+    )
+    return root
+
+
+def test_gke_nodes_are_grouped_and_a_node_unlike_its_pool_is_a_finding(tmp_path: Path) -> None:
+    run, cloud = _audit(_gke_replay(tmp_path))
+    assert run.coverage.complete, run.coverage.gaps
+    vms = _by_name(run)
+    good, odd = vms["gke-claims-cc-pool-1a2b"], vms["gke-claims-cc-pool-3c4d"]
+    for vm in (good, odd):
+        assert vm.document["kubernetes"] == {
+            "platform": "gke",
+            "source": "instance labels",
+            "cluster": "claims-gke",
+            "node_pool": "cc-pool",
+            "cluster_location": "us-central1",
+            "instance_template": "gke-claims-gke-cc-pool-5e6f7a8b",
+            "declared_technology": "SEV_SNP",
+        }
+    assert "hypervisor.node-differs-from-its-pool" not in {f.rule_id for f in good.findings}
+    finding = next(f for f in odd.findings if f.rule_id == "hypervisor.node-differs-from-its-pool")
+    assert "node pool cc-pool declares SEV_SNP; this node runs NONE" in finding.reason
+    assert odd.parties[Party.HYPERVISOR] is Status.CAN_ACCESS
+    templates = [r for r in cloud.request_log if r.operation == "instanceTemplates.get"]
+    assert len(templates) == 1  # one template for the pool, read once
+    # the template is evidence of what the pool declares
+    refs = {run.evidence[s].ref for s in odd.evidence["kubernetes"]}
+    assert any(r.endswith("instanceTemplates/gke-claims-gke-cc-pool-5e6f7a8b.json") for r in refs)
+
+
+def test_a_template_that_cannot_be_read_leaves_the_pool_undeclared(tmp_path: Path) -> None:
+    root = _gke_replay(tmp_path)
+    (root / "gcp" / PROJECT / "instanceTemplates" / "gke-claims-gke-cc-pool-5e6f7a8b.json").unlink()
+    run, _ = _audit(root)
+    assert not run.coverage.complete
+    assert {g.call for g in run.coverage.gaps} == {"compute.instanceTemplates.get"}
+    odd = _by_name(run)["gke-claims-cc-pool-3c4d"]
+    assert "declared_technology" not in odd.document["kubernetes"]
+    assert "hypervisor.node-differs-from-its-pool" not in {f.rule_id for f in odd.findings}

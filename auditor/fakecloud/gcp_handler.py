@@ -14,6 +14,8 @@ Replay layout (a contract other code relies on)::
     gcp/<project>/logEntries.json            a JSON list of LogEntry objects
     gcp/<project>/shieldedInstanceIdentity/<zone>/<name>.json
                                              instances.getShieldedInstanceIdentity body
+    gcp/<project>/instanceTemplates/<name>.json
+                                             instanceTemplates.get body (a GKE node pool's)
     <any of these>.error.json                {"status": 400-599, "code": "...", "message": "..."}
 
 Served paths::
@@ -22,6 +24,7 @@ Served paths::
     GET  /compute/v1/projects/<p>/zones/<z>/instances                   instances.list
     GET  /compute/v1/projects/<p>/zones/<z>/instances/<name>            instances.get
     GET  /compute/v1/projects/<p>/zones/<z>/instances/<name>/getShieldedInstanceIdentity
+    GET  /compute/v1/projects/<p>/global/instanceTemplates/<name>       instanceTemplates.get
     POST /v2/entries:list                                               logging.entries.list
 
 Behaviour worth knowing (each mirrors Google, or says plainly that fakecloud cannot):
@@ -90,6 +93,7 @@ OP_AGGREGATED = "instances.aggregatedList"
 OP_LIST = "instances.list"
 OP_GET = "instances.get"
 OP_IDENTITY = "instances.getShieldedInstanceIdentity"
+OP_TEMPLATE = "instanceTemplates.get"
 OP_LOGS = "logging.entries.list"
 
 COMPUTE_MAX_RESULTS = 500
@@ -143,12 +147,14 @@ _ROUTES: tuple[tuple[str, re.Pattern[str]], ...] = (
             r"/getShieldedInstanceIdentity"
         ),
     ),
+    (OP_TEMPLATE, re.compile(rf"/compute/v1/projects/{_PROJECT}/global/instanceTemplates/{_NAME}")),
 )
 _PERMISSION = {
     OP_AGGREGATED: "compute.instances.list",
     OP_LIST: "compute.instances.list",
     OP_GET: "compute.instances.get",
     OP_IDENTITY: "compute.instances.getShieldedInstanceIdentity",
+    OP_TEMPLATE: "compute.instanceTemplates.get",
 }
 
 
@@ -442,15 +448,18 @@ def _prepare_aggregated(doc: LoadedJson, check: bool = True) -> _Aggregated:
     return _Aggregated(top, scopes, flat)
 
 
-def _prepare_identity(doc: LoadedJson, check: bool = True) -> Mapping[str, Any]:
+def _prepare_object(doc: LoadedJson, model: str, check: bool = True) -> Mapping[str, Any]:
+    """One JSON object that must be a valid compute_v1 `model` (checked field by field)."""
     if not isinstance(doc.data, dict):
-        raise _replay_problem(doc, "expected a JSON object (a ShieldedInstanceIdentity)")
-    problem = (
-        _proto_problem(_COMPUTE_TYPES, "ShieldedInstanceIdentity", doc.data) if check else None
-    )
+        raise _replay_problem(doc, f"expected a JSON object (a {model})")
+    problem = _proto_problem(_COMPUTE_TYPES, model, doc.data) if check else None
     if problem is not None:
-        raise _replay_problem(doc, f"not a valid ShieldedInstanceIdentity: {problem}")
+        raise _replay_problem(doc, f"not a valid {model}: {problem}")
     return doc.data
+
+
+def _prepare_identity(doc: LoadedJson, check: bool = True) -> Mapping[str, Any]:
+    return _prepare_object(doc, "ShieldedInstanceIdentity", check)
 
 
 def _prepare_entries(
@@ -641,6 +650,9 @@ class GcpHandler:
         if op == OP_IDENTITY:
             assert seen.zone is not None and seen.resource is not None
             return self._ok(self._identity(project, seen.zone, seen.resource), seen)
+        if op == OP_TEMPLATE:
+            assert seen.resource is not None
+            return self._ok(self._template(project, seen.resource), seen)
         doc = self._load("gcp", project, "aggregatedList")
         agg = (
             self._prepared_doc(
@@ -780,6 +792,22 @@ class GcpHandler:
             doc, "identity", partial(_prepare_identity, check=self.ctx.validate)
         )
         return identity
+
+    def _template(self, project: str, name: str) -> Mapping[str, Any]:
+        doc = self._load("gcp", project, "instanceTemplates", name)
+        if doc is None:
+            raise GcpError(
+                404,
+                f"The resource 'projects/{project}/global/instanceTemplates/{name}' was not "
+                f"found (fakecloud: no gcp/{project}/instanceTemplates/{name}.json)",
+                "NOT_FOUND",
+            )
+        template: Mapping[str, Any] = self._prepared_doc(
+            doc,
+            "template",
+            partial(_prepare_object, model="InstanceTemplate", check=self.ctx.validate),
+        )
+        return template
 
     # ------------------------------------------------------------------ logging
     def _logs(self, request: FakeRequest, seen: _Seen) -> FakeResponse:

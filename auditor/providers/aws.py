@@ -17,6 +17,7 @@ from typing import Any
 
 from auditor._version import __version__
 from auditor.model import VM, Disk, Gap, Technology
+from auditor.providers import kubernetes
 from auditor.providers.base import (
     CallFailed,
     CallPool,
@@ -327,6 +328,10 @@ class AwsProvider(WorkerState):
             evidence["migration"] = [inst_sha]
         if tags.get("Name"):
             doc["name"] = tags["Name"]
+        cluster = kubernetes.eks(tags)
+        if cluster is not None:
+            doc["kubernetes"] = cluster
+            evidence["kubernetes"] = [inst_sha]
         zone = inst.get("Placement", {}).get("AvailabilityZone")
         if zone:
             doc["zone"] = zone

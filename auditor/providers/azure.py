@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from auditor.model import SOME_VMS, VM, Disk, Gap, Technology
+from auditor.providers import kubernetes
 from auditor.providers.base import (
     CallFailed,
     CallPool,
@@ -413,8 +414,10 @@ class AzureProvider(WorkerState):
             doc["zone"] = f"{region}-{zones[0]}"
         if instance is not None:
             doc["azure"]["scale_set"] = instance.summary()
-            cluster = aks_cluster(doc["tags"], instance.resource_group)
+            cluster = kubernetes.aks(doc["tags"], instance.resource_group)
             if cluster is not None:
+                declared, _ = _technology(instance.model_security_type(), size, skus)
+                cluster["declared_technology"] = declared.value
                 doc["kubernetes"] = cluster
         evidence: dict[str, list[str]] = {k: list(shas) for k in doc}
         evidence["cc"] = [*shas, *cc_sha]
@@ -726,6 +729,11 @@ class _Instance:
     def resource_group(self) -> str:
         return resource_group_of(str(self.raw.get("id") or self.scale_set.get("id", "")))
 
+    def model_security_type(self) -> Any:
+        """The security type the scale set's model declares for every instance."""
+        profile = (self.scale_set.get("properties") or {}).get("virtualMachineProfile") or {}
+        return (profile.get("securityProfile") or {}).get("securityType")
+
     def summary(self) -> dict[str, Any]:
         props = self.scale_set.get("properties") or {}
         return {
@@ -787,30 +795,6 @@ def _not_seen(failed: CallFailed, what: str) -> None:
     """A listing failed: VMs of the scope were never seen (not a fact missing on seen VMs)."""
     failed.gap.affects = SOME_VMS
     failed.gap.resource = what
-
-
-_AKS_NODE_RG = re.compile(r"^MC_(?P<rg>.+)_(?P<cluster>[^_]+)_(?P<region>[^_]+)$", re.IGNORECASE)
-
-
-def aks_cluster(tags: dict[str, Any], node_resource_group: str) -> dict[str, Any] | None:
-    """The AKS cluster and node pool a scale set belongs to, as AKS records them: the
-    `aks-managed-*` tags, else the node resource group's name (MC_<rg>_<cluster>_<region>)."""
-    pool = tags.get("aks-managed-poolName")
-    cluster = tags.get("aks-managed-cluster-name")
-    cluster_rg = tags.get("aks-managed-cluster-rg")
-    match = _AKS_NODE_RG.match(node_resource_group or "")
-    if cluster is None and match is not None and pool is not None:
-        cluster, cluster_rg = match.group("cluster"), cluster_rg or match.group("rg")
-    if pool is None and cluster is None:
-        return None
-    out: dict[str, Any] = {"platform": "aks", "source": "scale set tags"}
-    if cluster is not None:
-        out["cluster"] = str(cluster)
-    if cluster_rg is not None:
-        out["cluster_resource_group"] = str(cluster_rg)
-    if pool is not None:
-        out["node_pool"] = str(pool)
-    return out
 
 
 class _Items:

@@ -11,11 +11,12 @@ Google, not raw hardware reports: evidence with source `provider_log`. The loggi
 from __future__ import annotations
 
 import threading
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from auditor.model import SOME_VMS, VM, Disk, Gap, Source, Technology
+from auditor.providers import kubernetes
 from auditor.providers.base import (
     CallFailed,
     CallPool,
@@ -108,7 +109,7 @@ class GcpProvider(WorkerState):
     name = PROVIDER
     #: Set by collect(): bounds calls in flight and runs the per-instance calls in parallel.
     pool: CallPool | None = None
-    _RUNTIME = ("_lock", "_credentials", "_instances", "_retry")
+    _RUNTIME = ("_lock", "_credentials", "_instances", "_templates", "_retry")
 
     def __init__(
         self,
@@ -135,6 +136,7 @@ class GcpProvider(WorkerState):
         self._lock = threading.Lock()
         self._credentials: Any = None
         self._instances: Any = None
+        self._templates: Any = None
         import requests
         from google.api_core import exceptions as gexc
         from google.api_core import retry as gretry
@@ -198,6 +200,24 @@ class GcpProvider(WorkerState):
                 tune_session(getattr(client.transport, "_session", None), self.endpoint_url, size)
                 self._instances = client
             return self._instances
+
+    def _templates_client(self) -> Any:
+        """The instance-templates client (a GKE node pool's template declares its nodes)."""
+        creds = self._creds()
+        with self._lock:
+            if self._templates is None:
+                from google.api_core.client_options import ClientOptions
+                from google.cloud import compute_v1
+
+                options = (
+                    ClientOptions(api_endpoint=self.endpoint_url) if self.endpoint_url else None
+                )
+                client = compute_v1.InstanceTemplatesClient(
+                    transport="rest", credentials=creds, client_options=options
+                )
+                tune_session(getattr(client.transport, "_session", None), self.endpoint_url, 0)
+                self._templates = client
+            return self._templates
 
     def _logging_client(self, project: str) -> Any:
         options = {"api_endpoint": self.endpoint_url} if self.endpoint_url else None
@@ -270,10 +290,53 @@ class GcpProvider(WorkerState):
 
         identities = dict(zip(shielded, fan_out(self.pool, identity, shielded), strict=True))
         result.calls += len(shielded)
+        names = sorted({t for _, inst in live if (t := _node_template(inst)) is not None})
+
+        def template(name: str) -> tuple[dict[str, Any], str] | CallFailed:
+            try:
+                return self._template(project, name, sink, result)
+            except CallFailed as failed:
+                return failed
+
+        templates = dict(zip(names, fan_out(self.pool, template, names), strict=True))
+        result.calls += len(names)
         for zone, inst in live:
-            vm = self._vm(project, zone, inst, sink, result, entries, logs_gap, identities)
+            vm = self._vm(
+                project, zone, inst, sink, result, entries, logs_gap, identities, templates
+            )
             result.vms.append(vm)
         return result
+
+    def _template(
+        self, project: str, name: str, sink: EvidenceSink, result: ScopeResult
+    ) -> tuple[dict[str, Any], str]:
+        """A GKE node pool's instance template: what the pool declares for every node."""
+        relpath = raw_path("gcp", project, "instanceTemplates", name)
+        call = "compute.instanceTemplates.get"
+        try:
+            resp = self._templates_client().get(
+                project=project,
+                instance_template=name,
+                retry=self._retry,
+                timeout=self.call_timeout,
+            )
+        except Exception as err:
+            sink.save_error(relpath, _status(err), *_code_message(err, project))
+            raise CallFailed(_gap(err, call, project, None, name, ("kubernetes",))) from err
+        data = _to_dict(resp)
+        sink.save_raw(relpath, data)
+        sha = record_evidence(
+            sink,
+            data,
+            provider=PROVIDER,
+            kind="api_resource",
+            call=call,
+            account=project,
+            region=None,
+            resource=name,
+            ref=f"{relpath}.json",
+        )
+        return data, sha
 
     def _aggregated(
         self, client: Any, project: str, sink: EvidenceSink, result: ScopeResult
@@ -424,6 +487,7 @@ class GcpProvider(WorkerState):
         logs: dict[str, list[dict[str, Any]]],
         logs_gap: Gap | None,
         identities: dict[tuple[str, str], tuple[dict[str, Any], str] | CallFailed],
+        templates: dict[str, tuple[dict[str, Any], str] | CallFailed] | None = None,
     ) -> VM:
         region = region_of(zone)
         iid = str(inst.get("id", ""))
@@ -479,6 +543,20 @@ class GcpProvider(WorkerState):
             },
         }
         evidence: dict[str, list[str]] = {k: [inst_sha] for k in doc}
+        cluster = kubernetes.gke(labels)
+        if cluster is not None:
+            doc["kubernetes"] = cluster
+            evidence["kubernetes"] = [inst_sha]
+            name_of_template = _node_template(inst)
+            found = (templates or {}).get(name_of_template or "")
+            if name_of_template is not None:
+                cluster["instance_template"] = name_of_template
+            if isinstance(found, CallFailed):
+                result.errors.append(found.gap)
+            elif found is not None:
+                declared, _ = technology_of(found[0].get("properties") or {})
+                cluster["declared_technology"] = declared.value
+                evidence["kubernetes"].append(found[1])
         if technology is not Technology.UNKNOWN:
             doc["technology"] = technology.value
             evidence["technology"] = [inst_sha]
@@ -641,6 +719,16 @@ def attestation_from_logs(entries: list[dict[str, Any]]) -> dict[str, Any]:
     if boot:
         out["boot"] = boot
     return out
+
+
+def _node_template(inst: Mapping[str, Any]) -> str | None:
+    """The instance template a managed node was made from (GCE's `instance-template` metadata),
+    for GKE nodes only."""
+    if kubernetes.gke(dict(inst.get("labels", {}))) is None:
+        return None
+    items = (inst.get("metadata") or {}).get("items") or []
+    value = next((i.get("value") for i in items if i.get("key") == "instance-template"), None)
+    return _last(str(value)) if value else None
 
 
 def _to_dict(message: Any) -> dict[str, Any]:
