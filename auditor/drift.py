@@ -75,6 +75,7 @@ class VMChange:
     name: str | None
     level: Level
     technology: str
+    pool: str | None = None  # `cluster/node pool` of a Kubernetes node
 
 
 @dataclass(frozen=True)
@@ -84,6 +85,7 @@ class LevelChange:
     before: Level
     after: Level
     reason: str
+    pool: str | None = None
 
     @property
     def worse(self) -> bool:
@@ -98,6 +100,7 @@ class PartyChange:
     before: Status
     after: Status
     reason: str
+    pool: str | None = None
 
     @property
     def worse(self) -> bool:
@@ -113,6 +116,7 @@ class FindingChange:
     status: Status
     severity: str
     title: str
+    pool: str | None = None
 
 
 @dataclass(frozen=True)
@@ -154,12 +158,19 @@ class RunDiff:
 
     def as_dict(self) -> dict[str, Any]:
         def vm(c: VMChange) -> dict[str, Any]:
-            return {"vm": c.key, "name": c.name, "level": c.level.value, "technology": c.technology}
+            return {
+                "vm": c.key,
+                "name": c.name,
+                "node_pool": c.pool,
+                "level": c.level.value,
+                "technology": c.technology,
+            }
 
         def finding(c: FindingChange) -> dict[str, Any]:
             return {
                 "vm": c.key,
                 "name": c.name,
+                "node_pool": c.pool,
                 "rule_id": c.rule_id,
                 "party": c.party.value,
                 "status": c.status.value,
@@ -190,6 +201,7 @@ class RunDiff:
                 {
                     "vm": c.key,
                     "name": c.name,
+                    "node_pool": c.pool,
                     "from": c.before.value,
                     "to": c.after.value,
                     "worse": c.worse,
@@ -201,6 +213,7 @@ class RunDiff:
                 {
                     "vm": c.key,
                     "name": c.name,
+                    "node_pool": c.pool,
                     "party": c.party.value,
                     "from": c.before.value,
                     "to": c.after.value,
@@ -211,7 +224,23 @@ class RunDiff:
             ],
             "new_findings": [finding(c) for c in self.new_findings],
             "resolved_findings": [finding(c) for c in self.resolved_findings],
+            "by_node_pool": self.by_node_pool(),
         }
+
+    def by_node_pool(self) -> dict[str, dict[str, int]]:
+        """Changes counted per Kubernetes `cluster/node pool` (nodes only), for platform teams
+        who own pools rather than VMs: {pool: {section: count, "regressions": n}}."""
+        out: dict[str, dict[str, int]] = {}
+        for section in _SECTIONS:
+            for change in getattr(self, section):
+                if change.pool is not None:
+                    counts = out.setdefault(change.pool, {})
+                    counts[section] = counts.get(section, 0) + 1
+        for change in self.regressions:
+            if change.pool is not None:
+                counts = out.setdefault(change.pool, {})
+                counts["regressions"] = counts.get("regressions", 0) + 1
+        return dict(sorted(out.items()))
 
 
 _PARTY_ORDER = {p: i for i, p in enumerate(Party)}
@@ -226,11 +255,13 @@ def _findings(vm: VMResult) -> dict[tuple[str, str, str], Finding]:
 
 
 def _vm_change(vm: VMResult) -> VMChange:
-    return VMChange(vm.key, vm.name, vm.level, vm.technology.value)
+    return VMChange(vm.key, vm.name, vm.level, vm.technology.value, vm.pool_label)
 
 
 def _finding_change(vm: VMResult, f: Finding) -> FindingChange:
-    return FindingChange(vm.key, vm.name, f.rule_id, f.party, f.status, f.severity.value, f.title)
+    return FindingChange(
+        vm.key, vm.name, f.rule_id, f.party, f.status, f.severity.value, f.title, vm.pool_label
+    )
 
 
 def _party_reason(vm: VMResult, party: Party) -> str:
@@ -254,7 +285,9 @@ def diff_runs(a: AuditRun, b: AuditRun) -> RunDiff:
         touched = False
         if before.level is not after.level:
             levels.append(
-                LevelChange(key, after.name, before.level, after.level, after.level_reason)
+                LevelChange(
+                    key, after.name, before.level, after.level, after.level_reason, after.pool_label
+                )
             )
             touched = True
         for party in sorted(set(before.parties) | set(after.parties), key=_PARTY_ORDER.__getitem__):
@@ -262,7 +295,15 @@ def diff_runs(a: AuditRun, b: AuditRun) -> RunDiff:
             now = after.parties.get(party, Status.UNDETERMINED)
             if was is not now:
                 parties.append(
-                    PartyChange(key, after.name, party, was, now, _party_reason(after, party))
+                    PartyChange(
+                        key,
+                        after.name,
+                        party,
+                        was,
+                        now,
+                        _party_reason(after, party),
+                        after.pool_label,
+                    )
                 )
                 touched = True
         f_old, f_new = _findings(before), _findings(after)
@@ -411,6 +452,23 @@ def render_markdown(d: RunDiff) -> str:
             lines.append(f"- {_md_vm(c.key, c.name)}: {what} {c.before.value} → {c.after.value}")
         if len(worse) > MARKDOWN_ROWS:
             lines.append(f"- …and {len(worse) - MARKDOWN_ROWS} more")
+        lines.append("")
+    pools = d.by_node_pool()
+    if pools:
+        lines.append("#### By Kubernetes node pool")
+        lines.append("")
+        rows = [
+            f"| {md_code(pool)} | {counts.get('regressions', 0)} | "
+            f"{counts.get('added', 0)} / {counts.get('removed', 0)} | "
+            f"{counts.get('levels', 0) + counts.get('parties', 0)} | "
+            f"{counts.get('new_findings', 0)} / {counts.get('resolved_findings', 0)} |"
+            for pool, counts in pools.items()
+        ]
+        header = (
+            "| cluster/node pool | worse | nodes added / removed | level and party changes | "
+            "findings new / resolved |\n|---|--:|--:|--:|--:|"
+        )
+        lines += _md_rows(rows, header, len(rows))
         lines.append("")
     if d.added or d.removed:
         lines.append("#### VMs added or removed")

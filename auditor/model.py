@@ -327,6 +327,27 @@ class VM(_Model):
         """Stable identity across runs: provider/account/region/id."""
         return f"{self.provider}/{self.account}/{self.region}/{self.id}"
 
+    @property
+    def cluster(self) -> str | None:
+        """The Kubernetes cluster this VM is a node of (document `kubernetes`), if any."""
+        section = self.document.get("kubernetes")
+        value = section.get("cluster") if isinstance(section, dict) else None
+        return str(value) if value is not None else None
+
+    @property
+    def node_pool(self) -> str | None:
+        """Its node pool (GKE, AKS) or managed node group (EKS), if the cloud records one."""
+        section = self.document.get("kubernetes")
+        value = section.get("node_pool") if isinstance(section, dict) else None
+        return str(value) if value is not None else None
+
+    @property
+    def pool_label(self) -> str | None:
+        """`cluster/node pool` for grouping and display ("?" for the half not recorded)."""
+        if self.cluster is None and self.node_pool is None:
+            return None
+        return f"{self.cluster or '?'}/{self.node_pool or '?'}"
+
 
 class PartyStatus(_Model):
     """The status of one party on one VM, with the reason in words and what decided it."""

@@ -446,6 +446,12 @@ def test_gke_nodes_are_grouped_and_a_node_unlike_its_pool_is_a_finding(tmp_path:
     # the template is evidence of what the pool declares
     refs = {run.evidence[s].ref for s in odd.evidence["kubernetes"]}
     assert any(r.endswith("instanceTemplates/gke-claims-gke-cc-pool-5e6f7a8b.json") for r in refs)
+    # and the report's node-pool table counts the node that is unlike its pool
+    from auditor.reports.view import build_view
+
+    (pool,) = build_view(run).fleet.pools
+    assert (pool.platform, pool.cluster, pool.node_pool) == ("GKE", "claims-gke", "cc-pool")
+    assert (pool.nodes, pool.declared, pool.unlike_pool) == (2, "SEV_SNP", 1)
 
 
 def test_a_template_that_cannot_be_read_leaves_the_pool_undeclared(tmp_path: Path) -> None:

@@ -61,7 +61,7 @@ def test_scan_into_store_indexes_counts_scope_and_manifest(
     record = store.get(run.run_id)
     assert record is not None and record.path == where
     assert record.levels == {lv.value: n for lv, n in run.level_counts().items()}
-    assert record.vms == len(run.vms) == 20
+    assert record.vms == len(run.vms) == 23
     expected_undetermined = sum(
         1 for vm in run.vms for s in vm.parties.values() if s is Status.UNDETERMINED
     )

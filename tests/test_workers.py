@@ -60,7 +60,7 @@ def test_workers_give_the_run_threads_give(threaded: tuple[AuditRun, Path], tmp_
     run_dir = tmp_path / "run"
     in_workers = scan(replay=DEMO_FLEET, run_dir=run_dir, processes=3, concurrency=6)
     in_threads, threads_dir = threaded
-    assert len(in_workers.vms) == len(in_threads.vms) == 20
+    assert len(in_workers.vms) == len(in_threads.vms) == 23
     assert _without_times(in_workers) == _without_times(in_threads)
     # every raw response, written by the worker that read it
     assert _raw_files(run_dir) == _raw_files(threads_dir)

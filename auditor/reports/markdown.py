@@ -156,6 +156,21 @@ def render_view_markdown(v: ReportView) -> str:
         out.append("- No scope was read.")
     out.append("")
 
+    if f.pools:
+        out.append("## Kubernetes node pools")
+        out.append("")
+        out.append(
+            "| Platform | Cluster | Node pool | Nodes | Levels | Pool declares | Unlike the pool |"
+        )
+        out.append("|---|---|---|--:|---|---|--:|")
+        for p in f.pools:
+            levels = " · ".join(f"{lv.value} {n}" for lv, n in p.levels)
+            out.append(
+                f"| {p.platform} | {md_code(p.cluster, in_table=True)} | "
+                f"{md_code(p.node_pool, in_table=True)} | {p.nodes} | {levels} | "
+                f"{md_text(p.declared)} | {p.unlike_pool} |"
+            )
+        out.append("")
     if v.lowest:
         out.append(f"## Lowest VMs ({len(v.lowest)} of {f.total})")
         out.append("")

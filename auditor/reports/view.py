@@ -328,6 +328,7 @@ class VMView:
     instance_type: str
     technology: str
     state: str
+    pool: str  # "cluster/node pool" of a Kubernetes node, "" otherwise
     level: Level
     level_reason: str
     answer: Answer
@@ -375,6 +376,20 @@ class ScopeView:
 
 
 @dataclass(frozen=True, slots=True)
+class PoolView:
+    """One Kubernetes node pool: its nodes' levels and readings, and what it declares."""
+
+    platform: str
+    cluster: str
+    node_pool: str
+    nodes: int
+    levels: tuple[tuple[Level, int], ...]
+    answers: tuple[tuple[Answer, int], ...]
+    declared: str
+    unlike_pool: int  # nodes that do not run what the pool declares
+
+
+@dataclass(frozen=True, slots=True)
 class FleetView:
     total: int
     levels: tuple[tuple[Level, str, int], ...]
@@ -385,6 +400,7 @@ class FleetView:
     scopes: int
     complete: bool
     gaps: int
+    pools: tuple[PoolView, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -797,6 +813,7 @@ def _vm_view(
         instance_type=vm.instance_type or "",
         technology=vm.technology.value,
         state=state_label(vm.provider, vm.state),
+        pool=vm.pool_label or "",
         level=vm.level,
         level_reason=vm.level_reason,
         answer=vm.gdpr.provider_can_access,
@@ -1020,7 +1037,47 @@ def _fleet(run: AuditRun, vms: tuple[VMView, ...], scopes: int) -> FleetView:
         scopes=scopes,
         complete=run.coverage.complete,
         gaps=len(run.coverage.gaps),
+        pools=_pools(run),
     )
+
+
+#: The rule whose finding says a node does not run what its pool declares.
+_UNLIKE_POOL = "hypervisor.node-differs-from-its-pool"
+
+
+def _pools(run: AuditRun) -> tuple[PoolView, ...]:
+    """Kubernetes node pools, from the nodes' `kubernetes` sections, in name order."""
+    grouped: dict[tuple[str, str, str], list[VMResult]] = {}
+    for vm in run.vms:
+        section = vm.document.get("kubernetes")
+        if isinstance(section, dict):
+            key = (str(section.get("platform", "?")), vm.cluster or "?", vm.node_pool or "?")
+            grouped.setdefault(key, []).append(vm)
+    out: list[PoolView] = []
+    for (platform, cluster, pool), nodes in sorted(grouped.items()):
+        levels = Counter(v.level for v in nodes)
+        declared = sorted(
+            {
+                str(v.document["kubernetes"]["declared_technology"])
+                for v in nodes
+                if "declared_technology" in v.document["kubernetes"]
+            }
+        )
+        out.append(
+            PoolView(
+                platform=platform.upper(),
+                cluster=cluster,
+                node_pool=pool,
+                nodes=len(nodes),
+                levels=tuple((lv, levels[lv]) for lv in Level if levels[lv]),
+                answers=_count((v.gdpr.provider_can_access for v in nodes), ANSWER_ORDER),
+                declared=", ".join(declared) or "not recorded",
+                unlike_pool=sum(
+                    1 for v in nodes if any(f.rule_id == _UNLIKE_POOL for f in v.findings)
+                ),
+            )
+        )
+    return tuple(out)
 
 
 #: How many gaps the sign-off page lists before pointing to the coverage section.
