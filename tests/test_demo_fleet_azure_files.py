@@ -16,6 +16,9 @@ contract:
     azure/<subscription-id>/diskEncryptionSets[.error].json                 diskEncryptionSets.list
     azure/<subscription-id>/resourceSkus[.error].json                       resourceSkus.list
     azure/<subscription-id>/virtualMachines/<vm-name>/extensions[.error].json
+    azure/<subscription-id>/virtualMachineScaleSets.json                    (payroll only)
+    azure/<subscription-id>/virtualMachineScaleSets/<ss>/virtualMachines.json
+    azure/<subscription-id>/virtualMachineScaleSets/<ss>/virtualMachines/<instance>/extensions.json
 """
 
 from __future__ import annotations
@@ -58,7 +61,12 @@ MODEL_OF = {
     "diskEncryptionSets": "DiskEncryptionSet",
     "resourceSkus": "ResourceSku",
     "extensions": "VirtualMachineExtension",
+    "virtualMachineScaleSets": "VirtualMachineScaleSet",
+    "scaleSetVMs": "VirtualMachineScaleSetVM",
+    "scaleSetVMExtensions": "VirtualMachineScaleSetVMExtension",
 }
+#: The AKS cluster in the payroll subscription: scale set -> its instances' ids.
+SCALE_SETS = {"aks-cvmpool-31416926-vmss": ["0", "1"], "aks-nodepool1-27182818-vmss": ["0"]}
 
 GUID_RE = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
 NAME_RE = re.compile(r"^[a-z][a-z0-9-]{1,62}[a-z0-9]$")
@@ -219,6 +227,13 @@ def items() -> list[tuple[str, str, int, dict[str, Any]]]:
             out.extend((sub.name, call, i, v) for i, v in enumerate(values(sub, call)))
         for path in sorted(sub.glob("virtualMachines/*/extensions.json")):
             out.extend((sub.name, "extensions", i, v) for i, v in enumerate(load(path)["value"]))
+        sets = values(sub, "virtualMachineScaleSets")
+        out.extend((sub.name, "virtualMachineScaleSets", i, v) for i, v in enumerate(sets))
+        for path in sorted(sub.glob("virtualMachineScaleSets/*/virtualMachines.json")):
+            out.extend((sub.name, "scaleSetVMs", i, v) for i, v in enumerate(load(path)["value"]))
+        for path in sorted(sub.glob("virtualMachineScaleSets/*/virtualMachines/*/extensions.json")):
+            found = load(path)["value"]
+            out.extend((sub.name, "scaleSetVMExtensions", i, v) for i, v in enumerate(found))
     return out
 
 
@@ -358,8 +373,16 @@ def test_layout_contract() -> None:
         assert path.suffix == ".json", f"unexpected file: {rel(path)}"
         stem = parts[-1].removesuffix(".json").removesuffix(".error")
         if len(parts) == 2:
-            assert stem in (*CALLS, "subscription"), f"{rel(path)}: not a subscription call"
+            calls = (*CALLS, "subscription", "virtualMachineScaleSets")
+            assert stem in calls, f"{rel(path)}: not a subscription call"
             assert parts[-1] != "subscription.error.json", rel(path)
+        elif parts[1] == "virtualMachineScaleSets":
+            assert parts[0] == PAYROLL and parts[2] in SCALE_SETS, rel(path)
+            if len(parts) == 4:
+                assert stem == "virtualMachines", rel(path)
+            else:
+                assert len(parts) == 6 and parts[3] == "virtualMachines", rel(path)
+                assert parts[4] in SCALE_SETS[parts[2]] and stem == "extensions", rel(path)
         else:
             assert len(parts) == 4 and parts[1] == "virtualMachines", rel(path)
             assert NAME_RE.match(parts[2]), f"bad VM folder: {rel(path)}"
@@ -462,7 +485,10 @@ def test_item_matches_the_sdk_model(item: tuple[str, str, int, dict[str, Any]]) 
     assert found == allowed, f"enum values the SDK does not know: {sorted(found - allowed)}"
     obj = cls(data)
     assert obj.name == data["name"]
-    if kind != "resourceSkus":
+    if kind in ("scaleSetVMs", "scaleSetVMExtensions"):
+        assert obj.id.startswith(f"/subscriptions/{sub}/resourceGroups/MC_")
+        assert obj.location in LOCATIONS
+    elif kind != "resourceSkus":
         parent, _, child = obj.id.partition("/extensions/")
         assert parse_id(parent)["sub"] == sub and obj.id.endswith(f"/{obj.name}")
         assert (child == obj.name) is (kind == "extensions")

@@ -47,6 +47,8 @@ ACTION = {
         "instances.getShieldedInstanceIdentity",
     ): "compute.instances.getShieldedInstanceIdentity",
     ("gcp", "logging.entries.list"): "logging.logEntries.list",
+    # a GKE node pool's instance template: what the pool declares for its nodes
+    ("gcp", "instanceTemplates.get"): "compute.instanceTemplates.get",
     ("azure", "subscriptions.list"): "Microsoft.Resources/subscriptions/read",
     ("azure", "subscriptions.get"): "Microsoft.Resources/subscriptions/read",
     ("azure", "virtualMachines.listAll"): "Microsoft.Compute/virtualMachines/read",
@@ -57,6 +59,15 @@ ACTION = {
     ("azure", "resourceSkus.list"): "Microsoft.Compute/skus/read",
     ("azure", "virtualMachineExtensions.list"): "Microsoft.Compute/virtualMachines/extensions/read",
     ("azure", "virtualMachineExtensions.get"): "Microsoft.Compute/virtualMachines/extensions/read",
+    ("azure", "virtualMachineScaleSets.listAll"): "Microsoft.Compute/virtualMachineScaleSets/read",
+    (
+        "azure",
+        "virtualMachineScaleSetVMs.list",
+    ): "Microsoft.Compute/virtualMachineScaleSets/virtualMachines/read",
+    (
+        "azure",
+        "virtualMachineScaleSetVMExtensions.list",
+    ): "Microsoft.Compute/virtualMachineScaleSets/virtualMachines/extensions/read",
 }
 
 _READ_ONLY = {
@@ -98,11 +109,19 @@ def _demo_providers(endpoint: str) -> list[Provider]:
 
 
 @pytest.fixture(scope="module")
-def used_operations() -> set[tuple[str, str]]:
+def used_operations(tmp_path_factory: pytest.TempPathFactory) -> set[tuple[str, str]]:
     with FakeCloud(DEMO_FLEET) as cloud:
         run = collect(_demo_providers(cloud.endpoint), EvidenceSink(), concurrency=16)
     assert len(run.vms) >= 20  # the demo fleet really was read, per-VM calls included
     ops = {(r.cloud, r.operation or "?") for r in cloud.request_log}
+    # the demo has no GKE cluster: a GKE node pool's replay adds the calls its nodes need
+    from tests.test_provider_gcp import PROJECT, _gke_replay
+
+    gke = _gke_replay(tmp_path_factory.mktemp("gke"))
+    with FakeCloud(gke) as cloud:
+        provider = GcpProvider([PROJECT], endpoint_url=cloud.endpoint, anonymous=True)
+        assert collect([provider], EvidenceSink()).vms
+    ops |= {(r.cloud, r.operation or "?") for r in cloud.request_log}
     assert ("unknown", "?") not in ops, "a request fakecloud could not route"
     return ops
 
