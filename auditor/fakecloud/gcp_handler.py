@@ -83,7 +83,7 @@ from auditor.fakecloud.replay import (
     error_file_fields,
     is_safe_name,
 )
-from auditor.fakecloud.server import FakeRequest, FakeResponse, HandlerContext
+from auditor.fakecloud.seam import FakeRequest, FakeResponse, HandlerContext
 
 log = logging.getLogger("auditor.fakecloud")
 

@@ -18,16 +18,35 @@ import logging
 import socket
 import threading
 import time
-import urllib.parse
-from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from types import TracebackType
-from typing import Any, Protocol
+from typing import Any
 
 from auditor.fakecloud.faults import FaultConfig, FaultInjector, load_fault_config
 from auditor.fakecloud.replay import ReplayStore
+from auditor.fakecloud.seam import (
+    CloudHandler,
+    FakeRequest,
+    FakeResponse,
+    HandlerContext,
+    HandlerFactory,
+    http_request,
+)
+
+__all__ = [
+    "CloudHandler",
+    "FakeCloud",
+    "FakeRequest",
+    "FakeResponse",
+    "HandlerContext",
+    "HandlerFactory",
+    "RequestRecord",
+    "default_handler_factories",
+    "http_request",
+    "register_handler",
+]
 
 log = logging.getLogger("auditor.fakecloud")
 
@@ -35,75 +54,7 @@ MAX_REQUEST_BYTES = 16 * 1024 * 1024
 """Largest request body accepted; SDK list/get calls are a few kilobytes."""
 
 
-# ============================================================================ handler seam
-@dataclass(frozen=True)
-class FakeRequest:
-    """One HTTP request as handlers see it. Header names are lower-cased."""
-
-    method: str
-    path: str
-    query: Mapping[str, list[str]]
-    headers: Mapping[str, str]
-    body: bytes
-
-
-@dataclass
-class FakeResponse:
-    """A handler's answer plus what it learned for the request log."""
-
-    status: int
-    body: bytes
-    content_type: str = "text/xml;charset=UTF-8"
-    headers: dict[str, str] = field(default_factory=dict)
-    account: str | None = None
-    region: str | None = None
-    operation: str | None = None
-    resource: str | None = None
-    fault: str | None = None
-
-
-def http_request(
-    method: str, target: str, headers: Iterable[tuple[str, str]], body: bytes
-) -> FakeRequest:
-    """A FakeRequest from an HTTP request line's method and target, its headers and body."""
-    split = urllib.parse.urlsplit(target)
-    return FakeRequest(
-        method=method,
-        path=split.path,
-        query=urllib.parse.parse_qs(split.query, keep_blank_values=True),
-        headers={k.lower(): v for k, v in headers},
-        body=body,
-    )
-
-
-@dataclass(frozen=True)
-class HandlerContext:
-    """What a cloud handler is built from: the replay data and the fault policy."""
-
-    replay: ReplayStore
-    faults: FaultInjector
-
-    @property
-    def page_size(self) -> int:
-        return self.faults.config.page_size
-
-    @property
-    def validate(self) -> bool:
-        return self.faults.config.validate_files
-
-
-class CloudHandler(Protocol):
-    """One cloud's wire protocol. ``matches`` must be cheap and side-effect free."""
-
-    cloud: str
-
-    def matches(self, request: FakeRequest) -> bool: ...
-
-    def handle(self, request: FakeRequest) -> FakeResponse: ...
-
-
-HandlerFactory = Callable[[HandlerContext], CloudHandler]
-
+# ============================================================================ handler registry
 _extra_factories: list[HandlerFactory] = []
 
 
@@ -114,10 +65,9 @@ def register_handler(factory: HandlerFactory) -> None:
 
 
 def default_handler_factories() -> list[HandlerFactory]:
-    """Built-in handlers in routing order: AWS first, then any registered ones."""
-    from auditor.fakecloud.aws_handler import AwsQueryHandler  # imports this module's types
-
-    return [AwsQueryHandler, *_extra_factories]
+    """The registered handlers in routing order (auditor/fakecloud/__init__.py registers the
+    clouds, AWS first, when the package is imported, before any server exists)."""
+    return list(_extra_factories)
 
 
 @dataclass(frozen=True)

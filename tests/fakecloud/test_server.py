@@ -146,7 +146,26 @@ def test_registered_handler_gets_requests_and_bugs_become_500(
         conn.close()
         assert second.status == 500
         assert [(r.cloud, r.status) for r in fc.request_log] == [("echo", 200), ("echo", 500)]
-    assert [h.cloud for h in fc.handlers] == ["aws", "echo"]
+    # only what is registered is served (the package registers the clouds; here: echo alone)
+    assert [h.cloud for h in fc.handlers] == ["echo"]
+
+
+def test_the_package_registers_every_cloud_aws_first() -> None:
+    import auditor.fakecloud  # noqa: F401  (registers the clouds)
+
+    clouds = [f.cloud for f in server_mod.default_handler_factories()]  # type: ignore[attr-defined]
+    assert clouds[:3] == ["aws", "gcp", "azure"]
+
+
+def test_server_and_handlers_do_not_import_each_other() -> None:
+    import ast
+
+    from tests.conftest import REPO
+
+    for name in ("server.py", "seam.py"):
+        tree = ast.parse((REPO / "auditor" / "fakecloud" / name).read_text())
+        imported = {n.module for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) and n.module}
+        assert not {m for m in imported if m.endswith("_handler")}, (name, imported)
 
 
 def test_concurrent_clients(tmp_path: Path) -> None:
