@@ -32,6 +32,7 @@ from auditor.cli.common import (
     internal_error,
 )
 from auditor.cli.demo import DEMO_MAA_ISSUER, demo_fleet_dir
+from auditor.cli.export import export_app
 from auditor.cli.guest import guest_app
 from auditor.cli.verify import measure_app, verify_app
 
@@ -103,6 +104,7 @@ for _module in (scan, demo, runs, history, rules, fakecloud):
 app.add_typer(guest_app, name="guest")
 app.add_typer(verify_app, name="verify")
 app.add_typer(measure_app, name="measure")
+app.add_typer(export_app, name="export")
 
 
 def main() -> None:

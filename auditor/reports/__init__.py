@@ -53,6 +53,12 @@ FORMATS: dict[str, ReportFormat] = {
         ReportFormat("junit", "auditor.reports.junit", "junit.xml: a test per VM and party", True),
         ReportFormat("oscal", "auditor.reports.oscal", "oscal-assessment-results.json", True),
         ReportFormat("markdown", "auditor.reports.markdown", "summary.md: for CI pages", True),
+        ReportFormat(
+            "ocsf", "auditor.reports.ocsf", "ocsf-findings.json: OCSF Compliance Findings", True
+        ),
+        ReportFormat(
+            "asff", "auditor.reports.asff", "asff-findings.json: AWS Security Hub (ASFF)", True
+        ),
     )
 }
 TERMINAL = "table"

@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import csv
 import io
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import TYPE_CHECKING, Any, Literal
@@ -127,6 +127,19 @@ def sorted_vms(run: AuditRun) -> list[VMResult]:
 def sorted_findings(vm: VMResult) -> list[Finding]:
     """A VM's findings in report order: by party (in `Party` order), then rule id."""
     return sorted(vm.findings, key=lambda f: (_PARTY_ORDER[f.party], f.rule_id))
+
+
+#: Findings the findings exports carry (SARIF, OCSF, ASFF): a party can reach the plaintext, or
+#: the evidence to decide is missing. EXCLUDED and CLAIMED_EXCLUDED findings are not exported.
+FAILING = (Status.CAN_ACCESS, Status.UNDETERMINED)
+
+
+def failing_findings(run: AuditRun) -> Iterator[tuple[VMResult, Finding]]:
+    """Every failing finding of the run, in report order (VMs, then party and rule)."""
+    for vm in sorted_vms(run):
+        for finding in sorted_findings(vm):
+            if finding.status in FAILING:
+                yield vm, finding
 
 
 def party_rows(vm: VMResult) -> list[PartyStatus]:
