@@ -43,9 +43,11 @@ CONFIG_VERSION = 1
 #: Largest config file read: untrusted input is bounded (docs/reliability.md).
 MAX_CONFIG_BYTES = 1024 * 1024
 #: Report formats a config may send to a path (`auditor.reports.FORMATS`; a test keeps them equal).
-OUTPUT_FORMATS = ("json", "html", "pdf", "csv", "parquet", "sarif", "junit", "oscal", "markdown")
+OUTPUT_FORMATS = (
+    "json", "html", "pdf", "csv", "parquet", "sarif", "junit", "oscal", "markdown", "ocsf", "asff"
+)  # fmt: skip
 OutputFormat = Literal[
-    "json", "html", "pdf", "csv", "parquet", "sarif", "junit", "oscal", "markdown"
+    "json", "html", "pdf", "csv", "parquet", "sarif", "junit", "oscal", "markdown", "ocsf", "asff"
 ]
 LevelName = Literal["L0", "L1", "L2", "L3", "L4"]
 
