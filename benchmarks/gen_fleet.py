@@ -301,6 +301,7 @@ def _azure(out: Path, vms: int, scopes: int, page: int, plan: FleetPlan) -> None
             for loc in locations
         )
         other = (pages(len(disk_out), page) + pages(len(des_out), page) + sku_pages) if n else 0
+        other += 1  # virtualMachineScaleSets.listAll: no scale sets here, one empty page
         plan.scopes.append(ScopePlan("azure", sub, n, pages(n, page), n, other))
 
 

@@ -149,23 +149,18 @@ WIDE_MIN_COLUMNS = 170
 
 def render_table(run: AuditRun, width: int = 200) -> Group:
     """The renderable shown by `ccaudit scan --format table` at this terminal width."""
-    wide = width >= WIDE_MIN_COLUMNS and _matrix_width(run) <= width
-    vms = _vm_table(run) if wide else _vm_blocks(run)
+    table = _vm_table(run) if width >= WIDE_MIN_COLUMNS else None
+    wide = table is not None and _natural_width(table) <= width
+    vms = table if wide and table is not None else _vm_blocks(run)
     return Group(vms, Text(""), _gaps(run), Text(""), _summary(run))
 
 
-def _matrix_width(run: AuditRun) -> int:
-    """Columns the wide table needs: every cell whole, nothing cut."""
-    cols = [
-        max([2] + [len(vm.name or vm.id) for vm in run.vms]),
-        max([7] + [len(f"{vm.provider} {vm.account}") for vm in run.vms]),
-        max([6] + [len(vm.region) for vm in run.vms]),
-        7,
-        5,
-        *(max(len(PARTY_SHORT[p]), 5) for p in Party),
-        len("provider can read"),
-    ]
-    return sum(cols) + 2 * len(cols)
+def _natural_width(table: Table) -> int:
+    """Columns the wide table needs with every cell whole, as rich measures it."""
+    from rich.measure import Measurement
+
+    console = Console(width=10_000)
+    return Measurement.get(console, console.options, table).maximum
 
 
 def print_table(run: AuditRun, console: Console) -> None:
