@@ -20,7 +20,7 @@ from auditor.drift import RunDiff, diff_runs
 from auditor.engine import Engine
 from auditor.guest.nonces import STORE_FILE as NONCE_FILE
 from auditor.guest.nonces import NonceStore, default_state_dir
-from auditor.model import AuditRun, Scope
+from auditor.model import PROVIDER_NAMES, AuditRun, Scope
 from auditor.providers.aws import AwsProvider, AwsTarget
 from auditor.providers.azure import AzureProvider
 from auditor.providers.base import Provider
@@ -35,7 +35,7 @@ from auditor.verify.stage import VerifyOptions
 
 __all__ = ["ScanError", "diff", "load_run", "replay_root", "scan"]
 
-SUPPORTED_PROVIDERS = ("aws", "gcp", "azure")
+SUPPORTED_PROVIDERS = PROVIDER_NAMES
 #: Where a run keeps the MAA signing keys it verified with, so `reverify` needs no network.
 MAA_JWKS_COLLATERAL = "evidence/collateral/maa-jwks.json"
 
@@ -49,10 +49,12 @@ def replay_root(path: str | Path) -> Path:
     p = Path(path)
     if not p.is_dir():
         raise ScanError(f"replay directory not found: {p}")
-    if (p / RAW_DIR).is_dir() and not any((p / c).is_dir() for c in ("aws", "gcp", "azure")):
+    if (p / RAW_DIR).is_dir() and not any((p / c).is_dir() for c in PROVIDER_NAMES):
         p = p / RAW_DIR
-    if not any((p / c).is_dir() for c in ("aws", "gcp", "azure")):
-        raise ScanError(f"{p} is not a replay directory: it has no aws/, gcp/ or azure/ folder")
+    if not any((p / c).is_dir() for c in PROVIDER_NAMES):
+        raise ScanError(
+            f"{p} is not a replay directory: it has no aws/, gcp/, azure/ or libvirt/ folder"
+        )
     return p
 
 
@@ -126,6 +128,29 @@ def _azure_provider(
             )
         subscriptions = sorted(p.name for p in (replay / "azure").iterdir() if p.is_dir())
     return AzureProvider(subscriptions, endpoint_url=endpoint, replay=replay is not None)
+
+
+def _libvirt_provider(
+    replay: Path | None,
+    connect: Sequence[str],
+    location: str,
+    operator: str,
+    read_write: bool,
+) -> Any:
+    from auditor.providers.libvirt import Connection, LibvirtProvider
+
+    if replay is not None:
+        if connect:
+            raise ScanError("--connect cannot be combined with --replay (hosts come from DIR)")
+        return LibvirtProvider(replay=replay)
+    if not connect:
+        raise ScanError(
+            "--provider libvirt needs --connect URI (qemu:///system, qemu+ssh://host/system, ...)"
+        )
+    return LibvirtProvider(
+        [Connection(uri, location, operator) for uri in dict.fromkeys(connect)],
+        read_write=read_write,
+    )
 
 
 def _verify_options(
@@ -269,10 +294,17 @@ def scan(
     demo_trust_anchor: str | Path | None = None,
     config: str | Path | Config | None = None,
     store: str | Path | RunStore | None = None,
+    connect: Sequence[str] = (),
+    location: str = "",
+    operator: str = "",
+    libvirt_read_write: bool = False,
 ) -> AuditRun:
     """Audit one or more clouds (live, at `endpoint_url`, or a `replay` directory).
 
-    `provider`: "aws", "gcp", "azure", a list of them, or None (a replay's clouds; live: aws).
+    `provider`: "aws", "gcp", "azure", "libvirt", a list of them, or None (a replay's clouds;
+    live: aws). libvirt reads the KVM hosts at the `connect` URIs (read-only connections unless
+    `libvirt_read_write`), which the owner says are in `location` (a country) and run by
+    `operator`.
     Raises `ScanError` for unusable options and `auditor.rules.RulePackError` for a bad pack,
     both before any cloud call is made. `shard="K/N"` reads only shard K of N of the scopes
     (auditor.shard); `ccaudit merge` combines the shard runs. Interrupted, it raises
@@ -343,6 +375,8 @@ def scan(
             built.append(_gcp_provider(root, endpoint, projects, log_window_days, as_of))
         if "azure" in names:
             built.append(_azure_provider(root, endpoint, subscriptions))
+        if "libvirt" in names:
+            built.append(_libvirt_provider(root, connect, location, operator, libvirt_read_write))
         run = run_audit(
             built,
             engine,

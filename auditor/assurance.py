@@ -130,7 +130,11 @@ def gdpr_reading(
         answer = Answer.UNDETERMINED
         parts = ", ".join(f"{p.value} ({by_status[p].value})" for p in blocking)
         summary = f"Undetermined: not shown excluded by owner-verified evidence: {parts}."
-    jurisdiction, refs, law = _region_reading(vm.provider, vm.region, answer)
+    operator = ""
+    if vm.provider == "libvirt":
+        host = vm.document.get("libvirt")
+        operator = str(host.get("operator", "")) if isinstance(host, dict) else ""
+    jurisdiction, refs, law = _region_reading(vm.provider, vm.region, answer, operator)
     summary = f"{summary} {law}"
     would_change: list[str] = []
     for p in sorted(blocking, key=lambda party: (_STATUS_IMPACT[by_status[party]], _IMPACT[party])):
@@ -155,7 +159,9 @@ def gdpr_reading(
 
 
 @lru_cache(maxsize=4096)
-def _region_reading(provider: str, region: str, answer: Answer) -> tuple[str, tuple[str, ...], str]:
+def _region_reading(
+    provider: str, region: str, answer: Answer, operator: str = ""
+) -> tuple[str, tuple[str, ...], str]:
     """Jurisdiction words, GDPR references and the conditional legal sentence: per region."""
     place = place_of(provider, region)
     parent = non_eea_parent(provider)
@@ -197,4 +203,5 @@ def _region_reading(provider: str, region: str, answer: Answer) -> tuple[str, tu
             "Whether EDPB Use Case 1 or Use Case 6 fits cannot be told until the undetermined "
             "parties are resolved."
         )
-    return describe(provider, region), tuple(refs), f"{law} {transfer_words(provider, region)}"
+    words = transfer_words(provider, region)
+    return describe(provider, region, operator), tuple(refs), f"{law} {words}"

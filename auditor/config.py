@@ -21,7 +21,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator
 
-from auditor.model import Level
+from auditor.model import PROVIDER_NAMES, Level
 from auditor.yaml_lines import line_of
 
 __all__ = [
@@ -89,18 +89,34 @@ class AzureScope(_Section):
     )
 
 
+class LibvirtScope(_Section):
+    """KVM hosts read through libvirt: their URIs, where they are and who runs them."""
+
+    connect: list[str] = Field(
+        default_factory=list, description="libvirt URIs (qemu:///system, qemu+ssh://host/system)"
+    )
+    location: str = Field(default="", description="the country the hosts are in (as reported)")
+    operator: str = Field(default="", description="who runs the hosts (empty: the owner)")
+    read_write: bool = Field(
+        default=False,
+        description="open the connections read-write, for domain capabilities and launch "
+        "measurements (nothing is changed)",
+    )
+
+
 class Scope(_Section):
     """Which clouds to read. A cloud is scanned when its section is present (even empty)."""
 
     aws: AwsScope | None = None
     gcp: GcpScope | None = None
     azure: AzureScope | None = None
+    libvirt: LibvirtScope | None = None
     replay: str | None = Field(
         default=None, description="audit this replay or run directory instead of the live clouds"
     )
 
     def providers(self) -> list[str]:
-        return [name for name in ("aws", "gcp", "azure") if getattr(self, name) is not None]
+        return [name for name in PROVIDER_NAMES if getattr(self, name) is not None]
 
 
 class ReferenceMeasurement(_Section):
@@ -142,9 +158,10 @@ class Thresholds(_Section):
     def _scope_keys(cls, value: dict[str, str]) -> dict[str, str]:
         for key in value:
             provider, _, account = key.partition("/")
-            if provider not in ("aws", "gcp", "azure") or (key.count("/") and not account):
+            if provider not in PROVIDER_NAMES or (key.count("/") and not account):
                 raise ValueError(
-                    f'scope {key!r} must be "aws", "gcp", "azure" or "<provider>/<account>"'
+                    f'scope {key!r} must be "aws", "gcp", "azure", "libvirt" or '
+                    '"<provider>/<account>"'
                 )
         return value
 
@@ -235,6 +252,14 @@ class Config(_Section):
                 opts["log_window_days"] = s.gcp.log_window_days
         if s.azure is not None and s.azure.subscriptions:
             opts["subscriptions"] = list(s.azure.subscriptions)
+        if s.libvirt is not None:
+            if s.libvirt.connect:
+                opts["connect"] = list(s.libvirt.connect)
+            for name in ("location", "operator"):
+                if getattr(s.libvirt, name):
+                    opts[name] = getattr(s.libvirt, name)
+            if s.libvirt.read_write:
+                opts["libvirt_read_write"] = True
         if self.rules:
             opts["rules"] = [self.path(r) for r in self.rules]
         if self.guest_evidence is not None:

@@ -22,7 +22,8 @@ SECTIONS: dict[str, str] = {
     "state": "lifecycle state as the cloud reports it",
     "tags": "map of tags or labels",
     "technology": "NONE | SEV | SEV_ES | SEV_SNP | TDX | UNKNOWN, as the control plane states it",
-    "cc": "confidential-computing claim: {technology, claimed_by, raw_flag}",
+    "cc": "confidential-computing claim: {technology, claimed_by, raw_flag, policy: {raw, debug, "
+    "migration, ...} (libvirt: the guest policy in the domain XML)}",
     "platform": "what the instance type supports: {snp_supported, tdx_supported, "
     "tpm_supported, boot_modes, hypervisor}",
     "boot": "{mode (legacy-bios | uefi | uefi-preferred), current_mode, secure_boot}",
@@ -63,6 +64,10 @@ SECTIONS: dict[str, str] = {
     "aws": "AWS-specific raw facts",
     "gcp": "GCP-specific raw facts",
     "azure": "Azure-specific raw facts",
+    "libvirt": "libvirt host and domain facts: {host, uri, operator, location, libvirt_version, "
+    "hypervisor_version, virt_type, firmware: {mode, loader, stateless, secure_boot, kernel, "
+    "cmdline}, host_paths (consoles, virtiofs, shared memory), memballoon, kernel_hashes, "
+    "launch_session, cpu_model, cpu_vendor, arch}",
 }
 
 _SECTION_REF = re.compile(r"\bvm\s*\.\s*([A-Za-z_][A-Za-z0-9_]*)")

@@ -73,8 +73,12 @@ def _parent_text(provider: str) -> str:
     return f"{parent.name} ({parent.country})" if parent else "unknown provider"
 
 
-#: Provider legal parent and its jurisdiction, as reports print it (from legal.yaml).
-PROVIDER_PARENT: dict[str, str] = {p: _parent_text(p) for p in ("aws", "gcp", "azure")}
+#: Provider legal parent and its jurisdiction, as reports print it (from legal.yaml). A libvirt
+#: host has no cloud provider: whoever runs it is the operator the owner configured.
+PROVIDER_PARENT: dict[str, str] = {
+    **{p: _parent_text(p) for p in ("aws", "gcp", "azure")},
+    "libvirt": "none: the host's operator, as the owner configured it",
+}
 
 _AWS: dict[str, Place] = {
     "eu-west-1": Place("Ireland", "Ireland"),
@@ -134,6 +138,8 @@ _PREFIX: dict[str, Place] = {
 
 
 def place_of(provider: str, region: str) -> Place:
+    if provider == "libvirt":  # the region is the country the owner says the host is in
+        return Place(region, region if _is_country(region) else "")
     known = _BY_PROVIDER.get(provider, {})
     if region in known:
         return known[region]
@@ -143,9 +149,26 @@ def place_of(provider: str, region: str) -> Place:
     return Place(region, "")
 
 
-def describe(provider: str, region: str) -> str:
-    """One line for reports: `eu-west-1: Ireland (EEA); provider parent Amazon.com, Inc. (US)`."""
+def _is_country(name: str) -> bool:
+    data = legal_data()
+    return name in data["eea"] or name in data["adequacy"] or name in _KNOWN_COUNTRIES
+
+
+#: Countries a region table above names: a libvirt location may name them too.
+_KNOWN_COUNTRIES = frozenset(
+    p.country for table in (_AWS, _GCP, _AZURE) for p in table.values() if p.country
+)
+
+
+def describe(provider: str, region: str, operator: str = "") -> str:
+    """One line for reports: `eu-west-1: Ireland (EEA); provider parent Amazon.com, Inc. (US)`.
+
+    A libvirt host has no provider parent; the line names the operator the owner configured.
+    """
     place = place_of(provider, region)
+    if provider == "libvirt":
+        who = operator or "not configured (the owner runs it)"
+        return f"{region}: {place.name} ({place.status}); host operator {who}"
     parent = PROVIDER_PARENT.get(provider, "unknown provider")
     return f"{region}: {place.name} ({place.status}); provider parent {parent}"
 

@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from auditor.model import (
+    PROVIDER_NAMES,
     AuditRun,
     Coverage,
     Evidence,
@@ -42,7 +43,7 @@ from auditor.shard import ShardError, parse_shard
 MERGE_FILE = "merge.json"
 _COPIED = (RAW_DIR, "evidence")
 _SHARD_NOTE = re.compile(r" \(shard \d+/\d+\)$")
-_PROVIDER_ORDER = ("aws", "gcp", "azure")
+_PROVIDER_ORDER = PROVIDER_NAMES
 
 
 class MergeError(Exception):

@@ -256,6 +256,9 @@ class Disk(_Model):
     kms_key: str | None = None
 
 
+#: Every provider cc-auditor reads: the three clouds and libvirt (KVM hosts of a private cloud).
+PROVIDER_NAMES = ("aws", "gcp", "azure", "libvirt")
+
 #: Gap.affects when a listing failed: some VMs of the scope were never seen.
 SOME_VMS = "some-vms"
 

@@ -93,6 +93,16 @@ class EvidenceSink:
         self._write(ref, data)
         return ref
 
+    def save_bytes(self, ref: str, data: bytes) -> str:
+        """Write one answer byte for byte at `ref` (XML, say), relative to raw/."""
+        if self.raw_dir is not None:
+            target = self.raw_dir / ref
+            target.parent.mkdir(parents=True, exist_ok=True)
+            tmp = target.with_suffix(target.suffix + ".tmp")
+            tmp.write_bytes(data)
+            tmp.replace(target)
+        return ref
+
     def save_error(self, relpath: str, status: int, code: str, message: str) -> str:
         """Write a failed call as `<relpath>.error.json`, which fakecloud replays as that error."""
         ref = f"{relpath}.error.json"

@@ -53,8 +53,8 @@ def demo_json(tmp_path_factory: pytest.TempPathFactory) -> dict[str, object]:
 def test_json_contract(demo_json: dict[str, object]) -> None:
     assert {"tool", "run_id", "rule_packs", "coverage", "vms"} <= set(demo_json)
     vms = demo_json["vms"]
-    assert isinstance(vms, list) and len(vms) == 23
-    assert {vm["provider"] for vm in vms} == {"aws", "gcp", "azure"}
+    assert isinstance(vms, list) and len(vms) == 27
+    assert {vm["provider"] for vm in vms} == {"aws", "gcp", "azure", "libvirt"}
     for vm in vms:
         assert set(vm) >= VM_KEYS
         assert set(vm["parties"]) == {p.value for p in Party}
@@ -196,7 +196,7 @@ def test_demo_writes_run(tmp_path: Path) -> None:
     result = runner.invoke(app, ["demo", "--out", str(out)])
     assert result.exit_code == 0, result.stderr
     data = json.loads((out / "result.json").read_text())
-    assert len(data["vms"]) == 23
+    assert len(data["vms"]) == 27
     assert "would exit 3" in result.stderr
     # the demo passes its guest evidence: a demo-signed MAA token for payroll-db-cvm
     cvm = next(vm for vm in data["vms"] if vm["name"] == "payroll-db-cvm")

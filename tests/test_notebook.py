@@ -227,7 +227,7 @@ def test_notebook_executes_top_to_bottom(tmp_path: Path, monkeypatch: pytest.Mon
     assert any('class="ccaudit-nb"' in h for h in html)  # the run's and the VM's rich repr
     assert any("image/png" in o.get("data", {}) for o in outputs)  # the levels-per-cloud plot
     text = "".join(o.get("text", "") for o in outputs if o.output_type == "stream")
-    assert re.search(r"\d+ of 23 VMs keep the provider in the trust set", text)
+    assert re.search(r"\d+ of 27 VMs keep the provider in the trust set", text)
     assert "ok   snp.signature" in text and "SHA-256 matches the run's record: True" in text
-    assert re.search(r"22 of 23 VMs keep the provider in the trust set", text)
+    assert re.search(r"25 of 27 VMs keep the provider in the trust set", text)
     assert (tmp_path / "store" / "runs").is_dir()  # demo() saved, load_run("latest") read it

@@ -175,6 +175,10 @@ def test_every_demo_vm_reads_as_documented(demo: AuditRun) -> None:
         "aks-cvmpool-31416926-vmss_0": ("L1", "yes"),
         "aks-cvmpool-31416926-vmss_1": ("L1", "yes"),
         "aks-nodepool1-27182818-vmss_0": ("L0", "yes"),
+        "ledger-db-snp": ("L4", "no"),
+        "archive-sev-es": ("L0", "yes"),
+        "bi-sev-debug": ("L0", "yes"),
+        "ci-runner": ("L0", "yes"),
     }
     assert by_name["eu-hr-db"].gdpr.blocking_parties == []
     assert by_name["eu-payments-api"].gdpr.blocking_parties == [Party.GUEST_AGENTS]

@@ -61,7 +61,7 @@ def test_scan_into_store_indexes_counts_scope_and_manifest(
     record = store.get(run.run_id)
     assert record is not None and record.path == where
     assert record.levels == {lv.value: n for lv, n in run.level_counts().items()}
-    assert record.vms == len(run.vms) == 23
+    assert record.vms == len(run.vms) == 27
     expected_undetermined = sum(
         1 for vm in run.vms for s in vm.parties.values() if s is Status.UNDETERMINED
     )
@@ -70,7 +70,7 @@ def test_scan_into_store_indexes_counts_scope_and_manifest(
     manifest = hashlib.sha256((where / "manifest.json").read_bytes()).hexdigest()
     assert record.manifest_sha256 == manifest
     assert record.scope_key == scope_key(run.scope)
-    assert set(record.providers) == {"aws", "gcp", "azure"}
+    assert set(record.providers) == {"aws", "gcp", "azure", "libvirt"}
 
 
 def test_index_uses_wal_and_a_busy_timeout(demo_run: AuditRun, tmp_path: Path) -> None:

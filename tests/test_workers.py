@@ -40,11 +40,13 @@ def _without_times(run: AuditRun) -> dict[str, Any]:
 
 
 def _raw_files(run_dir: Path) -> dict[str, Any]:
-    """Every raw response as JSON (map order from a protobuf map varies with each process's
-    hash seed, in workers or not; evidence hashes are of canonical JSON)."""
+    """Every raw response, JSON parsed (map order from a protobuf map varies with each process's
+    hash seed, in workers or not; evidence hashes are of canonical JSON); libvirt's XML as is."""
     raw = run_dir / "raw"
     return {
-        str(p.relative_to(raw)): json.loads(p.read_bytes())
+        str(p.relative_to(raw)): (
+            json.loads(p.read_bytes()) if p.suffix == ".json" else p.read_bytes()
+        )
         for p in sorted(raw.rglob("*"))
         if p.is_file() and p.name != "replay.json"
     }
@@ -60,7 +62,7 @@ def test_workers_give_the_run_threads_give(threaded: tuple[AuditRun, Path], tmp_
     run_dir = tmp_path / "run"
     in_workers = scan(replay=DEMO_FLEET, run_dir=run_dir, processes=3, concurrency=6)
     in_threads, threads_dir = threaded
-    assert len(in_workers.vms) == len(in_threads.vms) == 23
+    assert len(in_workers.vms) == len(in_threads.vms) == 27
     assert _without_times(in_workers) == _without_times(in_threads)
     # every raw response, written by the worker that read it
     assert _raw_files(run_dir) == _raw_files(threads_dir)

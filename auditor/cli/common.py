@@ -43,6 +43,7 @@ class Provider(StrEnum):
     aws = "aws"
     gcp = "gcp"
     azure = "azure"
+    libvirt = "libvirt"
 
 
 def provider_option(values: list[str] | None) -> list[str]:

@@ -29,6 +29,7 @@ class CloudOpt(StrEnum):
     aws = "aws"
     gcp = "gcp"
     azure = "azure"
+    libvirt = "libvirt"
 
 
 class CollectProviderOpt(StrEnum):
@@ -36,6 +37,7 @@ class CollectProviderOpt(StrEnum):
     aws = "aws"
     gcp = "gcp"
     azure = "azure"
+    libvirt = "libvirt"
     none = "none"
 
 

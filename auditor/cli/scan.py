@@ -295,6 +295,34 @@ def scan_cmd(
             help="Azure subscription (repeat for several). Default: all the credential can list.",
         ),
     ] = None,
+    connect: Annotated[
+        list[str] | None,
+        typer.Option(
+            metavar="URI",
+            help="libvirt connection URI of a KVM host (qemu:///system, "
+            "qemu+ssh://host/system; repeat for several). Read-only unless --libvirt-read-write.",
+        ),
+    ] = None,
+    location: Annotated[
+        str,
+        typer.Option(
+            metavar="COUNTRY",
+            help="Where the libvirt hosts are (a country, e.g. Germany): the reports' "
+            "jurisdiction for them.",
+        ),
+    ] = "",
+    operator: Annotated[
+        str,
+        typer.Option(help="Who runs the libvirt hosts (default: the owner)."),
+    ] = "",
+    libvirt_read_write: Annotated[
+        bool,
+        typer.Option(
+            "--libvirt-read-write",
+            help="Open libvirt connections read-write: domain capabilities and SEV launch "
+            "measurements need it (nothing is changed).",
+        ),
+    ] = False,
     log_window: Annotated[
         int,
         typer.Option(
@@ -540,6 +568,10 @@ def scan_cmd(
                 providers=clouds,
                 projects=projects,
                 subscriptions=list(subscription or []),
+                connect=list(connect or []),
+                location=location,
+                operator=operator,
+                libvirt_read_write=libvirt_read_write,
                 log_window_days=log_window,
                 guest_evidence=guest_evidence,
                 maa_issuers=list(maa_issuer or []),

@@ -50,7 +50,10 @@ def build_parser() -> argparse.ArgumentParser:
         "--provider",
         choices=collector.PROVIDER_CHOICES,
         default="auto",
-        help="which metadata service to ask (auto probes each; none needs --vm-id)",
+        help=(
+            "which metadata service to ask (auto probes each; libvirt reads the SMBIOS UUID; "
+            "none needs --vm-id)"
+        ),
     )
     collect.add_argument("--vm-id", help="VM id to bind when no metadata service is used")
     collect.add_argument(

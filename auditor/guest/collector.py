@@ -44,7 +44,9 @@ EXIT_OK = 0
 EXIT_USAGE = 2
 EXIT_PARTIAL = 3
 
-PROVIDER_CHOICES = ("auto", "aws", "gcp", "azure", "none")
+PROVIDER_CHOICES = ("auto", "aws", "gcp", "azure", "libvirt", "none")
+#: SMBIOS system UUID: libvirt gives a KVM guest its domain UUID here.
+PRODUCT_UUID = "sys/class/dmi/id/product_uuid"
 DEFAULT_TPM = "/dev/tpmrm0"
 MAX_EVENT_LOG_BYTES = 4 * 1024 * 1024
 MAX_CCEL_BYTES = 4 * 1024 * 1024
@@ -189,6 +191,8 @@ def _identity(options: CollectOptions, errors: _Errors) -> metadata.VmIdentity |
     if options.provider == "none":
         assert options.vm_id is not None
         return metadata.VmIdentity("unknown", options.vm_id, "none")
+    if options.provider == "libvirt":
+        return _libvirt_identity(options, errors)
     client = metadata.MetadataClient(options.timeout, options.probe_timeout)
     found, failures = metadata.discover(client, options.provider, options.metadata_urls)
     if found is None:
@@ -210,6 +214,25 @@ def _identity(options: CollectOptions, errors: _Errors) -> metadata.VmIdentity |
             "bound the metadata service's",
         )
     return found
+
+
+def _libvirt_identity(options: CollectOptions, errors: _Errors) -> metadata.VmIdentity | None:
+    """A KVM guest has no metadata service: its domain UUID is the SMBIOS system UUID."""
+    try:
+        smbios = _read_file(options.root / PRODUCT_UUID, 64).decode("ascii", "replace").strip()
+    except (OSError, ValueError) as err:
+        smbios = ""
+        if options.vm_id is None:
+            errors.add("vm identity", f"{PRODUCT_UUID}: {_why(err)}; pass --vm-id")
+            return None
+    if options.vm_id is None:
+        return metadata.VmIdentity("libvirt", smbios.lower(), "smbios")
+    if smbios and smbios.lower() != options.vm_id.lower():
+        errors.add(
+            "vm identity",
+            f"--vm-id {options.vm_id} differs from the SMBIOS UUID {smbios}; bound --vm-id",
+        )
+    return metadata.VmIdentity("libvirt", options.vm_id.lower(), "none")
 
 
 def _vm_section(identity: metadata.VmIdentity) -> dict[str, Any]:

@@ -57,7 +57,9 @@ FORMATS = (FORMAT_V1, FORMAT)
 CLAIM_KEYS = ("disk_encryption", "kernel_cmdline", "tpm", "ccel", "agents")
 MAX_FILE_BYTES = 16 * 1024 * 1024
 NONCE_BYTES = 32
-PROVIDERS = ("aws", "gcp", "azure", "unknown")
+PROVIDERS = ("aws", "gcp", "azure", "libvirt", "unknown")
+#: Providers whose VM ids are UUIDs, bound and compared lower-case.
+UUID_IDS = ("azure", "libvirt")
 
 _HEX64 = re.compile(r"^[0-9a-f]{64}$")
 
@@ -67,8 +69,9 @@ class GuestEvidenceError(ValueError):
 
 
 def identity_string(provider: str, vm_id: str) -> str:
-    """The VM identity bound into REPORT_DATA: `<provider>:<vm id>` (Azure vmId lower-case)."""
-    return f"{provider.lower()}:{vm_id.strip().lower() if provider == 'azure' else vm_id.strip()}"
+    """The VM identity bound into REPORT_DATA: `<provider>:<vm id>` (UUID ids lower-case)."""
+    vm_id = vm_id.strip()
+    return f"{provider.lower()}:{vm_id.lower() if provider.lower() in UUID_IDS else vm_id}"
 
 
 def binding_report_data(nonce: bytes, identity: str, claims_sha256: bytes | None = None) -> bytes:

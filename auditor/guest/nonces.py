@@ -24,7 +24,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from auditor.guest.format import NONCE_BYTES
+from auditor.guest.format import NONCE_BYTES, UUID_IDS
 
 STORE_FORMAT = "ccaudit-nonces/1"
 STORE_FILE = "nonces.json"
@@ -80,7 +80,7 @@ def _timestamp(moment: datetime) -> str:
 
 
 def _same_vm(record: NonceRecord, vm_id: str) -> bool:
-    if record.provider == "azure":  # Azure vmIds are GUIDs, compared case-insensitively
+    if record.provider in UUID_IDS:  # Azure vmIds, libvirt domain UUIDs: case-insensitive
         return record.vm_id.strip().lower() == vm_id.strip().lower()
     return record.vm_id.strip() == vm_id.strip()
 

@@ -32,7 +32,7 @@ SEVERITY_ID: dict[Severity, int] = {
     Severity.HIGH: 4,
     Severity.CRITICAL: 5,
 }
-CLOUD_PROVIDER = {"aws": "AWS", "gcp": "GCP", "azure": "Azure"}
+CLOUD_PROVIDER = {"aws": "AWS", "gcp": "GCP", "azure": "Azure", "libvirt": "libvirt (KVM)"}
 #: compliance.status_id: Fail (3) where a party can reach the plaintext, Unknown (0) where the
 #: evidence to decide is missing. Pass (1) is never written: only failing findings are exported.
 COMPLIANCE_STATUS: dict[Status, tuple[int, str]] = {

@@ -42,8 +42,18 @@ from auditor.verify.anchors import AnchorError, fingerprint, gcp_vtpm_store
 
 _K = TypeVar("_K")
 
-CLOUD_NAME: dict[str, str] = {"aws": "AWS", "gcp": "Google Cloud", "azure": "Azure"}
-SCOPE_NOUN: dict[str, str] = {"aws": "account", "gcp": "project", "azure": "subscription"}
+CLOUD_NAME: dict[str, str] = {
+    "aws": "AWS",
+    "gcp": "Google Cloud",
+    "azure": "Azure",
+    "libvirt": "KVM (libvirt)",
+}
+SCOPE_NOUN: dict[str, str] = {
+    "aws": "account",
+    "gcp": "project",
+    "azure": "subscription",
+    "libvirt": "host",
+}
 
 PARTY_LABEL: dict[Party, str] = {
     Party.CONTROL_PLANE: "control plane",
@@ -329,6 +339,7 @@ class VMView:
     technology: str
     state: str
     pool: str  # "cluster/node pool" of a Kubernetes node, "" otherwise
+    operator: str  # who runs a libvirt host, as the owner configured it; "" for clouds
     level: Level
     level_reason: str
     answer: Answer
@@ -814,6 +825,7 @@ def _vm_view(
         technology=vm.technology.value,
         state=state_label(vm.provider, vm.state),
         pool=vm.pool_label or "",
+        operator=_operator(vm),
         level=vm.level,
         level_reason=vm.level_reason,
         answer=vm.gdpr.provider_can_access,
@@ -917,7 +929,10 @@ def _scope_view(
     levels = _count((v.level for v in vms), tuple(Level))
     attestation = _count((v.attestation for v in vms), ATTESTATION_ORDER)
     answers_t = tuple((a, answers[a]) for a in ANSWER_ORDER)
-    parent = PROVIDER_PARENT.get(provider, "unknown provider")
+    parent = "provider parent " + PROVIDER_PARENT.get(provider, "unknown provider")
+    if provider == "libvirt":  # no cloud provider: the operator the owner configured runs it
+        operators = sorted({v.operator for v in vms if v.operator}) or ["not configured"]
+        parent = "host operator " + ", ".join(operators)
     articles = _articles(refs)
     return ScopeView(
         provider=provider,
@@ -964,7 +979,7 @@ def scope_sentence(s: ScopeView, ident: Callable[[str], str] = str) -> str:
         calls = ", ".join(sorted({ident(f"{g.call} {g.code}") for g in s.gaps})) or "no VM listed"
         return (
             f"{title}: provider can reach plaintext: undetermined, no VM of this scope could be "
-            f"read ({calls}); nothing is assumed about it; provider parent {s.parent}."
+            f"read ({calls}); nothing is assumed about it; {s.parent}."
         )
     counted = [(a, n) for a, n in s.answers if n]
     phrase = ", ".join(
@@ -1009,8 +1024,13 @@ def scope_sentence(s: ScopeView, ident: Callable[[str], str] = str) -> str:
         f"{title}: provider can reach plaintext: {phrase}; {who}; attestation verified by "
         f"{att} (C5:2026 OPS-33); provider access to data and "
         f"keys shut out by owner-verified evidence (C5:2026 OPS-32) for {no_words}; "
-        f"regions {where or 'none'}, provider parent {s.parent}{tail}; evidence relevant to {law}."
+        f"regions {where or 'none'}, {s.parent}{tail}; evidence relevant to {law}."
     )
+
+
+def _operator(vm: VMResult) -> str:
+    host = vm.document.get("libvirt") if vm.provider == "libvirt" else None
+    return str(host.get("operator") or "") if isinstance(host, dict) else ""
 
 
 def _lowness(v: VMView) -> tuple[int, int, int, str]:

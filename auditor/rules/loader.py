@@ -18,13 +18,13 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from auditor.document import SECTIONS, referenced_sections
-from auditor.model import Party, RulePackRef, Severity, Status
+from auditor.model import PROVIDER_NAMES, Party, RulePackRef, Severity, Status
 from auditor.yaml_lines import line_of
 
 BUILTIN_DIR = Path(__file__).parent
 MAX_PACK_BYTES = 2 * 1024 * 1024
 _RULE_ID = re.compile(r"^[a-z0-9][a-z0-9_.-]{1,127}$")
-PROVIDERS = ("aws", "gcp", "azure")
+PROVIDERS = PROVIDER_NAMES
 #: Technologies a remediation can be fitted to (lower-case `vm.technology` values).
 TECHNOLOGY_KEYS = ("none", "sev", "sev_es", "sev_snp", "tdx", "unknown")
 REMEDIATION_KEYS = frozenset({*PROVIDERS, *TECHNOLOGY_KEYS, "default"})
@@ -114,8 +114,8 @@ class Rule(BaseModel):
     @classmethod
     def _providers(cls, v: list[str] | None) -> list[str] | None:
         for p in v or []:
-            if p not in ("aws", "gcp", "azure"):
-                raise ValueError(f"unknown provider {p!r} (aws, gcp, azure)")
+            if p not in PROVIDERS:
+                raise ValueError(f"unknown provider {p!r} ({', '.join(PROVIDERS)})")
         return v
 
     @property

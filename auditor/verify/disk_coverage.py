@@ -10,7 +10,10 @@ guest disk that identifies as it:
 - Google Cloud: udev's `google-<device name>` (or `scsi-0Google_PersistentDisk_<device name>`)
   link, or a serial equal to the device name;
 - Azure: the OS disk is `/dev/disk/azure/root` (or `.../os`), a data disk is
-  `/dev/disk/azure/scsi1/lun<N>` (or `.../data/by-lun/<N>`), N being the LUN Azure lists.
+  `/dev/disk/azure/scsi1/lun<N>` (or `.../data/by-lun/<N>`), N being the LUN Azure lists;
+- libvirt (KVM): the `<serial>` the domain XML gives a disk, which the guest sees as the disk's
+  serial and in `virtio-<serial>` (virtio-blk) or `scsi-0QEMU_QEMU_HARDDISK_<serial>` links. A
+  disk without a `<serial>` cannot be identified, so it is never covered.
 
 A disk nothing identifies is not covered: it keeps every veto that provider-side encryption
 gets, so one plaintext data disk cannot ride on an encrypted root.
@@ -24,6 +27,7 @@ from typing import Any
 
 _AZURE_OS = re.compile(r"^/dev/disk/azure/(root|os)$")
 _AZURE_LUN = re.compile(r"^/dev/disk/azure/(?:scsi1/lun|data/by-lun/)(\d+)$")
+_QEMU_LINKS = ("virtio-", "scsi-0QEMU_QEMU_HARDDISK_")
 
 
 def _guest_keys(provider: str, backing: Mapping[str, Any]) -> set[str]:
@@ -51,6 +55,13 @@ def _guest_keys(provider: str, backing: Mapping[str, Any]) -> set[str]:
             lun = _AZURE_LUN.match(link)
             if lun:
                 keys.add(f"azure:lun{int(lun.group(1))}")
+    elif provider == "libvirt":
+        if serial:
+            keys.add(f"libvirt:{serial}")
+        for name in names:
+            for prefix in _QEMU_LINKS:
+                if name.startswith(prefix) and "-part" not in name[len(prefix) :]:
+                    keys.add(f"libvirt:{name[len(prefix) :]}")
     return keys
 
 
@@ -66,6 +77,9 @@ def _cloud_key(provider: str, disk: Mapping[str, Any]) -> str | None:
             return "azure:os"
         lun = disk.get("lun")
         return f"azure:lun{lun}" if isinstance(lun, int) and not isinstance(lun, bool) else None
+    if provider == "libvirt":
+        serial = disk.get("serial")
+        return f"libvirt:{serial}" if isinstance(serial, str) and serial else None
     return None
 
 

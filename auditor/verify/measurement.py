@@ -1,4 +1,8 @@
-"""The SEV-SNP launch measurement a guest should have, computed from the files the owner names.
+"""The launch measurement a guest should have, computed from the files the owner names.
+
+SEV-SNP: the 48-byte MEASUREMENT a report carries. SEV and SEV-ES: the 32-byte launch digest
+(GCTX.LD) the secure processor keys into the launch measurement libvirt returns
+(auditor/verify/sev_launch.py checks that with the session's TIK).
 
 A report's MEASUREMENT only means something next to an expected value. For firmware the owner
 can build or download (OVMF, and for direct boot a kernel, initrd and command line), the expected
@@ -73,6 +77,54 @@ def expected_snp_measurement(
             _existing(initrd, "initrd"),
             append or "",
             guest_features,
+            vmm_type=vmm_types.VMMType[vmm],
+        )
+    except MeasurementError:
+        raise
+    except (OSError, ValueError, RuntimeError, AssertionError, IndexError, KeyError) as err:
+        raise MeasurementError(f"sev-snp-measure could not measure {ovmf}: {err}") from err
+    return digest.hex()
+
+
+SEV_MODES = {"sev": SevMode.SEV, "sev-es": SevMode.SEV_ES}
+
+
+def expected_sev_launch_digest(
+    mode: str,
+    ovmf: Path,
+    vcpus: int = 1,
+    vcpu_type: str = "EPYC-v4",
+    vmm_type: str = "qemu",
+    kernel: Path | None = None,
+    initrd: Path | None = None,
+    append: str | None = None,
+) -> str:
+    """Hex of the 32-byte SEV or SEV-ES launch digest (modes `sev`, `seves` of sev-snp-measure).
+
+    SEV measures the OVMF image (and, for direct boot with kernel hashes, the hashes table);
+    SEV-ES adds one VMSA per vCPU, which depends on `vcpus`, `vcpu_type` and `vmm_type`.
+    """
+    sev_mode = SEV_MODES.get(mode.lower())
+    if sev_mode is None:
+        raise MeasurementError(f"unknown SEV mode {mode!r}; expected one of {list(SEV_MODES)}")
+    vmm = VMM_TYPES.get(vmm_type.lower())
+    if vmm is None:
+        raise MeasurementError(f"unknown VMM type {vmm_type!r}; expected one of {list(VMM_TYPES)}")
+    if not 1 <= vcpus <= MAX_VCPUS:
+        raise MeasurementError(f"vcpus must be between 1 and {MAX_VCPUS}, not {vcpus}")
+    if kernel is None and (initrd is not None or append is not None):
+        raise MeasurementError("initrd and append are only measured with a kernel")
+    ovmf_file = _existing(ovmf, "OVMF image")
+    try:
+        digest: bytes = guest.calc_launch_digest(
+            sev_mode,
+            vcpus,
+            vcpu_signature(vcpu_type),
+            ovmf_file,
+            _existing(kernel, "kernel"),
+            _existing(initrd, "initrd"),
+            append or "",
+            0,
             vmm_type=vmm_types.VMMType[vmm],
         )
     except MeasurementError:

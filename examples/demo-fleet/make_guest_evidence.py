@@ -43,6 +43,7 @@ from auditor.verify import demo_tpm  # noqa: E402
 from auditor.verify.amd import build_cert_table  # noqa: E402
 from auditor.verify.demo_anchor import make_demo_chain, sign_demo_report  # noqa: E402
 from auditor.verify.key_release import sign_key_release  # noqa: E402
+from auditor.verify.sev_launch import make_launch_info  # noqa: E402
 
 VECTORS = REPO / "tests" / "data" / "vectors"
 ISSUED_AT = datetime(2026, 11, 21, 9, 0, tzinfo=UTC)
@@ -56,6 +57,14 @@ PARAVISOR = hashlib.sha384(b"cc-auditor demo: Azure paravisor (OpenHCL) 2026.10 
 #: The GCE firmware build the demo owner rebuilt from Google's published source.
 GCE_FIRMWARE_NAME = "gce-ovmf-2026.10-rebuilt"
 GCE_FIRMWARE = hashlib.sha384(b"cc-auditor demo: GCE OVMF 2026.10, rebuilt")
+#: The KVM host's firmware: OVMF (AmdSev build) and the ledger kernel, measured by the owner.
+KVM_FIRMWARE_NAME = "kvm-fra-ovmf-amdsev-2026.10"
+KVM_FIRMWARE = hashlib.sha384(b"cc-auditor demo: OVMF.amdsev 2026.10 + ledger kernel 6.12")
+#: The SEV-ES archive VM's launch: its launch digest and the session's TIK (demo secret).
+ARCHIVE_DIGEST = hashlib.sha256(b"cc-auditor demo: OVMF_CODE_4M 2026.10 + 2 SEV-ES VMSAs")
+ARCHIVE_TIK = hashlib.sha256(b"cc-auditor demo: archive-sev-es launch session TIK").digest()[:16]
+ARCHIVE_POLICY = 0x000F  # NODBG | NOKS | ES | NOSEND
+KVM_HOST = HERE / "libvirt" / "kvm-fra-1.example.eu"
 BOOT_APPS = [
     hashlib.sha256(b"cc-auditor demo: shimx64.efi 15.8").digest(),
     hashlib.sha256(b"cc-auditor demo: grubx64.efi 2.12").digest(),
@@ -88,6 +97,25 @@ AZURE_AGENT = {"provider_agents": ["waagent"], "cloud_init": {"ran": True}}
 GCE_AGENT = {"provider_agents": ["google_guest_agent"], "cloud_init": {"ran": False}}
 #: eu-payments-api's image still runs the SSM Agent (the one thing between it and L4).
 SSM_AGENT = {"provider_agents": ["amazon-ssm-agent"], "cloud_init": {"ran": False}}
+#: ledger-db-snp (KVM): LUKS2 on both virtio disks, which the guest knows by their <serial>.
+LEDGER_LUKS = {
+    "devices": [
+        {
+            "name": name,
+            "uuid": f"CRYPT-LUKS2-{uuid}-{role}",
+            "type": "LUKS2",
+            "holds_root": role == "root",
+            "backing": [
+                {"name": disk, "serial": serial, "links": [f"/dev/disk/by-id/virtio-{serial}"]}
+            ],
+            "tpm_tokens": 0,
+        }
+        for name, uuid, role, disk, serial in (
+            ("dm-0", "3e9a1c5d7b2f4e6a8c0d1f3b5a7e9c2d", "root", "vda", "ledger-root"),
+            ("dm-1", "9c7e5a3d1b8f4a6c2e0d7b5f3a1c9e8d", "data", "vdb", "ledger-data"),
+        )
+    ],
+}
 #: eu-payments-api: LUKS2 root on its only volume.
 PAYMENTS_LUKS = {
     "root_device": "dm-0",
@@ -166,13 +194,13 @@ def main() -> None:
         )
     )
 
-    def bound_snp(provider: str, vm_id: str, **claims: object) -> dict[str, object]:
+    def bound_snp(
+        provider: str, vm_id: str, measurement: bytes = REFERENCE.digest(), **claims: object
+    ) -> dict[str, object]:
         """A version-2 file whose demo-signed report binds nonce, identity and claims."""
         nonce = store.issue(vm_id, provider, now=ISSUED_AT)
         doc = evidence(provider, vm_id, nonce, None, **claims)
-        report = sign_demo_report(
-            chain, report_data=report_data_for(doc), measurement=REFERENCE.digest()
-        )
+        report = sign_demo_report(chain, report_data=report_data_for(doc), measurement=measurement)
         doc["tee"] = {
             "provider": "sev_guest",
             "generation": 1,
@@ -181,13 +209,15 @@ def main() -> None:
         }
         return doc
 
-    def released(doc: dict[str, object], vm: str, broker_name: str) -> dict[str, object]:
+    def released(
+        doc: dict[str, object], vm: str, broker_name: str, provider: str = "aws"
+    ) -> dict[str, object]:
         """The owner's broker released the disk key against this report: its receipt."""
         doc["key_release"] = sign_key_release(
             broker,
             {
                 "iss": broker_name,
-                "sub": identity_string("aws", vm),
+                "sub": identity_string(provider, vm),
                 "report_data": doc["report_data"],
                 "jurisdiction": "DE",
                 "iat": int(ISSUED_AT.timestamp()) + 300,
@@ -345,6 +375,35 @@ def main() -> None:
     }
     write(out / "claims-db-snp.json", doc)
 
+    # L4 on the owner's own KVM host: ledger-db-snp, SEV-SNP launched with measured direct boot
+    # (OVMF with kernel hashes), both virtio disks LUKS2 in the guest with the key from the
+    # owner's broker, no agent, no host channel.
+    vm = "8f2b6c1e-3d4a-4f5b-9e8d-7c6b5a4f3e21"
+    doc = bound_snp(
+        "libvirt",
+        vm,
+        measurement=KVM_FIRMWARE.digest(),
+        disk_encryption=LEDGER_LUKS,
+        kernel_cmdline="root=/dev/mapper/root ro",
+        agents=NO_AGENTS,
+    )
+    write(out / "ledger-db-snp.json", released(doc, vm, "kbs.ledger.example.eu", "libvirt"))
+
+    # archive-sev-es, paused in its launch window: what the host's secure processor returned
+    # (getLaunchSecurityInfo), keyed with the TIK of the owner's launch session.
+    launch = make_launch_info(
+        ARCHIVE_DIGEST.digest(),
+        ARCHIVE_TIK,
+        hashlib.sha256(b"cc-auditor demo: archive mnonce").digest()[:16],
+        ARCHIVE_POLICY,
+        (1, 55, 21),
+    )
+    write(KVM_HOST / "launch-security" / "archive-sev-es.json", launch)
+    session = HERE / "demo-launch-session"
+    session.mkdir(exist_ok=True)
+    (session / "archive-sev-es.tik").write_bytes(ARCHIVE_TIK)
+    (session / "archive-sev-es.digest").write_text(ARCHIVE_DIGEST.hexdigest() + "\n")
+
     (HERE / "reference-measurements.yaml").write_text(
         "# Rule pack with the launch measurements the demo owner trusts (ccaudit demo uses it).\n"
         "pack: demo-references\n"
@@ -363,6 +422,11 @@ def main() -> None:
         "    technology: SEV_SNP\n"
         f"    measurement: {GCE_FIRMWARE.hexdigest()}\n"
         "    source: rebuilt from Google's published OVMF source (demo value)\n"
+        f"  - name: {KVM_FIRMWARE_NAME}\n"
+        "    technology: SEV_SNP\n"
+        f"    measurement: {KVM_FIRMWARE.hexdigest()}\n"
+        "    source: the KVM host's OVMF and ledger kernel, measured with ccaudit measure snp "
+        "(demo value)\n"
         "reference_boot:\n"
         "  - name: demo-ubuntu-24.04-signed\n"
         "    secure_boot: true\n"

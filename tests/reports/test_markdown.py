@@ -65,7 +65,7 @@ def test_reading_per_scope_lowest_vms_and_gaps(demo_run: AuditRun) -> None:
     for _provider, account in scopes:
         assert any(f"`{account}`" in r for r in readings), account
     assert "Use Case 6" in text and "OPS-33" in text
-    assert "## Lowest VMs (10 of 23)" in text
+    assert "## Lowest VMs (10 of 27)" in text
     for gap in demo_run.coverage.gaps:
         assert f"`{gap.call}` `{gap.code}`" in text
     assert "## Coverage gaps" in text

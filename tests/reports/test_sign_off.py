@@ -71,9 +71,9 @@ def test_every_anchor_a_verdict_rests_on_is_in_report_summary_and_manifest(
 def test_demo_anchor_verdicts_are_counted_apart_with_the_caveat(demo_dir: Path) -> None:
     html = (demo_dir / "report.html").read_text()
     summary = (demo_dir / "summary.md").read_text()
-    assert 'id="sign-off-demo">4 VMs verified against the' in html
-    assert "**Demo caveat:** 4 VMs verified against the demo trust anchor" in summary
-    assert "owner-verified against the demo trust anchor (not AMD) 4" in summary
+    assert 'id="sign-off-demo">5 VMs verified against the' in html
+    assert "**Demo caveat:** 5 VMs verified against the demo trust anchor" in summary
+    assert "owner-verified against the demo trust anchor (not AMD) 5" in summary
     assert "owner-verified 2" not in summary  # never counted as strong owner verification
 
 
