@@ -173,7 +173,7 @@ def test_provider_names_in_any_case(home: Path) -> None:
     bad = runner.invoke(app, ["scan", "--replay", str(DEMO_FLEET), "--provider", "Oracle"])
     assert bad.exit_code == 2
     (line,) = _lines(bad.stderr)
-    assert line == "error: unknown --provider 'Oracle' (known: aws, gcp, azure)"
+    assert line == "error: unknown --provider 'Oracle' (known: aws, gcp, azure, libvirt)"
 
 
 def test_an_empty_config_file_is_warned_about(home: Path, tmp_path: Path) -> None:

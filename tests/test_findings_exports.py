@@ -53,7 +53,7 @@ def test_ocsf_keeps_the_tools_vocabulary(demo: Any) -> None:
     one = next(e for e in events if e["resources"][0]["name"] == "eu-payments-api")
     ccaudit = one["unmapped"]["ccaudit"]
     assert ccaudit["level"] == "L3" and ccaudit["provider_can_reach_plaintext"] == "yes"
-    assert {e["cloud"]["provider"] for e in events} == {"AWS", "GCP", "Azure"}
+    assert {e["cloud"]["provider"] for e in events} == {"AWS", "GCP", "Azure", "libvirt (KVM)"}
     node = next(e for e in events if e["resources"][0]["name"].startswith("aks-cvmpool"))
     assert node["resources"][0]["group"] == {
         "name": "payroll-aks/cvmpool",

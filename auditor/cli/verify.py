@@ -55,6 +55,8 @@ _POLICY = frozenset(
         "tcb_status",
         "td_migratable",
         "vmpl",
+        "policy_send",
+        "policy_expected",
     }
 )
 
@@ -76,6 +78,10 @@ TcbTableOpt = Annotated[
     Path | None, typer.Option("--tcb-table", help="Own minimum-TCB table (YAML).")
 ]
 FormatOpt = Annotated[OutputFormat, typer.Option("--format")]
+OvmfOpt = Annotated[Path, typer.Option("--ovmf", help="The OVMF firmware image the VM boots.")]
+KernelOpt = Annotated[Path | None, typer.Option("--kernel", help="Direct-boot kernel.")]
+InitrdOpt = Annotated[Path | None, typer.Option("--initrd", help="Direct-boot initrd.")]
+AppendOpt = Annotated[str | None, typer.Option("--append", help="Kernel command line.")]
 
 
 class _Unusable(Exception):
@@ -589,6 +595,113 @@ def verify_endorsement_cmd(
     _run(action, output)
 
 
+@verify_app.command("sev-launch")
+def verify_sev_launch_cmd(
+    launch: Annotated[
+        Path,
+        typer.Argument(
+            help="What getLaunchSecurityInfo returned (JSON: sev-measurement, sev-api-major, "
+            "...), e.g. a run's raw/libvirt/<host>/launch-security/<domain>.json."
+        ),
+    ],
+    tik: Annotated[
+        Path, typer.Option("--tik", help="The launch session's TIK (16 bytes, raw or hex).")
+    ],
+    digest: Annotated[
+        str | None,
+        typer.Option("--digest", help="Expected launch digest, 64 hex (ccaudit measure sev)."),
+    ] = None,
+    ovmf: Annotated[
+        Path | None, typer.Option("--ovmf", help="Compute the digest from this OVMF image.")
+    ] = None,
+    es: Annotated[bool, typer.Option("--es", help="SEV-ES (VMSAs measured) with --ovmf.")] = False,
+    vcpus: Annotated[int, typer.Option("--vcpus", min=1, max=512, help="vCPUs (SEV-ES).")] = 1,
+    kernel: KernelOpt = None,
+    initrd: InitrdOpt = None,
+    append: AppendOpt = None,
+    policy: Annotated[
+        str | None, typer.Option("--policy", help="The guest policy you launched with (hex).")
+    ] = None,
+    output: FormatOpt = OutputFormat.text,
+) -> None:
+    """Check a SEV or SEV-ES launch measurement with your launch session's TIK.
+
+    Passes (exit 0) when the measurement is the HMAC the secure processor computes over the
+    launch digest you expect (so that firmware was loaded, under your session) and the policy
+    forbids debugging and sending the guest; SEV without SNP stays without memory integrity
+    after launch, which the scan scores separately.
+    """
+
+    def action() -> int:
+        from auditor.verify.sev_launch import SevLaunchError, check_launch
+
+        if (digest is None) == (ovmf is None):
+            raise _Unusable("give the expected launch digest: --digest HEX or --ovmf IMAGE")
+        try:
+            info = json.loads(_read(launch, "launch-security JSON"))
+        except ValueError as err:
+            raise _Unusable(f"{launch}: not JSON: {err}") from err
+        if not isinstance(info, dict):
+            raise _Unusable(f"{launch}: expected a JSON object of typed parameters")
+        expected = (
+            _hex(digest, 32, "--digest")
+            if digest
+            else _sev_digest(ovmf, es, vcpus, kernel, initrd, append)
+        )
+        assert expected is not None
+        try:
+            wanted = int(policy, 16) if policy else None
+            result = check_launch(info, expected, _tik(tik), wanted)
+        except ValueError as err:  # SevLaunchError, or a --policy that is not hex
+            message = f"{launch}: {err}" if isinstance(err, SevLaunchError) else f"--policy: {err}"
+            raise _Unusable(message) from None
+        _emit(
+            output,
+            "sev launch measurement",
+            result.authentic,
+            result.checks,
+            result.facts(),
+            authentic=result.authentic,
+            passes=result.passes,
+        )
+        return 0 if result.passes else 1
+
+    _run(action, output)
+
+
+def _tik(path: Path) -> bytes:
+    data = _read(path, "a TIK")
+    if len(data) == 16:
+        return data
+    try:
+        text = bytes.fromhex(data.decode("ascii").strip())
+    except (UnicodeDecodeError, ValueError):
+        text = b""
+    if len(text) != 16:
+        raise _Unusable(f"--tik {path}: expected 16 bytes (raw, or 32 hex characters)")
+    return text
+
+
+def _sev_digest(
+    ovmf: Path | None,
+    es: bool,
+    vcpus: int,
+    kernel: Path | None,
+    initrd: Path | None,
+    append: str | None,
+) -> bytes:
+    from auditor.verify.measurement import MeasurementError, expected_sev_launch_digest
+
+    assert ovmf is not None
+    try:
+        hexdigest = expected_sev_launch_digest(
+            "sev-es" if es else "sev", ovmf, vcpus, kernel=kernel, initrd=initrd, append=append
+        )
+    except MeasurementError as err:
+        raise _Unusable(f"cannot compute the launch digest: {err}") from err
+    return bytes.fromhex(hexdigest)
+
+
 measure_app = typer.Typer(
     no_args_is_help=True,
     help="Compute the launch measurement you expect, to pin as a reference.",
@@ -603,7 +716,7 @@ class VmmType(StrEnum):
 
 @measure_app.command("snp")
 def measure_snp_cmd(
-    ovmf: Annotated[Path, typer.Option("--ovmf", help="The OVMF firmware image the VM boots.")],
+    ovmf: OvmfOpt,
     vcpus: Annotated[int, typer.Option("--vcpus", min=1, max=512, help="vCPU count.")] = 1,
     vcpu_type: Annotated[
         str, typer.Option("--vcpu-type", help="CPU model as sev-snp-measure names it.")
@@ -611,11 +724,9 @@ def measure_snp_cmd(
     vmm_type: Annotated[
         VmmType, typer.Option("--vmm-type", help="qemu, ec2 (AWS) or gce (Google).")
     ] = VmmType.qemu,
-    kernel: Annotated[Path | None, typer.Option("--kernel", help="Direct-boot kernel.")] = None,
-    initrd: Annotated[Path | None, typer.Option("--initrd", help="Direct-boot initrd.")] = None,
-    append: Annotated[
-        str | None, typer.Option("--append", help="Kernel command line (direct boot).")
-    ] = None,
+    kernel: KernelOpt = None,
+    initrd: InitrdOpt = None,
+    append: AppendOpt = None,
     guest_features: Annotated[
         str,
         typer.Option(
@@ -657,3 +768,72 @@ def measure_snp_cmd(
         return 0
 
     _run(action)
+
+
+def _measure_sev(
+    mode: str,
+    ovmf: Path,
+    vcpus: int,
+    vcpu_type: str,
+    vmm_type: VmmType,
+    kernel: Path | None,
+    initrd: Path | None,
+    append: str | None,
+) -> None:
+    def action() -> int:
+        from auditor.verify.measurement import MeasurementError, expected_sev_launch_digest
+
+        for path, flag in ((ovmf, "--ovmf"), (kernel, "--kernel"), (initrd, "--initrd")):
+            if path is not None and not path.is_file():
+                raise _Unusable(f"{flag} {path}: no such file")
+        try:
+            typer.echo(
+                expected_sev_launch_digest(
+                    mode,
+                    ovmf,
+                    vcpus,
+                    vcpu_type=vcpu_type,
+                    vmm_type=vmm_type.value,
+                    kernel=kernel,
+                    initrd=initrd,
+                    append=append,
+                )
+            )
+        except MeasurementError as err:
+            raise _Unusable(f"cannot compute the launch digest: {err}") from err
+        return 0
+
+    _run(action)
+
+
+@measure_app.command("sev")
+def measure_sev_cmd(
+    ovmf: OvmfOpt,
+    kernel: KernelOpt = None,
+    initrd: InitrdOpt = None,
+    append: AppendOpt = None,
+) -> None:
+    """Expected SEV launch digest (32 bytes hex), for `ccaudit verify sev-launch --digest`.
+
+    SEV measures the OVMF image and, for measured direct boot (libvirt kernelHashes='yes'),
+    the table of kernel, initrd and command-line hashes.
+    """
+    _measure_sev("sev", ovmf, 1, "EPYC-v4", VmmType.qemu, kernel, initrd, append)
+
+
+@measure_app.command("sev-es")
+def measure_sev_es_cmd(
+    ovmf: OvmfOpt,
+    vcpus: Annotated[int, typer.Option("--vcpus", min=1, max=512, help="vCPU count.")] = 1,
+    vcpu_type: Annotated[
+        str, typer.Option("--vcpu-type", help="CPU model as sev-snp-measure names it.")
+    ] = "EPYC-v4",
+    vmm_type: Annotated[VmmType, typer.Option("--vmm-type", help="qemu, ec2 or gce.")] = (
+        VmmType.qemu
+    ),
+    kernel: KernelOpt = None,
+    initrd: InitrdOpt = None,
+    append: AppendOpt = None,
+) -> None:
+    """Expected SEV-ES launch digest: OVMF (and kernel hashes) plus one VMSA per vCPU."""
+    _measure_sev("sev-es", ovmf, vcpus, vcpu_type, vmm_type, kernel, initrd, append)

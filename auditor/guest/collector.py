@@ -223,7 +223,7 @@ def _libvirt_identity(options: CollectOptions, errors: _Errors) -> metadata.VmId
     except (OSError, ValueError) as err:
         smbios = ""
         if options.vm_id is None:
-            errors.add("vm identity", f"{PRODUCT_UUID}: {_why(err)}; pass --vm-id")
+            errors.add("vm identity", f"{PRODUCT_UUID}: {_why(err)}")
             return None
     if options.vm_id is None:
         return metadata.VmIdentity("libvirt", smbios.lower(), "smbios")

@@ -180,11 +180,13 @@ class LibvirtProvider(WorkerState):
         else:
             call.error("sev-info.json", *reader.sev_error)
             facts.capabilities["sev_platform_info"] = f"not read: {reader.sev_error[1]}"
-        call.meta(facts, reader)
+        host_sha = call.meta(facts, reader)
         result.errors.extend(host_gaps)
         for name, text in reader.domains():
             result.calls += 1
-            vm = self._vm(facts, name, text, reader, call, caps_sha, dcaps_sha, host_gaps)
+            vm = self._vm(
+                facts, name, text, reader, call, (caps_sha, host_sha), dcaps_sha, host_gaps
+            )
             if vm is not None:
                 result.vms.append(vm)
         return result
@@ -196,7 +198,7 @@ class LibvirtProvider(WorkerState):
         text: str,
         reader: _HostReader,
         call: _Recorder,
-        caps_sha: str,
+        host_shas: tuple[str, str],
         dcaps_sha: str | None,
         host_gaps: list[Gap],
     ) -> VM | None:
@@ -228,7 +230,8 @@ class LibvirtProvider(WorkerState):
         doc, technology = document(host, dom, state, launch)
         base = [dom_sha]
         evidence: dict[str, list[str]] = {k: list(base) for k in doc}
-        evidence["libvirt"] = [dom_sha, caps_sha]
+        evidence["libvirt"] = [dom_sha, *host_shas]
+        evidence["region"] = [host_shas[1]]  # the location the owner configured
         if dcaps_sha is not None and "platform" in doc:
             evidence["platform"] = [dcaps_sha]
         if launch_sha is not None:
@@ -481,7 +484,8 @@ class _Recorder:
         stem = self._ref(name).rsplit(".", 1)[0]
         self.sink.save_error(stem, 403 if "DENIED" in code else 501, code, message)
 
-    def meta(self, facts: HostFacts, reader: _HostReader) -> None:
+    def meta(self, facts: HostFacts, reader: _HostReader) -> str:
+        """host.json: what the owner said of the host (location, operator) and domain states."""
         states = {}
         if isinstance(reader, _LiveHost):
             reader.domains()  # fills the states
@@ -496,9 +500,10 @@ class _Recorder:
             "hypervisor_version": facts.hypervisor_version,
             "states": states,
         }
-        self.sink.save_bytes(
-            self._ref("host.json"), (json.dumps(body, indent=2, sort_keys=True) + "\n").encode()
-        )
+        ref = self._ref("host.json")
+        data = (json.dumps(body, indent=2, sort_keys=True) + "\n").encode()
+        self.sink.save_bytes(ref, data)
+        return self._evidence(data, "host", ref, None)
 
     def gap(
         self, call: str, code: str, message: str, resource: str | None = None, *sections: str

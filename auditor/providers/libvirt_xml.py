@@ -375,6 +375,13 @@ DOMAIN_STATES = {
 }
 
 
+def _size(dom: DomainFacts) -> str:
+    """A domain's size as one token, like a cloud's instance type: `4vCPU/16GiB`."""
+    mib = (dom.memory_kib or 0) // 1024
+    memory = f"{mib // 1024}GiB" if mib and mib % 1024 == 0 else f"{mib}MiB"
+    return f"{dom.vcpus or '?'}vCPU/{memory}"
+
+
 def document(
     host: HostFacts,
     dom: DomainFacts,
@@ -393,7 +400,7 @@ def document(
     }
     if ls is not None:
         cc["policy"] = policy
-    size = f"{dom.vcpus or '?'} vCPU, {(dom.memory_kib or 0) // 1024} MiB"
+    size = _size(dom)
     doc: dict[str, Any] = {
         "provider": PROVIDER,
         "account": host.host,

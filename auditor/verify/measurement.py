@@ -41,6 +41,47 @@ def _existing(path: Path | None, what: str) -> str:
     return str(path)
 
 
+def _launch_digest(
+    mode: SevMode,
+    ovmf: Path,
+    vcpus: int,
+    vcpu_type: str,
+    vmm_type: str,
+    kernel: Path | None,
+    initrd: Path | None,
+    append: str | None,
+    guest_features: int,
+) -> str:
+    """Checked inputs into sev-snp-measure's replay of the launch; its failures as ours."""
+    vmm = VMM_TYPES.get(vmm_type.lower())
+    if vmm is None:
+        raise MeasurementError(f"unknown VMM type {vmm_type!r}; expected one of {list(VMM_TYPES)}")
+    if not 1 <= vcpus <= MAX_VCPUS:
+        raise MeasurementError(f"vcpus must be between 1 and {MAX_VCPUS}, not {vcpus}")
+    if not 0 <= guest_features < 1 << 64:
+        raise MeasurementError(f"guest_features 0x{guest_features:x} does not fit 64 bits")
+    if kernel is None and (initrd is not None or append is not None):
+        raise MeasurementError("initrd and append are only measured with a kernel")
+    ovmf_file = _existing(ovmf, "OVMF image")
+    try:
+        digest: bytes = guest.calc_launch_digest(
+            mode,
+            vcpus,
+            vcpu_signature(vcpu_type),
+            ovmf_file,
+            _existing(kernel, "kernel"),
+            _existing(initrd, "initrd"),
+            append or "",
+            guest_features,
+            vmm_type=vmm_types.VMMType[vmm],
+        )
+    except MeasurementError:
+        raise
+    except (OSError, ValueError, RuntimeError, AssertionError, IndexError, KeyError) as err:
+        raise MeasurementError(f"sev-snp-measure could not measure {ovmf}: {err}") from err
+    return digest.hex()
+
+
 def expected_snp_measurement(
     ovmf: Path,
     vcpus: int,
@@ -57,33 +98,9 @@ def expected_snp_measurement(
     0x21, DebugSwap on); `vmm_type` is "qemu", "ec2" or "gce", whose initial vCPU state
     differs. `initrd` and `append` only count with a `kernel` (measured direct boot).
     """
-    vmm = VMM_TYPES.get(vmm_type.lower())
-    if vmm is None:
-        raise MeasurementError(f"unknown VMM type {vmm_type!r}; expected one of {list(VMM_TYPES)}")
-    if not 1 <= vcpus <= MAX_VCPUS:
-        raise MeasurementError(f"vcpus must be between 1 and {MAX_VCPUS}, not {vcpus}")
-    if not 0 <= guest_features < 1 << 64:
-        raise MeasurementError(f"guest_features 0x{guest_features:x} does not fit 64 bits")
-    if kernel is None and (initrd is not None or append is not None):
-        raise MeasurementError("initrd and append are only measured with a kernel")
-    ovmf_file = _existing(ovmf, "OVMF image")
-    try:
-        digest: bytes = guest.calc_launch_digest(
-            SevMode.SEV_SNP,
-            vcpus,
-            vcpu_signature(vcpu_type),
-            ovmf_file,
-            _existing(kernel, "kernel"),
-            _existing(initrd, "initrd"),
-            append or "",
-            guest_features,
-            vmm_type=vmm_types.VMMType[vmm],
-        )
-    except MeasurementError:
-        raise
-    except (OSError, ValueError, RuntimeError, AssertionError, IndexError, KeyError) as err:
-        raise MeasurementError(f"sev-snp-measure could not measure {ovmf}: {err}") from err
-    return digest.hex()
+    return _launch_digest(
+        SevMode.SEV_SNP, ovmf, vcpus, vcpu_type, vmm_type, kernel, initrd, append, guest_features
+    )
 
 
 SEV_MODES = {"sev": SevMode.SEV, "sev-es": SevMode.SEV_ES}
@@ -107,31 +124,7 @@ def expected_sev_launch_digest(
     sev_mode = SEV_MODES.get(mode.lower())
     if sev_mode is None:
         raise MeasurementError(f"unknown SEV mode {mode!r}; expected one of {list(SEV_MODES)}")
-    vmm = VMM_TYPES.get(vmm_type.lower())
-    if vmm is None:
-        raise MeasurementError(f"unknown VMM type {vmm_type!r}; expected one of {list(VMM_TYPES)}")
-    if not 1 <= vcpus <= MAX_VCPUS:
-        raise MeasurementError(f"vcpus must be between 1 and {MAX_VCPUS}, not {vcpus}")
-    if kernel is None and (initrd is not None or append is not None):
-        raise MeasurementError("initrd and append are only measured with a kernel")
-    ovmf_file = _existing(ovmf, "OVMF image")
-    try:
-        digest: bytes = guest.calc_launch_digest(
-            sev_mode,
-            vcpus,
-            vcpu_signature(vcpu_type),
-            ovmf_file,
-            _existing(kernel, "kernel"),
-            _existing(initrd, "initrd"),
-            append or "",
-            0,
-            vmm_type=vmm_types.VMMType[vmm],
-        )
-    except MeasurementError:
-        raise
-    except (OSError, ValueError, RuntimeError, AssertionError, IndexError, KeyError) as err:
-        raise MeasurementError(f"sev-snp-measure could not measure {ovmf}: {err}") from err
-    return digest.hex()
+    return _launch_digest(sev_mode, ovmf, vcpus, vcpu_type, vmm_type, kernel, initrd, append, 0)
 
 
 def expected_snp_ovmf_hash(ovmf: Path) -> str:

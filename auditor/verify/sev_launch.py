@@ -23,6 +23,8 @@ import hmac
 from dataclasses import dataclass
 from typing import Any
 
+from auditor.verify.checks import Check
+
 MEASURE_BYTES = 32
 MNONCE_BYTES = 16
 TIK_BYTES = 16
@@ -102,31 +104,79 @@ def expected_measure(launch: SevLaunch, digest: bytes, tik: bytes) -> bytes:
     return hmac.new(tik, message, hashlib.sha256).digest()
 
 
+SEV_NODBG, SEV_NOSEND, SEV_ES = 0x1, 0x8, 0x4
+
+
 @dataclass(frozen=True)
 class SevLaunchCheck:
+    """Every check, by name: `measure` (authentic: HMAC under the TIK over the expected digest),
+    then what the policy lets the host do (`policy_debug`, `policy_send`) and, when the owner
+    gave one, `policy_expected`."""
+
     launch: SevLaunch
-    matches: bool
-    policy_ok: bool  # the policy in the measurement is the one the owner expects (None: any)
-    problems: tuple[str, ...]
+    checks: tuple[Check, ...]
+
+    @property
+    def authentic(self) -> bool:
+        return all(c.ok for c in self.checks if c.name == "measure")
+
+    @property
+    def passes(self) -> bool:
+        return all(c.ok for c in self.checks)
+
+    def facts(self) -> dict[str, Any]:
+        return {
+            "measurement": self.launch.measure.hex(),
+            "mnonce": self.launch.mnonce.hex(),
+            "firmware": f"{self.launch.api_major}.{self.launch.api_minor}",
+            "build_id": self.launch.build_id,
+            "policy": f"0x{self.launch.policy:04x}",
+            "sev_es": bool(self.launch.policy & SEV_ES),
+        }
 
 
 def check_launch(
     info: dict[str, Any], digest: bytes, tik: bytes, expected_policy: int | None = None
 ) -> SevLaunchCheck:
-    """Does the measurement prove this firmware was launched, under the session's TIK?"""
+    """Does the measurement prove this firmware was launched, under the session's TIK, with a
+    policy that keeps the host from debugging or sending the guest?"""
     launch = parse_launch_info(info)
-    problems: list[str] = []
     matches = hmac.compare_digest(expected_measure(launch, digest, tik), launch.measure)
-    if not matches:
-        problems.append(
-            "the measurement is not HMAC(TIK) over the expected launch digest: other firmware "
-            "was loaded, the policy or firmware version differs, or the TIK is not this "
-            "launch session's"
+    checks = [
+        Check(
+            "measure",
+            matches,
+            f"HMAC-SHA-256 under the TIK over launch digest {digest.hex()[:16]}... equals the "
+            "measurement"
+            if matches
+            else "the measurement is not HMAC(TIK) over the expected launch digest: other "
+            "firmware was loaded, the policy or firmware version differs, or the TIK is not "
+            "this launch session's",
+        ),
+        Check(
+            "policy_debug",
+            bool(launch.policy & SEV_NODBG),
+            "NODBG set" if launch.policy & SEV_NODBG else "NODBG clear: the host may debug",
+        ),
+        Check(
+            "policy_send",
+            bool(launch.policy & SEV_NOSEND),
+            "NOSEND set"
+            if launch.policy & SEV_NOSEND
+            else "NOSEND clear: the host may send the guest to another platform",
+        ),
+    ]
+    if expected_policy is not None:
+        same = expected_policy == launch.policy
+        checks.append(
+            Check(
+                "policy_expected",
+                same,
+                f"policy 0x{launch.policy:04x}"
+                + ("" if same else f", expected 0x{expected_policy:04x}"),
+            )
         )
-    policy_ok = expected_policy is None or expected_policy == launch.policy
-    if not policy_ok:
-        problems.append(f"policy 0x{launch.policy:04x}, expected 0x{expected_policy:04x}")
-    return SevLaunchCheck(launch, matches, policy_ok, tuple(problems))
+    return SevLaunchCheck(launch, tuple(checks))
 
 
 def make_launch_info(
