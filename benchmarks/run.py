@@ -141,6 +141,7 @@ def bench_collect(
         providers = replay_providers(root, server.endpoint, concurrency)
         with tempfile.TemporaryDirectory(prefix="ccaudit-bench-run-") as run_dir:
             started = time.perf_counter()
+            cpu_before = _cpu_s()  # imports, fleet and rule loading are not the scan's
             run = run_audit(
                 providers,
                 engine,
@@ -151,7 +152,8 @@ def bench_collect(
                 processes=processes,
             )
             total = time.perf_counter() - started
-        scanner_cpu = _cpu_s()  # this process and its collection workers (ended by now)
+        # this process and its collection workers (ended by now), collection to result.json
+        scanner_cpu = _cpu_s() - cpu_before
     finally:
         served = server.stop()
     assert timer.start is not None and timer.end is not None
@@ -384,6 +386,15 @@ def _summary(result: dict[str, Any]) -> str:
             f"whole scan {result['scan_total_s']} s; CPU scanner {result['client_cpu_s']} s, "
             f"fakecloud {result['server_cpu_s']} s; peak RSS {result['peak_rss_mib']} MiB"
         )
+    if kind == "cost":
+        runs = "; ".join(
+            f"{r['scanner_cpu_s']} / {r['floor_cpu_s']} CPU-s = {r['ratio']}"
+            for r in result["runs"]
+        )
+        return (
+            f"cost {result['vms']} VMs: scanner CPU / SDK-plus-conversion floor: {runs} "
+            f"(ratio {result['ratio_min']} to {result['ratio_max']}, target {result['target']})"
+        )
     if kind == "evaluate":
         return (
             f"evaluate {result['vms']} VMs x {result['rules']} rules: {result['evaluate_s']} s "
@@ -408,9 +419,45 @@ def _summary(result: dict[str, Any]) -> str:
     )
 
 
-def _run_child(argv: list[str]) -> dict[str, Any]:
+def bench_cost(vms: int, repeat: int, passes: int, processes: int | None) -> dict[str, Any]:
+    """Scanner CPU against the SDK floor, each measured in this invocation, `repeat` times.
+
+    The floor is `benchmarks.sdk_floor`'s SDK-plus-conversion CPU for every call the scan
+    makes (one thread, a server that costs nothing); the scanner's CPU is the whole collect
+    benchmark's (all its processes, collection through result.json). Target: at most 1.5.
+    """
+    rows: list[dict[str, Any]] = []
+    for _ in range(repeat):
+        floor = _run_child(["--vms", str(vms), "--passes", str(passes)], "benchmarks.sdk_floor")
+        argv = ["collect", "--vms", str(vms)]
+        if processes:
+            argv += ["--processes", str(processes)]
+        scan = _run_child(argv)
+        floor_cpu = float(floor["floor_conv_2cores_s"]) * 2
+        rows.append(
+            {
+                "scanner_cpu_s": scan["client_cpu_s"],
+                "floor_cpu_s": round(floor_cpu, 2),
+                "ratio": round(float(scan["client_cpu_s"]) / floor_cpu, 3),
+                "collect_s": scan["collect_s"],
+                "peak_rss_mib": scan["peak_rss_mib"],
+            }
+        )
+    ratios = [r["ratio"] for r in rows]
+    return {
+        "benchmark": "cost",
+        "vms": vms,
+        "runs": rows,
+        "ratio_min": min(ratios),
+        "ratio_max": max(ratios),
+        "target": 1.5,
+    }
+
+
+def _run_child(argv: list[str], module: str = "benchmarks.run") -> dict[str, Any]:
+    flag = ["--json"] if module == "benchmarks.run" else []
     out = subprocess.run(
-        [sys.executable, "-m", "benchmarks.run", *argv, "--json"],
+        [sys.executable, "-m", module, *argv, *flag],
         cwd=REPO,
         check=True,
         capture_output=True,
@@ -421,7 +468,9 @@ def _run_child(argv: list[str]) -> dict[str, Any]:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("which", choices=["collect", "evaluate", "snp", "html", "reports", "all"])
+    parser.add_argument(
+        "which", choices=["collect", "cost", "evaluate", "snp", "html", "reports", "all"]
+    )
     parser.add_argument("--vms", default=None, help="fleet size (1k, 10k, 100k, or a count)")
     parser.add_argument("--latency-ms", type=float, default=30.0)
     parser.add_argument("--concurrency", type=int, default=32)
@@ -437,6 +486,8 @@ def main(argv: list[str] | None = None) -> int:
         help="evaluation: decide every VM afresh (no two VMs alike: the worst case)",
     )
     parser.add_argument("--reports", type=int, default=3000, help="SNP reports to verify")
+    parser.add_argument("--repeat", type=int, default=3, help="cost: how many measurements")
+    parser.add_argument("--passes", type=int, default=3, help="cost: SDK floor passes")
     parser.add_argument("--work", type=Path, default=DEFAULT_WORK, help="where fleets are kept")
     parser.add_argument("--json", action="store_true", help="print only the JSON line")
     args = parser.parse_args(argv)
@@ -465,6 +516,8 @@ def main(argv: list[str] | None = None) -> int:
             args.work,
             args.processes or None,
         )
+    elif args.which == "cost":
+        result = bench_cost(size or 10_000, args.repeat, args.passes, args.processes or None)
     elif args.which == "evaluate":
         result = bench_evaluate(size or 100_000, args.workers, args.work, not args.no_reuse)
     elif args.which == "snp":

@@ -154,6 +154,11 @@ def manifest_counts(root: Path) -> dict[str, int]:
     for sub in sorted(p for p in (root / "azure").iterdir() if p.is_dir()):
         vms = load(sub / "virtualMachines.json")["value"]
         add("azure virtualMachines.listAll", pages(len(vms), PAGE))
+        sets = sub / "virtualMachineScaleSets.json"
+        add(
+            "azure virtualMachineScaleSets.listAll",
+            pages(len(load(sets)["value"]), PAGE) if sets.is_file() else 1,
+        )
         if not vms:
             continue
         add("azure disks.list", pages(len(load(sub / "disks.json")["value"]), PAGE))
@@ -353,6 +358,10 @@ def azure_ops(root: Path, endpoint: str) -> tuple[list[Op], Any, Any]:
 
     ops = [
         Op("azure virtualMachines.listAll", listing(client.virtual_machines.list_all)),
+        Op(
+            "azure virtualMachineScaleSets.listAll",
+            listing(client.virtual_machine_scale_sets.list_all),
+        ),
         Op("azure disks.list", listing(client.disks.list)),
         Op("azure diskEncryptionSets.list", listing(client.disk_encryption_sets.list)),
         Op("azure resourceSkus.list", skus),

@@ -52,6 +52,8 @@ class CountingFakeCloud(FakeCloud):
             "requests": len(log),
             "by_cloud": dict(Counter(r.cloud for r in log)),
             "errors": sum(1 for r in log if r.status >= 400),
+            "refused": sum(1 for r in log if r.fault == "rate_limit"),
+            **(self._injector.limiter.stats() if self._injector.limiter is not None else {}),
             "max_in_flight": self.max_in_flight,
             "cpu_s": round(time.process_time(), 2),
         }
@@ -86,6 +88,9 @@ def main(argv: list[str] | None = None) -> int:
         help="check each replay file against the SDK models as it is served (fakecloud's "
         "default; off here: a generated fleet's records were checked where they were cloned)",
     )
+    parser.add_argument(
+        "--rate-limits", action="store_true", help="enforce the documented request rate limits"
+    )
     args = parser.parse_args(argv)
     cloud = CountingFakeCloud(
         args.replay,
@@ -93,6 +98,7 @@ def main(argv: list[str] | None = None) -> int:
             latency_ms=args.latency_ms,
             page_size=args.page_size,
             validate_files=args.validate_files,
+            rate_limits=args.rate_limits,
         ),
     )
     warm_up()
@@ -114,7 +120,12 @@ class ServerProcess:
 
     @classmethod
     def start(
-        cls, replay: Path, latency_ms: float, page_size: int, validate_files: bool = False
+        cls,
+        replay: Path,
+        latency_ms: float,
+        page_size: int,
+        validate_files: bool = False,
+        rate_limits: bool = False,
     ) -> ServerProcess:
         cmd = [
             sys.executable,
@@ -126,6 +137,7 @@ class ServerProcess:
             "--page-size",
             str(page_size),
             *(["--validate-files"] if validate_files else []),
+            *(["--rate-limits"] if rate_limits else []),
         ]
         proc = subprocess.Popen(
             cmd,

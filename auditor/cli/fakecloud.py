@@ -27,6 +27,15 @@ def fakecloud_serve(
     ] = None,
     seed: Annotated[int | None, typer.Option(help="Seed for throttling and faults.")] = None,
     page_size: Annotated[int | None, typer.Option(help="Items per page of list calls.")] = None,
+    rate_limits: Annotated[
+        bool | None,
+        typer.Option(
+            "--rate-limits/--no-rate-limits",
+            help="Enforce the clouds' documented request rate limits (EC2 buckets per account "
+            "and Region, ARM per subscription, Compute Engine and Logging per project) and "
+            "refuse calls past them as each cloud does.",
+        ),
+    ] = None,
 ) -> None:
     """Serve a replay directory on 127.0.0.1 in the clouds' wire protocols until Ctrl-C."""
     from auditor.api import ScanError, replay_root
@@ -40,6 +49,7 @@ def fakecloud_serve(
             "error_rate": error_rate,
             "seed": seed,
             "page_size": page_size,
+            "rate_limits": rate_limits,
         }
         # only flags actually given override the replay's fakecloud.yaml
         faults = FaultConfig.model_validate({k: v for k, v in given.items() if v is not None})

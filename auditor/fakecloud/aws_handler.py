@@ -231,7 +231,7 @@ class AwsQueryHandler:
         )
 
     def _fault(self, fault: Fault, call: _Call, request_id: str, seen: _Seen) -> FakeResponse:
-        if fault is Fault.THROTTLE:
+        if fault in (Fault.THROTTLE, Fault.RATE_LIMIT):
             status, code, message = (
                 (503, "RequestLimitExceeded", "Request limit exceeded.")
                 if call.protocol == "ec2"

@@ -661,8 +661,8 @@ class AzureHandler:
         if fault is None:
             return None
         headers: dict[str, str] = {}
-        retry_after = str(self.ctx.faults.config.retry_after_seconds)
-        if fault is Fault.THROTTLE:
+        retry_after = str(self.ctx.faults.retry_after())
+        if fault in (Fault.THROTTLE, Fault.RATE_LIMIT):
             status, code = 429, "TooManyRequests"
             message = (
                 "The request is being throttled as too many requests have been received for "

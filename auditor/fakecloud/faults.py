@@ -1,21 +1,30 @@
-"""Fault injection for fakecloud: latency, throttling, 5xx errors and page size.
+"""Fault injection for fakecloud: latency, throttling, 5xx errors, page size, rate limits.
 
 The decision of *whether* a call is faulted is cloud-agnostic and lives here; each cloud
 handler renders the fault in its own wire protocol (EC2 ``RequestLimitExceeded``, STS
 ``Throttling``, ...). A seeded RNG behind a lock makes a single-threaded run reproducible.
+
+With ``rate_limits`` on, fakecloud also enforces the clouds' documented request rate limits
+(auditor/ratelimits.py: token buckets per EC2 account and Region and per Azure subscription,
+per-minute windows per GCP project) and refuses a call past them as that cloud does.
 """
 
 from __future__ import annotations
 
 import enum
+import math
 import random
 import threading
+import time
 from collections import Counter
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from auditor.ratelimits import DOCUMENTED, Limit, LimitKey, family_of, scope_of
 
 CONFIG_FILE_NAME = "fakecloud.yaml"
 _MAX_CONFIG_BYTES = 1024 * 1024
@@ -79,6 +88,9 @@ class FaultConfig(BaseModel):
     #: whose records were checked once where they were cloned from, so that fakecloud's CPU
     #: on a shared machine is not charged to the scanner.
     validate_files: bool = True
+    #: Enforce the documented request rate limits (auditor/ratelimits.py), refusing calls past
+    #: them as each cloud does: the pace a real scan is held to.
+    rate_limits: bool = False
 
     @model_validator(mode="after")
     def _rates_fit(self) -> FaultConfig:
@@ -124,11 +136,80 @@ class Fault(enum.Enum):
 
     THROTTLE = "throttle"
     INTERNAL_ERROR = "internal_error"  # HTTP 500
+    RATE_LIMIT = "rate_limit"  # past a documented request rate limit
     UNAVAILABLE = "unavailable"  # HTTP 503
 
 
 FaultKey = tuple[str, str | None, str | None, str | None, str | None]
 """(cloud, account, region, operation, resource): the unit ``throttle_first`` counts per."""
+
+
+class _Allowance:
+    """What one limit allows one scope now: a token bucket or a fixed per-interval count."""
+
+    def __init__(self, limit: Limit, now: float) -> None:
+        self.limit = limit
+        self.tokens = float(limit.capacity)
+        self.stamp = now
+        self.window = math.floor(now / limit.window_s) if limit.kind == "window" else 0
+        self.used = 0
+
+    def take(self, now: float) -> float:
+        """0 if the call may go (and counts it); else the seconds until one may."""
+        lim = self.limit
+        if lim.kind == "bucket":
+            self.tokens = min(lim.capacity, self.tokens + (now - self.stamp) * lim.rate)
+            self.stamp = now
+            if self.tokens >= 1.0 - 1e-9:  # float refill: 1/rate seconds give one token
+                self.tokens = max(0.0, self.tokens - 1.0)
+                return 0.0
+            return (1.0 - self.tokens) / lim.rate
+        window = math.floor(now / lim.window_s)  # synchronised intervals, as Google counts
+        if window != self.window:
+            self.window, self.used = window, 0
+        if self.used < lim.capacity:
+            self.used += 1
+            return 0.0
+        return (window + 1) * lim.window_s - now
+
+
+class RateLimiter:
+    """The documented limits, enforced per scope and family; thread-safe."""
+
+    def __init__(
+        self,
+        limits: dict[tuple[str, str], Limit] | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.limits = DOCUMENTED if limits is None else limits
+        self.clock = clock
+        self._lock = threading.Lock()
+        self._state: dict[LimitKey, _Allowance] = {}
+        self.served: Counter[LimitKey] = Counter()
+        self.refused: Counter[LimitKey] = Counter()
+
+    def check(self, cloud: str, account: str | None, region: str | None, op: str | None) -> float:
+        """0 when the call is within its limit (and is counted); else the wait it must do."""
+        family = family_of(cloud, op)
+        limit = self.limits.get((cloud, family)) if family else None
+        if limit is None or family is None:
+            return 0.0
+        key = (cloud, scope_of(cloud, account, region), family)
+        with self._lock:
+            now = self.clock()
+            state = self._state.get(key)
+            if state is None:
+                state = self._state[key] = _Allowance(limit, now)
+            wait = state.take(now)
+            (self.refused if wait else self.served)[key] += 1
+        return wait
+
+    def stats(self) -> dict[str, int]:
+        with self._lock:
+            return {
+                "rate_limited_served": sum(self.served.values()),
+                "rate_limited_refused": sum(self.refused.values()),
+            }
 
 
 class FaultInjector:
@@ -139,6 +220,16 @@ class FaultInjector:
         self._lock = threading.Lock()
         self._rng = random.Random(config.seed)
         self._calls: Counter[FaultKey] = Counter()
+        self.limiter = RateLimiter() if config.rate_limits else None
+        self._waits = threading.local()
+
+    def retry_after(self) -> int:
+        """Seconds a refused call is told to wait (Azure's `Retry-After`): the limiter's wait
+        for the call this thread was just refused, else the configured value."""
+        wait: float | None = getattr(self._waits, "last", None)
+        if wait is None:
+            return self.config.retry_after_seconds
+        return max(1, math.ceil(wait))
 
     @property
     def latency_seconds(self) -> float:
@@ -147,6 +238,12 @@ class FaultInjector:
     def decide(self, key: FaultKey) -> Fault | None:
         """Count the call and return the fault to inject, if any."""
         cfg = self.config
+        self._waits.last = None
+        if self.limiter is not None:
+            wait = self.limiter.check(key[0], key[1], key[2], key[3])
+            if wait:
+                self._waits.last = wait
+                return Fault.RATE_LIMIT
         with self._lock:
             seen = self._calls[key]
             self._calls[key] = seen + 1

@@ -168,15 +168,17 @@ class GcpError(Exception):
         self.message = message
 
 
-def render_error(status: int, code: str, message: str) -> bytes:
-    """Google's JSON error body; ``errors[].reason`` follows the HTTP status."""
-    reason = _REASONS.get(status, "backendError" if status >= 500 else "badRequest")
+def render_error(
+    status: int, code: str, message: str, reason: str | None = None, domain: str = "global"
+) -> bytes:
+    """Google's JSON error body; ``errors[].reason`` follows the HTTP status unless given."""
+    reason = reason or _REASONS.get(status, "backendError" if status >= 500 else "badRequest")
     body = {
         "error": {
             "code": status,
             "message": message,
             "status": code,
-            "errors": [{"message": message, "domain": "global", "reason": reason}],
+            "errors": [{"message": message, "domain": domain, "reason": reason}],
         }
     }
     return json.dumps(body).encode()
@@ -563,7 +565,17 @@ class GcpHandler:
         )
         if fault is None:
             return None
-        if fault is Fault.THROTTLE:
+        if fault is Fault.RATE_LIMIT and seen.operation != OP_LOGS:
+            # Compute Engine past a rate quota: 403 with the reason rateLimitExceeded
+            message = (
+                "Quota exceeded for quota metric 'Read requests' and limit 'Read requests per "
+                f"minute' of service '{service}' for consumer 'project:{seen.project}'."
+            )
+            body = render_error(
+                403, "PERMISSION_DENIED", message, "rateLimitExceeded", "usageLimits"
+            )
+            return self._response(403, body, seen, fault.value)
+        if fault in (Fault.THROTTLE, Fault.RATE_LIMIT):
             status, code = 429, "RESOURCE_EXHAUSTED"
             message = (
                 f"Quota exceeded for quota metric 'Queries' and limit 'Queries per minute' "

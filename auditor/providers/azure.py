@@ -32,6 +32,7 @@ from auditor.providers.base import (
     record_evidence,
     tune_session,
 )
+from auditor.providers.pacing import azure_pacing_policy
 from auditor.recording import EvidenceSink, raw_path
 
 PROVIDER = "azure"
@@ -179,6 +180,8 @@ class AzureProvider(WorkerState):
         transport = self._transport()
         if transport is not None:
             kwargs["transport"] = transport
+        if self.pool is not None and self.pool.pacer is not None:
+            kwargs["per_retry_policies"] = [azure_pacing_policy(self.pool.pacer)]
         return ComputeManagementClient(self._cred(), subscription, **kwargs)
 
     def _transport(self) -> Any:

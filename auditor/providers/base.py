@@ -260,8 +260,13 @@ class CallPool:
     uses every free slot instead of calling its VMs one after another.
     """
 
-    def __init__(self, concurrency: int) -> None:
+    def __init__(self, concurrency: int, pace: bool = True) -> None:
+        from auditor.providers.pacing import Pacer
+
         self.concurrency = max(1, concurrency)
+        #: Keeps each scope within its cloud's documented rate limits (auditor.providers.pacing):
+        #: one per scan process, as each scope is read by one process.
+        self.pacer: Pacer | None = Pacer() if pace else None
         self._slots = threading.BoundedSemaphore(self.concurrency)
         self._holding = threading.local()
         self._pool = ThreadPoolExecutor(max_workers=self.concurrency, thread_name_prefix="call")

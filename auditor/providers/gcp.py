@@ -30,16 +30,18 @@ from auditor.providers.base import (
     record_evidence,
     tune_session,
 )
+from auditor.providers.pacing import pace_requests_session
 from auditor.recording import EvidenceSink, raw_path
 from auditor.verify.stage import GCE_EK_KIND
 
 PROVIDER = "gcp"
 
 # Retries and timeouts: google-api-core's own Retry, configured here and nowhere else
-# (docs/reliability.md). Retried: 429 RESOURCE_EXHAUSTED, 500, 502, 503, 504 and dropped
-# connections, with exponential backoff from RETRY_INITIAL_S doubling up to RETRY_MAXIMUM_S,
-# until RETRY_TIMEOUT_S has passed for the call. Every other error (403 PERMISSION_DENIED,
-# 404, a response that does not parse, a read timeout) is not retried: it becomes a gap.
+# (docs/reliability.md). Retried: 429 RESOURCE_EXHAUSTED, 403 rateLimitExceeded (Compute
+# Engine's answer past a rate quota), 500, 502, 503, 504 and dropped connections, with
+# exponential backoff from RETRY_INITIAL_S doubling up to RETRY_MAXIMUM_S, until
+# RETRY_TIMEOUT_S has passed for the call. Every other error (403 PERMISSION_DENIED, 404, a
+# response that does not parse, a read timeout) is not retried: it becomes a gap.
 # Compute calls time out after CALL_TIMEOUT_S; Cloud Logging's client uses its own 60 s.
 RETRY_INITIAL_S = 1.0
 RETRY_MAXIMUM_S = 32.0
@@ -143,16 +145,17 @@ class GcpProvider(WorkerState):
 
         # google-api-core's own retry: throttling (429) and transient 5xx, exponential backoff.
         initial, maximum, timeout = self._retry_settings
+        transient = gretry.if_exception_type(
+            gexc.TooManyRequests,
+            gexc.ServiceUnavailable,
+            gexc.InternalServerError,
+            gexc.BadGateway,
+            gexc.GatewayTimeout,
+            requests.exceptions.ConnectionError,
+            requests.exceptions.ChunkedEncodingError,
+        )
         self._retry = gretry.Retry(
-            predicate=gretry.if_exception_type(
-                gexc.TooManyRequests,
-                gexc.ServiceUnavailable,
-                gexc.InternalServerError,
-                gexc.BadGateway,
-                gexc.GatewayTimeout,
-                requests.exceptions.ConnectionError,
-                requests.exceptions.ChunkedEncodingError,
-            ),
+            predicate=lambda err: transient(err) or rate_quota_exceeded(err),
             initial=initial,
             maximum=maximum,
             multiplier=RETRY_MULTIPLIER,
@@ -197,7 +200,9 @@ class GcpProvider(WorkerState):
                     transport="rest", credentials=creds, client_options=options
                 )
                 size = self.pool.concurrency if self.pool is not None else 0
-                tune_session(getattr(client.transport, "_session", None), self.endpoint_url, size)
+                session = getattr(client.transport, "_session", None)
+                tune_session(session, self.endpoint_url, size)
+                self._pace(session)
                 self._instances = client
             return self._instances
 
@@ -215,18 +220,27 @@ class GcpProvider(WorkerState):
                 client = compute_v1.InstanceTemplatesClient(
                     transport="rest", credentials=creds, client_options=options
                 )
-                tune_session(getattr(client.transport, "_session", None), self.endpoint_url, 0)
+                session = getattr(client.transport, "_session", None)
+                tune_session(session, self.endpoint_url, 0)
+                self._pace(session)
                 self._templates = client
             return self._templates
 
     def _logging_client(self, project: str) -> Any:
         options = {"api_endpoint": self.endpoint_url} if self.endpoint_url else None
-        return _reading_logging_client()(
+        client = _reading_logging_client()(
             project=project,
             credentials=self._creds(),
             _use_grpc=False,
             client_options=options,
         )
+        self._pace(getattr(client, "_http", None))
+        return client
+
+    def _pace(self, session: Any) -> None:
+        """Keep this client's calls within each project's quotas (auditor.providers.pacing)."""
+        if session is not None and self.pool is not None and self.pool.pacer is not None:
+            pace_requests_session(session, self.pool.pacer)
 
     # -------------------------------------------------------------------- plan
     def plan(self, sink: EvidenceSink) -> Plan:
@@ -600,6 +614,24 @@ class GcpProvider(WorkerState):
             doc["attestation"] = attestation_from_logs(entries)
             evidence["attestation"] = shas
         return collected_vm(doc, technology=technology, disks=disks, evidence=evidence, gaps=gaps)
+
+
+#: The reasons Google gives a 403 that is a rate quota, not a permission (Compute Engine
+#: answers a project past its per-minute quota with 403 `rateLimitExceeded`).
+RATE_QUOTA_REASONS = frozenset(
+    {"rateLimitExceeded", "userRateLimitExceeded", "RATE_LIMIT_EXCEEDED"}
+)
+
+
+def rate_quota_exceeded(err: BaseException) -> bool:
+    """A 403 that says "wait": retried like a 429, never reported as a missing permission."""
+    from google.api_core import exceptions as gexc
+
+    if not isinstance(err, gexc.Forbidden):
+        return False
+    reasons = {e.get("reason") for e in getattr(err, "errors", None) or [] if isinstance(e, dict)}
+    reasons.add(getattr(err, "reason", None))
+    return bool(reasons & RATE_QUOTA_REASONS)
 
 
 def _reading_logging_client() -> Any:

@@ -1,0 +1,86 @@
+"""The clouds' documented request rate limits for the calls a scan makes: one table for both
+sides, the scanner's pacing (auditor/providers/pacing.py) and fakecloud's rate-limit mode.
+
+A real scan is held back by these, not by latency: past a limit each cloud refuses calls
+(EC2 503 `RequestLimitExceeded`, ARM 429 `TooManyRequests` with `Retry-After`, Compute Engine
+403 `rateLimitExceeded`, Cloud Logging 429 `RESOURCE_EXHAUSTED`), and a scanner that spends an
+account's whole bucket also throttles the owner's own automation sharing it. Figures are the
+documented defaults (an account may have raised ones):
+
+- EC2 API request throttling: non-mutating actions (Describe*, Get*) share a token bucket per
+  account and Region, 100 tokens, refilled at 20 per second.
+- Azure Resource Manager: reads per subscription (and region of the ARM instance), a bucket of
+  250 refilled at 25 per second.
+- Compute Engine rate quotas: read (get and list) requests per project, 1,500 per minute,
+  enforced per synchronised 60-second interval.
+- Cloud Logging: entries.list requests per project, 60 per minute.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+
+@dataclass(frozen=True)
+class Limit:
+    """A token bucket (`capacity`, refilled at `rate` per second) or a fixed window (`capacity`
+    calls per `window_s` seconds, counted per interval)."""
+
+    kind: Literal["bucket", "window"]
+    capacity: int
+    rate: float = 0.0
+    window_s: float = 0.0
+    source: str = ""
+
+    @property
+    def per_second(self) -> float:
+        """The sustained rate the limit allows."""
+        return self.rate if self.kind == "bucket" else self.capacity / self.window_s
+
+    def time_for(self, calls: int) -> float:
+        """The least time `calls` calls take under this limit, starting with a full allowance."""
+        extra = max(0, calls - self.capacity)
+        if self.kind == "bucket":
+            return extra / self.rate
+        return -(-extra // self.capacity) * self.window_s  # whole intervals past the first
+
+
+#: (cloud, family) -> limit. The scope a limit counts per is in `scope_of`.
+DOCUMENTED: dict[tuple[str, str], Limit] = {
+    ("aws", "ec2-read"): Limit(
+        "bucket", 100, rate=20.0, source="EC2 API request throttling, non-mutating actions"
+    ),
+    ("azure", "arm-read"): Limit(
+        "bucket", 250, rate=25.0, source="Azure Resource Manager throttling, subscription reads"
+    ),
+    ("gcp", "compute-read"): Limit(
+        "window", 1500, window_s=60.0, source="Compute Engine rate quotas, read requests"
+    ),
+    ("gcp", "logging-read"): Limit(
+        "window", 60, window_s=60.0, source="Cloud Logging quotas, entries.list requests"
+    ),
+}
+
+#: A rate limit's key: (cloud, scope it counts per, family).
+LimitKey = tuple[str, str, str]
+
+
+def family_of(cloud: str, operation: str | None) -> str | None:
+    """Which limited family a call belongs to (None: not limited here, e.g. STS)."""
+    op = operation or ""
+    if cloud == "aws":
+        reads = op.startswith(("Describe", "Get")) and op != "GetCallerIdentity"
+        return "ec2-read" if reads else None
+    if cloud == "azure":
+        return "arm-read"
+    if cloud == "gcp":
+        return "logging-read" if "entries" in op or "logging" in op else "compute-read"
+    return None
+
+
+def scope_of(cloud: str, account: str | None, region: str | None) -> str:
+    """What a limit counts per: EC2 account and Region, an Azure subscription, a GCP project."""
+    if cloud == "aws":
+        return f"{account or '?'}/{region or '?'}"
+    return account or "?"

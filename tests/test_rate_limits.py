@@ -1,0 +1,217 @@
+"""The clouds' request rate limits: fakecloud enforces them as each cloud does, and the scanner
+paces itself so that they are never hit, through the real SDKs.
+
+The documented limits are large (an EC2 bucket of 100, a Compute Engine minute of 1,500), so
+these tests shrink them (the same table feeds both sides) to make the demo fleet's few calls
+per scope cross them.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+from typing import Any
+
+import pytest
+import requests
+
+from auditor import ratelimits
+from auditor.api import recorded_at
+from auditor.engine import Engine
+from auditor.fakecloud import FakeCloud, FaultConfig
+from auditor.fakecloud.faults import RateLimiter
+from auditor.model import AuditRun, Scope
+from auditor.providers.gcp import rate_quota_exceeded
+from auditor.providers.pacing import Pacer
+from auditor.ratelimits import Limit
+from auditor.rules.loader import load_packs
+from auditor.run import run_audit
+from tests.conftest import DEMO_FLEET
+from tests.test_faults import (
+    _providers,
+    fast_aws_backoff,  # noqa: F401 (fixture)
+)
+
+SMALL = {
+    ("aws", "ec2-read"): Limit("bucket", 2, rate=40.0),
+    ("azure", "arm-read"): Limit("bucket", 2, rate=40.0),
+    ("gcp", "compute-read"): Limit("window", 2, window_s=0.25),
+    ("gcp", "logging-read"): Limit("window", 1, window_s=0.25),
+}
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+    def sleep(self, seconds: float) -> None:
+        self.now += seconds
+
+
+# -- the limits themselves ------------------------------------------------------------------------
+
+
+def test_documented_limits_and_their_least_time() -> None:
+    ec2 = ratelimits.DOCUMENTED[("aws", "ec2-read")]
+    assert (ec2.capacity, ec2.rate) == (100, 20.0)
+    assert ec2.time_for(100) == 0 and ec2.time_for(300) == 10.0
+    arm = ratelimits.DOCUMENTED[("azure", "arm-read")]
+    assert arm.time_for(1250) == 40.0
+    gce = ratelimits.DOCUMENTED[("gcp", "compute-read")]
+    assert gce.time_for(1500) == 0 and gce.time_for(1501) == 60.0 and gce.time_for(4000) == 120.0
+    assert ratelimits.family_of("aws", "GetCallerIdentity") is None
+    assert ratelimits.family_of("aws", "GetInstanceTpmEkPub") == "ec2-read"
+    assert ratelimits.family_of("gcp", "logging.entries.list") == "logging-read"
+    assert ratelimits.scope_of("aws", "1111", "eu-west-1") == "1111/eu-west-1"
+
+
+def test_fakecloud_bucket_refuses_past_capacity_and_refills() -> None:
+    clock = Clock()
+    limiter = RateLimiter(SMALL, clock=clock)
+    calls = [limiter.check("aws", "1", "eu-west-1", "DescribeInstances") for _ in range(3)]
+    assert calls[:2] == [0.0, 0.0] and calls[2] == pytest.approx(1 / 40)
+    # another Region, another bucket; STS is not in the EC2 bucket
+    assert limiter.check("aws", "1", "us-east-2", "DescribeVolumes") == 0.0
+    assert limiter.check("aws", "1", "eu-west-1", "GetCallerIdentity") == 0.0
+    clock.sleep(1 / 40)
+    assert limiter.check("aws", "1", "eu-west-1", "DescribeInstances") == 0.0
+    assert limiter.stats() == {"rate_limited_served": 4, "rate_limited_refused": 1}
+
+
+def test_fakecloud_window_counts_per_synchronised_interval() -> None:
+    clock = Clock()  # 1000.0 is the start of an interval of 0.25 s
+    limiter = RateLimiter(SMALL, clock=clock)
+    op = "instances.getShieldedInstanceIdentity"
+    assert [limiter.check("gcp", "p", None, op) for _ in range(2)] == [0.0, 0.0]
+    assert limiter.check("gcp", "p", None, op) == pytest.approx(0.25)
+    clock.sleep(0.1)
+    assert limiter.check("gcp", "p", None, op) == pytest.approx(0.15)  # same interval
+    clock.sleep(0.15)
+    assert limiter.check("gcp", "p", None, op) == 0.0  # the next interval
+    assert limiter.check("gcp", "p", None, "logging.entries.list") == 0.0  # its own quota
+
+
+def test_pacer_never_lets_a_scope_exceed_its_limit() -> None:
+    clock = Clock()
+    pacer = Pacer(SMALL, clock=clock, sleep=clock.sleep, margin=1.0)
+    server = RateLimiter(SMALL, clock=clock)
+    key = pacer.key("aws", "1", "eu-west-1", "DescribeInstances")
+    for _ in range(50):
+        pacer.take(key)
+        assert server.check("aws", "1", "eu-west-1", "DescribeInstances") == 0.0
+    # 50 calls at 40 per second after a burst of 2: at least 1.2 s of waiting
+    assert clock.now - 1000.0 == pytest.approx(48 / 40)
+    window = pacer.key("gcp", "p", None, "compute")
+    for _ in range(9):  # a sliding window keeps every synchronised interval within its quota
+        pacer.take(window)
+        assert server.check("gcp", "p", None, "instances.get") == 0.0
+    assert server.stats()["rate_limited_refused"] == 0
+
+
+def test_pacer_keeps_a_margin_below_the_documented_limit() -> None:
+    clock = Clock()
+    pacer = Pacer(clock=clock, sleep=clock.sleep)  # the documented limits, 90 % of them
+    key = pacer.key("aws", "1", "eu-west-1", "DescribeInstances")
+    for _ in range(90 + 18):
+        pacer.take(key)
+    assert clock.now - 1000.0 == pytest.approx(1.0)  # 90 at once, then 18 per second
+
+
+def test_a_refusal_holds_the_scope_for_the_named_wait() -> None:
+    clock = Clock()
+    pacer = Pacer(SMALL, clock=clock, sleep=clock.sleep)
+    key = pacer.key("azure", "sub", None, None)
+    pacer.refused(key, retry_after=3.0)
+    assert pacer.take(key) == pytest.approx(3.0)
+    assert pacer.stats()["refusals_seen"] == 1
+
+
+# -- end to end, real SDKs against fakecloud --
+
+
+#: Slow enough that an unpaced scan meets a refusal in every cloud however loaded the machine is.
+END_TO_END = {
+    **SMALL,
+    ("aws", "ec2-read"): Limit("bucket", 2, rate=8.0),
+    ("azure", "arm-read"): Limit("bucket", 2, rate=8.0),
+}
+
+
+@pytest.fixture
+def small_limits(monkeypatch: pytest.MonkeyPatch) -> None:
+    for key, limit in END_TO_END.items():
+        monkeypatch.setitem(ratelimits.DOCUMENTED, key, limit)
+
+
+@pytest.fixture(scope="module")
+def readable(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("rl") / "fleet"
+    shutil.copytree(DEMO_FLEET, root, ignore=shutil.ignore_patterns("guest-evidence", "libvirt"))
+    for error in root.rglob("*.error.json"):
+        error.unlink()
+    return root
+
+
+def _scan(root: Path, pace: bool, monkeypatch: pytest.MonkeyPatch) -> tuple[AuditRun, FakeCloud]:
+    if not pace:
+        import auditor.providers.base as base
+
+        original = base.CallPool.__init__
+
+        def unpaced(self: Any, concurrency: int, pace: bool = True) -> None:
+            original(self, concurrency, pace=False)
+
+        monkeypatch.setattr(base.CallPool, "__init__", unpaced)
+    with FakeCloud(root, faults=FaultConfig(rate_limits=True, retry_after_seconds=0)) as cloud:
+        run = run_audit(
+            _providers(root, cloud.endpoint),
+            Engine(load_packs()),
+            Scope(providers=["aws", "gcp", "azure"]),
+            concurrency=8,
+            processes=1,
+            as_of=recorded_at(root),
+        )
+    return run, cloud
+
+
+@pytest.mark.usefixtures("small_limits", "fast_aws_backoff")
+def test_unpaced_scan_is_refused_and_still_loses_nothing(
+    readable: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    run, cloud = _scan(readable, pace=False, monkeypatch=monkeypatch)
+    refused = [r for r in cloud.request_log if r.fault == "rate_limit"]
+    by_cloud = {r.cloud for r in refused}
+    assert {"aws", "azure", "gcp"} <= by_cloud  # every cloud refused in its own words
+    statuses = {(r.cloud, r.status) for r in refused}
+    assert ("gcp", 403) in statuses and ("azure", 429) in statuses and ("aws", 503) in statuses
+    # Compute Engine's 403 rateLimitExceeded is retried, never reported as a missing permission
+    assert run.coverage.gaps == []
+    assert len(run.vms) == 27 - 4  # the demo without its KVM host
+
+
+@pytest.mark.usefixtures("small_limits", "fast_aws_backoff")
+def test_paced_scan_is_never_refused(readable: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    run, cloud = _scan(readable, pace=True, monkeypatch=monkeypatch)
+    assert [r for r in cloud.request_log if r.fault == "rate_limit"] == []
+    assert run.coverage.gaps == [] and len(run.vms) == 27 - 4
+
+
+def test_a_403_is_a_rate_quota_only_when_google_says_so() -> None:
+    from google.api_core import exceptions as gexc
+
+    def forbidden(reason: str) -> Exception:
+        response = requests.Response()
+        response.status_code = 403
+        response._content = json.dumps(
+            {"error": {"code": 403, "message": "m", "errors": [{"reason": reason}]}}
+        ).encode()
+        response.request = requests.Request("GET", "http://x/").prepare()
+        return gexc.from_http_response(response)
+
+    assert rate_quota_exceeded(forbidden("rateLimitExceeded"))
+    assert not rate_quota_exceeded(forbidden("forbidden"))
+    assert not rate_quota_exceeded(ValueError("rateLimitExceeded"))
