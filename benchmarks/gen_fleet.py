@@ -91,6 +91,14 @@ class ScopePlan:
     def calls(self) -> int:
         return self.serial + self.fanout + self.other
 
+    def limited(self) -> dict[str, int]:
+        """Calls per rate-limited family (auditor/ratelimits.py) this scope's limits count."""
+        if self.cloud == "gcp":  # instances and vTPM identities; the integrity log apart
+            return {"compute-read": self.serial + self.fanout, "logging-read": self.other}
+        if self.cloud == "aws":  # DescribeRegions counts in the home Region's bucket, apart
+            return {"ec2-read": self.calls}
+        return {"arm-read": self.calls}
+
 
 @dataclass
 class FleetPlan:
@@ -116,6 +124,13 @@ class FleetPlan:
             "total_calls": total,
             "longest_chain": chain,
             "scopes": len(self.scopes),
+            # what each rate limit counts: (cloud, scope, family) -> calls
+            "limited": [
+                {"cloud": s.cloud, "scope": s.scope, "family": family, "calls": calls}
+                for s in self.scopes
+                for family, calls in s.limited().items()
+                if calls
+            ],
             "by_cloud": {
                 c: {
                     "scopes": sum(1 for s in self.scopes if s.cloud == c),

@@ -59,9 +59,27 @@ def fleet(work: Path, vms: int, page_size: int, per_scope: int) -> Path:
     """The generated fleet for these parameters, generated once and reused."""
     root = work / f"fleet-{vms}-p{page_size}-s{per_scope}"
     manifest = root / MANIFEST
-    if not manifest.is_file():
+    if not manifest.is_file() or "limited" not in json.loads(manifest.read_text()):
         generate(root, vms, per_scope=per_scope, page_size=page_size)
     return root
+
+
+#: VMs per scope of the rate-limit benchmark's fleet: two scopes per cloud at 10k VMs.
+RATELIMIT_PER_SCOPE = 2000
+
+
+def rate_limit_bound(manifest: dict[str, Any]) -> tuple[float, dict[str, Any]]:
+    """The least time the clouds' documented rate limits allow for the manifest's calls: the
+    slowest limited scope (scopes are limited apart, so they overlap), and which it is."""
+    from auditor.ratelimits import DOCUMENTED
+
+    worst: dict[str, Any] = {}
+    bound = 0.0
+    for row in manifest["limited"]:
+        seconds = DOCUMENTED[(row["cloud"], row["family"])].time_for(int(row["calls"]))
+        if seconds > bound:
+            bound, worst = seconds, dict(row)
+    return bound, worst
 
 
 # ============================================================================ collection
@@ -72,6 +90,8 @@ class _Timer:
         self.start: float | None = None
         self.end: float | None = None
         self.scopes = 0
+        #: seconds from the start at which each scope finished, slowest last
+        self.finished: dict[str, float] = {}
 
     def planning(self, provider: str) -> None:
         if self.start is None:
@@ -82,6 +102,9 @@ class _Timer:
 
     def scope_done(self, result: Any) -> None:
         self.end = time.perf_counter()
+        key = result.scope
+        name = f"{key.provider}:{key.account}" + (f"/{key.region}" if key.region else "")
+        self.finished[name] = round(self.end - (self.start or self.end), 2)
 
 
 def replay_providers(root: Path, endpoint: str, concurrency: int) -> list[Any]:
@@ -117,10 +140,13 @@ def bench_collect(
     per_scope: int = 80,
     work: Path = DEFAULT_WORK,
     processes: int | None = None,
+    rate_limits: bool = False,
 ) -> dict[str, Any]:
     """Scan a generated fleet through fakecloud (own process) and compare with the bound.
 
     `processes`: collection worker processes as `ccaudit scan --processes` (None: auto).
+    `rate_limits`: fakecloud refuses calls past the clouds' documented limits
+    (auditor/ratelimits.py) and the bound is also the least time those limits allow.
     """
     from auditor.workers import auto_workers
 
@@ -135,7 +161,7 @@ def bench_collect(
     root = fleet(work, vms, page_size, per_scope)
     manifest = json.loads((root / MANIFEST).read_text())
     engine = Engine(load_packs([]))
-    server = ServerProcess.start(root, latency_ms, page_size)
+    server = ServerProcess.start(root, latency_ms, page_size, rate_limits=rate_limits)
     timer = _Timer()
     try:
         providers = replay_providers(root, server.endpoint, concurrency)
@@ -161,9 +187,26 @@ def bench_collect(
     latency = latency_ms / 1000.0
     by_calls = manifest["total_calls"] * latency / concurrency
     by_chain = manifest["longest_chain"] * latency
-    bound = max(by_calls, by_chain)
+    by_limits, slowest = rate_limit_bound(manifest) if rate_limits else (0.0, {})
+    bound = max(by_calls, by_chain, by_limits)
+    requests = int(served.get("requests") or 0)
+    refused = int(served.get("refused") or 0)
+    limits: dict[str, Any] = {}
+    if rate_limits:
+        limits = {
+            "rate_limit_bound_s": round(by_limits, 2),
+            "slowest_scope": slowest,
+            "refused": refused,
+            "scopes_finished_s": timer.finished,
+            "answered_per_5s": served.get("timeline"),
+            "refused_by_cloud": served.get("refused_by_cloud"),
+            "gap_texts": [f"{g.call}: {g.message}"[:200] for g in run.coverage.gaps[:5]],
+            "retry_share": round(refused / requests, 4) if requests else None,
+            # every expected call answered once; refused ones were repeated
+            "calls_lost": manifest["total_calls"] - (requests - refused),
+        }
     return {
-        "benchmark": "collect",
+        "benchmark": "ratelimit" if rate_limits else "collect",
         "vms": len(run.vms),
         "scopes": timer.scopes,
         "latency_ms": latency_ms,
@@ -183,6 +226,7 @@ def bench_collect(
         "server_cpu_s": served.get("cpu_s"),
         "gaps": len(run.coverage.gaps),
         "peak_rss_mib": round(peak_rss_mib(), 1),
+        **limits,
     }
 
 
@@ -386,6 +430,16 @@ def _summary(result: dict[str, Any]) -> str:
             f"whole scan {result['scan_total_s']} s; CPU scanner {result['client_cpu_s']} s, "
             f"fakecloud {result['server_cpu_s']} s; peak RSS {result['peak_rss_mib']} MiB"
         )
+    if kind == "ratelimit":
+        slowest = result["slowest_scope"]
+        return (
+            f"ratelimit {result['vms']} VMs / {result['scopes']} scopes under the documented "
+            f"limits: {result['collect_s']} s, bound {result['lower_bound_s']} s "
+            f"(ratio {result['ratio']}; slowest {slowest.get('cloud')} {slowest.get('family')} "
+            f"{slowest.get('calls')} calls); {result['refused']} of {result['calls_served']} "
+            f"calls refused ({100 * (result['retry_share'] or 0):.2f} %), "
+            f"{result['calls_lost']} lost, {result['gaps']} gaps"
+        )
     if kind == "cost":
         runs = "; ".join(
             f"{r['scanner_cpu_s']} / {r['floor_cpu_s']} CPU-s = {r['ratio']}"
@@ -469,13 +523,19 @@ def _run_child(argv: list[str], module: str = "benchmarks.run") -> dict[str, Any
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument(
-        "which", choices=["collect", "cost", "evaluate", "snp", "html", "reports", "all"]
+        "which",
+        choices=["collect", "ratelimit", "cost", "evaluate", "snp", "html", "reports", "all"],
     )
     parser.add_argument("--vms", default=None, help="fleet size (1k, 10k, 100k, or a count)")
     parser.add_argument("--latency-ms", type=float, default=30.0)
     parser.add_argument("--concurrency", type=int, default=32)
     parser.add_argument("--page-size", type=int, default=50)
-    parser.add_argument("--per-scope", type=int, default=80, help="VMs per generated scope")
+    parser.add_argument(
+        "--per-scope",
+        type=int,
+        default=0,
+        help=f"VMs per generated scope (default 80; ratelimit {RATELIMIT_PER_SCOPE})",
+    )
     parser.add_argument("--workers", type=int, default=0, help="evaluation processes (0: auto)")
     parser.add_argument(
         "--processes", type=int, default=0, help="collection worker processes (0: auto)"
@@ -506,15 +566,19 @@ def main(argv: list[str] | None = None) -> int:
             print(_summary(r))
         print(json.dumps(results))
         return 0
-    if args.which == "collect":
+    if args.which in ("collect", "ratelimit"):
+        limited = args.which == "ratelimit"
+        # under rate limits the scopes are large, as real accounts and subscriptions are
+        per_scope = args.per_scope or (RATELIMIT_PER_SCOPE if limited else 80)
         result = bench_collect(
             size or 10_000,
             args.latency_ms,
             args.concurrency,
             args.page_size,
-            args.per_scope,
+            per_scope,
             args.work,
             args.processes or None,
+            rate_limits=limited,
         )
     elif args.which == "cost":
         result = bench_cost(size or 10_000, args.repeat, args.passes, args.processes or None)

@@ -34,6 +34,7 @@ class CountingFakeCloud(FakeCloud):
         self._flight_lock = threading.Lock()
         self.in_flight = 0
         self.max_in_flight = 0
+        self.answered: list[float] = []  # when each logged request was answered
 
     def _handle(self, request: FakeRequest) -> FakeResponse:
         with self._flight_lock:
@@ -53,10 +54,32 @@ class CountingFakeCloud(FakeCloud):
             "by_cloud": dict(Counter(r.cloud for r in log)),
             "errors": sum(1 for r in log if r.status >= 400),
             "refused": sum(1 for r in log if r.fault == "rate_limit"),
+            "refused_by_cloud": dict(Counter(r.cloud for r in log if r.fault == "rate_limit")),
             **(self._injector.limiter.stats() if self._injector.limiter is not None else {}),
             "max_in_flight": self.max_in_flight,
+            "timeline": self._timeline(log),
             "cpu_s": round(time.process_time(), 2),
         }
+
+
+    def _record(self, record: Any) -> None:
+        with self._log_lock:
+            self.request_log.append(record)
+            self.answered.append(time.monotonic())
+
+    def _timeline(self, log: list[Any], step: float = 5.0) -> dict[str, list[int]]:
+        """Requests answered per cloud in each `step` seconds from the first: where a scan
+        idled (a rate-limited cloud should be at its limit throughout)."""
+        if not self.answered:
+            return {}
+        start = self.answered[0]
+        out: dict[str, list[int]] = {}
+        for when, record in zip(self.answered, log, strict=False):
+            row = out.setdefault(record.cloud, [])
+            slot = int((when - start) // step)
+            row.extend([0] * (slot + 1 - len(row)))
+            row[slot] += 1
+        return out
 
 
 #: SDK modules fakecloud imports on first use to validate replay files; a real cloud is warm.

@@ -25,6 +25,7 @@ from auditor.providers.base import (
     ScopeKey,
     ScopeResult,
     WorkerState,
+    beside,
     collected_vm,
     fan_out,
     make_gap,
@@ -299,13 +300,22 @@ class AwsProvider(WorkerState):
 
         types = sorted({i["InstanceType"] for i, _ in live if i.get("InstanceType")})
         images = sorted({i["ImageId"] for i, _ in live if i.get("ImageId")})
-        type_info = call.lookup(
-            "DescribeInstanceTypes", "InstanceTypes", "InstanceType", types, ("platform",)
-        )
-        image_info = call.lookup("DescribeImages", "Images", "ImageId", images, ("image",))
-        volumes = call.all_or_none("DescribeVolumes", "Volumes", ("disks",))
+
+        def lookups() -> tuple[Any, Any, Any]:
+            type_info = call.lookup(
+                "DescribeInstanceTypes", "InstanceTypes", "InstanceType", types, ("platform",)
+            )
+            image_info = call.lookup("DescribeImages", "Images", "ImageId", images, ("image",))
+            return type_info, image_info, call.all_or_none("DescribeVolumes", "Volumes", ("disks",))
+
+        # types, images and volumes beside the per-VM EK calls: the Region's request bucket
+        # is then never idle while the listings page
+        side = beside(self.pool, lookups)
         tpm_ids = [str(i["InstanceId"]) for i, _ in live if i.get("TpmSupport") == "v2.0"]
-        eks = dict(zip(tpm_ids, fan_out(self.pool, call.try_ek_public_key, tpm_ids), strict=True))
+        pace = ("aws", account, region, "GetInstanceTpmEkPub")
+        keys = fan_out(self.pool, call.try_ek_public_key, tpm_ids, pace)
+        eks = dict(zip(tpm_ids, keys, strict=True))
+        type_info, image_info, volumes = side.result()
         result.calls += len(tpm_ids)
 
         for inst, res in live:

@@ -21,10 +21,12 @@ from auditor.providers import kubernetes
 from auditor.providers.base import (
     CallFailed,
     CallPool,
+    PaceOf,
     Plan,
     ScopeKey,
     ScopeResult,
     WorkerState,
+    beside,
     collected_vm,
     fan_out,
     is_loopback,
@@ -276,16 +278,24 @@ class AzureProvider(WorkerState):
         instances = self._scale_set_instances(client, call)
         if not vms and not instances:
             return result
-        disks = call.optional("disks", "disks.list", ("disks",), client.disks.list) if vms else None
-        des = call.optional(
-            "diskEncryptionSets",
-            "diskEncryptionSets.list",
-            ("disks",),
-            client.disk_encryption_sets.list,
-        )
         locations = {str(v.get("location", "")) for v in vms}
         locations |= {str(i.raw.get("location", "")) for i in instances}
-        skus = call.skus(client, sorted(locations))
+
+        def listings() -> tuple[_Items | None, _Items | None, Any]:
+            disks = (
+                call.optional("disks", "disks.list", ("disks",), client.disks.list) if vms else None
+            )
+            des = call.optional(
+                "diskEncryptionSets",
+                "diskEncryptionSets.list",
+                ("disks",),
+                client.disk_encryption_sets.list,
+            )
+            return disks, des, call.skus(client, sorted(locations))
+
+        # disks, encryption sets and sizes beside the per-VM extension calls: all count
+        # against the subscription's read limit, which is then never idle
+        side = beside(self.pool, listings)
 
         def extensions(vm: dict[str, Any]) -> _Items | CallFailed:
             name = str(vm.get("name", ""))
@@ -301,11 +311,12 @@ class AzureProvider(WorkerState):
             except CallFailed as failed:
                 return failed
 
-        exts = fan_out(self.pool, extensions, vms)
+        exts = fan_out(self.pool, extensions, vms, call.pace)
+        inst_exts = fan_out(self.pool, instance_extensions, instances, call.pace)
+        disks, des, skus = side.result()
         result.calls += len(vms)
         for vm, ext in zip(vms, exts, strict=True):
             result.vms.append(self._vm(sub, vm, call, disks, des, skus, ext))
-        inst_exts = fan_out(self.pool, instance_extensions, instances)
         result.calls += len(instances)
         for inst, ext in zip(instances, inst_exts, strict=True):
             result.vms.append(self._vm(sub, inst.as_vm(), call, None, des, skus, ext, inst))
@@ -340,7 +351,9 @@ class AzureProvider(WorkerState):
             != "flexible"
         ]
         out: list[_Instance] = []
-        for scale_set, found in zip(sets, fan_out(self.pool, members, sets), strict=True):
+        for scale_set, found in zip(
+            sets, fan_out(self.pool, members, sets, call.pace), strict=True
+        ):
             if isinstance(found, CallFailed):
                 name = str(scale_set.get("name", ""))
                 _not_seen(found, f"the instances of scale set {name}")
@@ -814,6 +827,8 @@ class _Caller:
 
     def __init__(self, sub: str, sink: EvidenceSink, result: ScopeResult) -> None:
         self.sub = sub
+        #: the rate limit its calls count against: ARM reads per subscription
+        self.pace: PaceOf = ("azure", sub.lower(), None, None)
         self.sink = sink
         self.result = result
         self.scope_gaps: list[Gap] = []

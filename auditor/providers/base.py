@@ -10,7 +10,7 @@ from __future__ import annotations
 import contextlib
 import threading
 from collections.abc import Callable, Iterator, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, Protocol, TypeVar
 
@@ -250,6 +250,11 @@ def tune_session(session: Any, endpoint_url: str | None, pool_size: int) -> None
                 )
 
 
+#: The rate limit a call counts against: (cloud, account or project or subscription, region,
+#: operation), as `auditor.providers.pacing.Pacer.key` takes it.
+PaceOf = tuple[str, str | None, str | None, str | None]
+
+
 class CallPool:
     """Bounds the cloud calls in flight across a whole scan, and runs per-VM calls in parallel.
 
@@ -269,7 +274,8 @@ class CallPool:
         self.pacer: Pacer | None = Pacer() if pace else None
         self._slots = threading.BoundedSemaphore(self.concurrency)
         self._holding = threading.local()
-        self._pool = ThreadPoolExecutor(max_workers=self.concurrency, thread_name_prefix="call")
+        # a thread per slot, and one per scope for a `beside` task waiting for its slot
+        self._pool = ThreadPoolExecutor(max_workers=2 * self.concurrency, thread_name_prefix="call")
 
     def _held(self) -> int:
         return int(getattr(self._holding, "n", 0))
@@ -296,11 +302,32 @@ class CallPool:
         with self.slot():
             return fn(item)
 
-    def fan_out(self, fn: Callable[[T], R], items: Sequence[T]) -> list[R]:
+    def _in_slot(self, fn: Callable[[T], R], item: T, key: Any) -> R:
+        """Run one paced call in the slot `fan_out` acquired for it, its allowance taken."""
+        assert self.pacer is not None
+        self._holding.n = 1
+        try:
+            with self.pacer.prepaid(key):
+                return fn(item)
+        finally:
+            self._holding.n = 0
+            self._slots.release()
+
+    def _release_if_cancelled(self, future: Future[Any]) -> None:
+        if future.cancelled():  # close() cancelled it before it ran: its slot is free again
+            self._slots.release()
+
+    def fan_out(
+        self, fn: Callable[[T], R], items: Sequence[T], pace: PaceOf | None = None
+    ) -> list[R]:
         """`[fn(i) for i in items]` with each call in its own slot; results in input order.
 
         `fn` should turn call failures into values; anything it raises is re-raised here
         (after the other calls finished), so an interruption still stops the scope.
+        When pacing, `pace` (cloud, account, region, operation) names the rate limit each
+        item's call counts against: an item is handed to a thread only once it has its
+        allowance and a free slot, so a scope waiting for its limit holds no thread or slot
+        another scope could use, and calls leave at the pace they were allowed.
         """
         if len(items) <= 1:
             return [fn(i) for i in items]
@@ -309,13 +336,40 @@ class CallPool:
             self._holding.n = 0
             self._slots.release()
         try:
-            futures = [self._pool.submit(self._one, fn, i) for i in items]
+            if self.pacer is not None:
+                key = self.pacer.key(*pace) if pace is not None else None
+                futures = []
+                for i in items:
+                    self.pacer.take(key)  # waits here, in the scope's own thread
+                    self._slots.acquire()  # handed over: every queued task has a thread
+                    try:
+                        future = self._pool.submit(self._in_slot, fn, i, key)
+                    except BaseException:
+                        self._slots.release()
+                        raise
+                    future.add_done_callback(self._release_if_cancelled)
+                    futures.append(future)
+            else:
+                futures = [self._pool.submit(self._one, fn, i) for i in items]
             # result(), not wait(): a future cancelled by close() wakes result() but not wait()
             return [f.result() for f in futures]
         finally:
             if held:
                 self._slots.acquire()
                 self._holding.n = held
+
+    def beside(self, fn: Callable[[], R]) -> Future[R]:
+        """Start `fn` (a scope's independent listings) in a slot of its own, so it overlaps
+        the scope's per-VM calls instead of keeping the scope's rate limit idle before them.
+
+        It waits for its slot in a thread of its own: the pool has a thread per slot for
+        calls that hold one, and one per scope for these.
+        """
+        return self._pool.submit(self._in_own_slot, fn)
+
+    def _in_own_slot(self, fn: Callable[[], R]) -> R:
+        with self.slot():
+            return fn()
 
     def close(self) -> None:
         self._pool.shutdown(wait=True, cancel_futures=True)
@@ -328,8 +382,22 @@ def share_pool(providers: Sequence[Any], calls: CallPool) -> None:
             provider.pool = calls
 
 
-def fan_out(pool: CallPool | None, fn: Callable[[T], R], items: Sequence[T]) -> list[R]:
+def beside(pool: CallPool | None, fn: Callable[[], R]) -> Future[R]:
+    """`fn` started beside what the scope does next (in the CallPool), or run now without one."""
+    if pool is None:
+        done: Future[R] = Future()
+        try:
+            done.set_result(fn())
+        except Exception as err:
+            done.set_exception(err)
+        return done
+    return pool.beside(fn)
+
+
+def fan_out(
+    pool: CallPool | None, fn: Callable[[T], R], items: Sequence[T], pace: PaceOf | None = None
+) -> list[R]:
     """Per-VM calls through the scan's CallPool, or one after another without one."""
     if pool is None:
         return [fn(i) for i in items]
-    return pool.fan_out(fn, items)
+    return pool.fan_out(fn, items, pace)

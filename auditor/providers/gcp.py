@@ -302,7 +302,8 @@ class GcpProvider(WorkerState):
             except CallFailed as failed:
                 return failed
 
-        identities = dict(zip(shielded, fan_out(self.pool, identity, shielded), strict=True))
+        pace = ("gcp", project, None, "compute")  # Compute Engine reads count per project
+        identities = dict(zip(shielded, fan_out(self.pool, identity, shielded, pace), strict=True))
         result.calls += len(shielded)
         names = sorted({t for _, inst in live if (t := _node_template(inst)) is not None})
 
@@ -312,7 +313,7 @@ class GcpProvider(WorkerState):
             except CallFailed as failed:
                 return failed
 
-        templates = dict(zip(names, fan_out(self.pool, template, names), strict=True))
+        templates = dict(zip(names, fan_out(self.pool, template, names, pace), strict=True))
         result.calls += len(names)
         for zone, inst in live:
             vm = self._vm(

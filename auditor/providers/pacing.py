@@ -20,16 +20,17 @@ azure-core per-retry policy, and a `requests` adapter for the Google clients.
 from __future__ import annotations
 
 import collections
+import contextlib
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from auditor.ratelimits import DOCUMENTED, Limit, LimitKey, family_of, scope_of
 
 #: The share of each limit the scanner allows itself: calls reach the cloud in a slightly
 #: different order and spacing than they were sent, and others may share the bucket.
-MARGIN = 0.9
+MARGIN = 0.95
 
 
 def _within(limit: Limit, margin: float) -> Limit:
@@ -91,6 +92,7 @@ class Pacer:
         self.sleep = sleep
         self._lock = threading.Lock()
         self._state: dict[LimitKey, _Allowance] = {}
+        self._credit = threading.local()
         self.waited_s = 0.0
         self.waits = 0
         self.refusals = 0
@@ -107,9 +109,22 @@ class Pacer:
             return None
         return (cloud, scope_of(cloud, account, region), family)
 
+    @contextlib.contextmanager
+    def prepaid(self, key: LimitKey | None) -> Iterator[None]:
+        """This thread's next call under `key` was already allowed (`CallPool.fan_out` took
+        its allowance before handing it a thread): the SDK hook does not take another."""
+        self._credit.key = key
+        try:
+            yield
+        finally:
+            self._credit.key = None
+
     def take(self, key: LimitKey | None) -> float:
         """Wait until a call under `key` is within its limit; returns the seconds waited."""
         if key is None:
+            return 0.0
+        if key == getattr(self._credit, "key", None):
+            self._credit.key = None  # one call only: a retry takes its own allowance
             return 0.0
         limit = self.limits[(key[0], key[2])]
         waited = 0.0
