@@ -473,7 +473,9 @@ def _summary(result: dict[str, Any]) -> str:
     )
 
 
-def bench_cost(vms: int, repeat: int, passes: int, processes: int | None) -> dict[str, Any]:
+def bench_cost(
+    vms: int, repeat: int, passes: int, processes: int | None, work: Path = DEFAULT_WORK
+) -> dict[str, Any]:
     """Scanner CPU against the SDK floor, each measured in this invocation, `repeat` times.
 
     The floor is `benchmarks.sdk_floor`'s SDK-plus-conversion CPU for every call the scan
@@ -482,8 +484,11 @@ def bench_cost(vms: int, repeat: int, passes: int, processes: int | None) -> dic
     """
     rows: list[dict[str, Any]] = []
     for _ in range(repeat):
-        floor = _run_child(["--vms", str(vms), "--passes", str(passes)], "benchmarks.sdk_floor")
-        argv = ["collect", "--vms", str(vms)]
+        floor = _run_child(
+            ["--vms", str(vms), "--passes", str(passes), "--work", str(work)],
+            "benchmarks.sdk_floor",
+        )
+        argv = ["collect", "--vms", str(vms), "--work", str(work)]
         if processes:
             argv += ["--processes", str(processes)]
         scan = _run_child(argv)
@@ -581,7 +586,9 @@ def main(argv: list[str] | None = None) -> int:
             rate_limits=limited,
         )
     elif args.which == "cost":
-        result = bench_cost(size or 10_000, args.repeat, args.passes, args.processes or None)
+        result = bench_cost(
+            size or 10_000, args.repeat, args.passes, args.processes or None, args.work
+        )
     elif args.which == "evaluate":
         result = bench_evaluate(size or 100_000, args.workers, args.work, not args.no_reuse)
     elif args.which == "snp":

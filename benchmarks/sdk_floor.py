@@ -474,13 +474,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--vms", default="10k")
     parser.add_argument("--passes", type=int, default=5)
     parser.add_argument("--per-scope", type=int, default=80)
+    parser.add_argument("--work", type=Path, default=None, help="where fleets are kept")
     args = parser.parse_args(argv)
     if args.serve is not None:
         return serve(args.serve)
     from benchmarks.run import DEFAULT_WORK, fleet
 
     (vms,) = iter_sizes(args.vms)
-    root = fleet(DEFAULT_WORK, vms, PAGE, args.per_scope)
+    root = fleet(args.work or DEFAULT_WORK, vms, PAGE, args.per_scope)
     report(root, measure(root, args.passes))
     return 0
 

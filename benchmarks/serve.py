@@ -61,7 +61,6 @@ class CountingFakeCloud(FakeCloud):
             "cpu_s": round(time.process_time(), 2),
         }
 
-
     def _record(self, record: Any) -> None:
         with self._log_lock:
             self.request_log.append(record)

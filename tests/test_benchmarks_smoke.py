@@ -168,3 +168,43 @@ def test_reports_benchmark_renders_every_format(work: Path) -> None:
     assert result["vms"] == 30
     assert list(result["formats"]) == list(REPORT_FORMATS)
     assert all(r["size_mib"] >= 0 and r["render_s"] >= 0 for r in result["formats"].values())
+
+
+def test_ratelimit_benchmark_scans_under_the_documented_limits(work: Path) -> None:
+    # a small fleet stays within every limit: nothing refused, nothing lost, and the
+    # rate-limit bound is worked out per scope and family from the manifest
+    result = bench_collect(
+        60, latency_ms=2.0, concurrency=4, page_size=4, per_scope=20, work=work, rate_limits=True
+    )
+    assert result["benchmark"] == "ratelimit"
+    assert result["vms"] == 60 and result["gaps"] == 0
+    assert result["refused"] == 0 and result["calls_lost"] == 0
+    assert result["calls_served"] == result["calls_expected"]
+    assert result["rate_limit_bound_s"] == 0.0  # 20 VMs a scope: within every first allowance
+    assert set(result["answered_per_5s"]) == {"aws", "gcp", "azure"}
+    assert len(result["scopes_finished_s"]) == result["scopes"]
+
+
+def test_rate_limit_bound_is_the_slowest_scope_under_its_own_limit() -> None:
+    from benchmarks.run import rate_limit_bound
+
+    manifest = {
+        "limited": [
+            {"cloud": "aws", "scope": "1/eu-west-1", "family": "ec2-read", "calls": 300},
+            {"cloud": "azure", "scope": "s", "family": "arm-read", "calls": 1250},
+            {"cloud": "gcp", "scope": "p", "family": "compute-read", "calls": 1501},
+        ]
+    }
+    bound, slowest = rate_limit_bound(manifest)
+    # EC2: (300-100)/20 = 10 s; ARM: (1250-250)/25 = 40 s; Compute: one more interval = 60 s
+    assert bound == 60.0 and slowest["cloud"] == "gcp"
+
+
+def test_cost_benchmark_sets_scanner_cpu_against_the_sdk_floor(work: Path) -> None:
+    from benchmarks.run import bench_cost
+
+    result = bench_cost(40, repeat=1, passes=1, processes=1, work=work)
+    (run,) = result["runs"]
+    assert run["floor_cpu_s"] > 0 and run["scanner_cpu_s"] > 0
+    assert run["ratio"] == pytest.approx(run["scanner_cpu_s"] / run["floor_cpu_s"], rel=0.05)
+    assert result["ratio_min"] == result["ratio_max"] == run["ratio"]
