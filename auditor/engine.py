@@ -111,10 +111,15 @@ _MEMO_MAX = 50_000
 class Engine:
     """Compiled rules of several packs, merged: a later pack's rule replaces one with its id."""
 
-    def __init__(self, packs: Iterable[RulePack], reuse: bool = True) -> None:
-        """`reuse=False` decides every VM afresh (for measuring, and as the tests' oracle)."""
+    def __init__(
+        self, packs: Iterable[RulePack], reuse: bool = True, share_outcomes: bool = True
+    ) -> None:
+        """`reuse=False` runs every rule on every VM afresh (the cost when no two VMs are
+        configured alike); `share_outcomes=False` also builds each VM's decision anew from
+        its rules' outcomes (the tests' oracle)."""
         self.packs = list(packs)
         self.reuse = reuse
+        self.share_outcomes = share_outcomes
         rules: dict[str, CompiledRule] = {}
         builtin_vetoes: dict[str, CompiledRule] = {}
         #: Built-in vetoes an owner's pack disabled or replaced: still run, to show the override.
@@ -164,6 +169,9 @@ class Engine:
         self._joined: dict[tuple[str, ...], str] = {}
         #: (provider, proof, technology, fields read) -> case
         self._memo: dict[tuple[str, bool, Any, Any], _Case] = {}
+        #: (provider, proof, technology, rule outcomes) -> case: VMs configured differently
+        #: mostly still come out the same, and a case costs more to build than its rules
+        self._outcomes: dict[tuple[Any, ...], _Case] = {}
         self.cases = 0  # distinct sets of fields read seen so far (decisions worked out)
         self._defaults: dict[Party, PartyStatus] = {}
 
@@ -246,8 +254,25 @@ class Engine:
         ctx = self.context(vm)
         shadow = self._run_rules(self._shadow_plan(provider), ctx) if self.shadow else ()
         technology = vm.document.get("technology")
+        tech = technology if isinstance(technology, str) else None
         runs = self._run_rules(self._plan(provider, proof), ctx)
-        return _Case(self, runs, shadow, technology if isinstance(technology, str) else None)
+        if not self.share_outcomes:
+            return _Case(self, runs, shadow, tech)
+        # A case is a function of exactly these: the plans (fixed per provider and proof, so
+        # their ids name them), what each rule gave, and the technology (remediations)
+        key = (
+            provider,
+            proof,
+            tech,
+            tuple((id(plan), kind, text) for plan, kind, text in runs),
+            tuple((id(plan), kind, text) for plan, kind, text in shadow),
+        )
+        case = self._outcomes.get(key)
+        if case is None:
+            if len(self._outcomes) >= _MEMO_MAX:
+                self._outcomes.clear()
+            case = self._outcomes[key] = _Case(self, runs, shadow, tech)
+        return case
 
     def evaluate(self, vm: Any) -> VMResult:
         """Decide every party for one collected VM (an `auditor.model.VM`)."""

@@ -21,7 +21,7 @@ _ENGINE = Engine(load_packs())
 
 
 def _oracle() -> Engine:
-    engine = Engine(load_packs(), reuse=False)
+    engine = Engine(load_packs(), reuse=False, share_outcomes=False)
     engine._paths = None  # the whole document, a fresh decision for every VM
     return engine
 
@@ -166,6 +166,29 @@ def test_decisions_are_worked_out_once_per_distinct_set_of_fields_read() -> None
     fresh = Engine(load_packs(), reuse=False)
     fresh.evaluate(_vm(doc, "aws", "a", gaps=False))
     assert fresh.cases == 0
+
+
+def test_vms_configured_differently_share_a_decision_only_when_their_rules_agree() -> None:
+    # no reuse by fields read: every VM's rules run; the case is shared by equal outcomes only
+    engine = Engine(load_packs(), reuse=False)
+    doc = {"technology": "SEV_SNP", "machine_type": "n2d-standard-2"}
+    first = engine.evaluate(_vm(doc, "aws", "a", gaps=False))
+    other_size = engine.evaluate(
+        _vm({**doc, "machine_type": "n2d-standard-4"}, "aws", "b", gaps=False)
+    )
+    assert engine.cases == 0 and len(engine._outcomes) == 1
+    tdx = engine.evaluate(_vm({**doc, "technology": "TDX"}, "aws", "c", gaps=False))
+    assert len(engine._outcomes) == 2
+    for result, name in ((first, "a"), (other_size, "b"), (tdx, "c")):
+        vm = _vm(
+            {**doc, "machine_type": "n2d-standard-4" if name == "b" else doc["machine_type"]}
+            if name != "c"
+            else {**doc, "technology": "TDX"},
+            "aws",
+            name,
+            gaps=False,
+        )
+        assert result.model_dump() == _ORACLE.evaluate(vm).model_dump()
 
 
 def test_a_field_rules_read_is_never_shared_between_vms() -> None:
