@@ -10,12 +10,13 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from datetime import UTC, date, datetime
 from enum import StrEnum
 from typing import Any, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field
+from pydantic_core import to_json
 
 SCHEMA_VERSION = "1"
 
@@ -547,7 +548,43 @@ class AuditRun(_Model):
 
 def result_bytes(run: AuditRun) -> bytes:
     """result.json exactly as written: the bytes its SHA-256 (the run's fingerprint) is of."""
-    return (run.model_dump_json(indent=2) + "\n").encode("utf-8")
+    return b"".join(result_chunks(run))
+
+
+def result_chunks(run: AuditRun) -> Iterator[bytes]:
+    """result.json a piece at a time, byte for byte `run.model_dump_json(indent=2)` and a
+    newline: one VM or one evidence entry is serialised at once, so writing or hashing a
+    large fleet's run never holds the whole document (hundreds of MiB at 10k VMs) in memory.
+
+    The run without its VMs and evidence is serialised whole; each VM and evidence entry is
+    serialised alone and indented to its place (JSON strings hold no raw newline, so
+    re-indenting line by line is exact)."""
+    shell = run.model_copy(update={"vms": [], "evidence": {}}).model_dump_json(indent=2)
+    vms_at = shell.index(_EMPTY_VMS)
+    evidence_at = shell.index(_EMPTY_EVIDENCE)
+    yield (shell[:vms_at] + _EMPTY_VMS[:-2]).encode("utf-8")
+    if run.vms:
+        for i, vm in enumerate(run.vms):
+            text = vm.model_dump_json(indent=2).replace("\n", _NESTED)
+            yield ("[\n    " if i == 0 else ",\n    ").encode("utf-8") + text.encode("utf-8")
+        yield b"\n  ]"
+    else:
+        yield b"[]"
+    yield (shell[vms_at + len(_EMPTY_VMS) : evidence_at] + _EMPTY_EVIDENCE[:-2]).encode("utf-8")
+    if run.evidence:
+        for i, (key, ev) in enumerate(run.evidence.items()):
+            head = ("{\n    " if i == 0 else ",\n    ").encode("utf-8") + to_json(key) + b": "
+            yield head + ev.model_dump_json(indent=2).replace("\n", _NESTED).encode("utf-8")
+        yield b"\n  }"
+    else:
+        yield b"{}"
+    yield (shell[evidence_at + len(_EMPTY_EVIDENCE) :] + "\n").encode("utf-8")
+
+
+#: Where result_chunks splices the VMs and the evidence into the rest of the run.
+_EMPTY_VMS = '\n  "vms": []'
+_EMPTY_EVIDENCE = '\n  "evidence": {}'
+_NESTED = "\n    "  # a top-level field's value nests two levels deeper: four more spaces
 
 
 #: The last run whose digest was taken, and the digest: reports of one run ask once per format,
@@ -559,6 +596,9 @@ def result_sha256(run: AuditRun) -> str:
     """SHA-256 of result.json for this run (the run is immutable once built)."""
     if _LAST_DIGEST and _LAST_DIGEST[0][0] is run:
         return _LAST_DIGEST[0][1]
-    digest = hashlib.sha256(result_bytes(run)).hexdigest()
+    hasher = hashlib.sha256()
+    for chunk in result_chunks(run):
+        hasher.update(chunk)
+    digest = hasher.hexdigest()
     _LAST_DIGEST[:] = [(run, digest)]
     return digest

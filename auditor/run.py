@@ -25,7 +25,7 @@ from auditor.model import (
     Scope,
     ToolInfo,
     VMResult,
-    result_bytes,
+    result_chunks,
     utcnow,
 )
 from auditor.providers.base import Provider
@@ -207,7 +207,8 @@ def write_run(run: AuditRun, run_dir: Path) -> Path:
     run_dir.mkdir(parents=True, exist_ok=True)
     target = run_dir / RESULT_FILE
     tmp = target.with_suffix(".json.tmp")
-    tmp.write_bytes(result_bytes(run))
+    with tmp.open("wb") as out:  # a piece at a time: never the whole document in memory
+        out.writelines(result_chunks(run))
     tmp.replace(target)
     marker = run_dir / INCOMPLETE_MARKER
     if marker.exists():

@@ -156,6 +156,25 @@ def readable(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return root
 
 
+def _patient(providers: list[Any]) -> list[Any]:
+    """Azure with retries enough for the tightened bucket: unpaced, eight threads refused
+    together all retry after the same one-second Retry-After."""
+    from auditor.providers.azure import AzureProvider
+
+    return [
+        AzureProvider(
+            p.subscriptions,
+            endpoint_url=p.endpoint_url,
+            replay=True,
+            retry_backoff=0.01,
+            retry_total=30,
+        )
+        if isinstance(p, AzureProvider)
+        else p
+        for p in providers
+    ]
+
+
 def _scan(root: Path, pace: bool, monkeypatch: pytest.MonkeyPatch) -> tuple[AuditRun, FakeCloud]:
     if not pace:
         import auditor.providers.base as base
@@ -168,7 +187,7 @@ def _scan(root: Path, pace: bool, monkeypatch: pytest.MonkeyPatch) -> tuple[Audi
         monkeypatch.setattr(base.CallPool, "__init__", unpaced)
     with FakeCloud(root, faults=FaultConfig(rate_limits=True, retry_after_seconds=0)) as cloud:
         run = run_audit(
-            _providers(root, cloud.endpoint),
+            _patient(_providers(root, cloud.endpoint)),
             Engine(load_packs()),
             Scope(providers=["aws", "gcp", "azure"]),
             concurrency=8,
@@ -286,5 +305,31 @@ def test_beside_runs_with_or_without_a_pool() -> None:
                 2,
             ]
         assert side.result(5) == "listed"
+    finally:
+        pool.close()
+
+
+def test_a_scope_with_one_slot_joins_its_side_listing_without_deadlock() -> None:
+    import threading
+
+    from auditor.providers.base import CallPool, beside, fan_out, join
+
+    pool = CallPool(1)  # --concurrency 1: the scope holds the only slot
+    out: list[Any] = []
+
+    def scope() -> None:
+        with pool.slot():
+            side = beside(pool, lambda: "listed")
+            one = fan_out(pool, lambda i: i, [1], ("aws", "1", "r", "GetInstanceTpmEkPub"))
+            out.append((one, join(pool, side)))
+            with pool.slot():  # the scope has its slot back (re-entrant)
+                pass
+
+    thread = threading.Thread(target=scope, daemon=True)
+    try:
+        thread.start()
+        thread.join(10)
+        assert not thread.is_alive(), "the scope waited for a slot it held itself"
+        assert out == [([1], "listed")]
     finally:
         pool.close()

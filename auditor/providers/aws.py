@@ -28,6 +28,7 @@ from auditor.providers.base import (
     beside,
     collected_vm,
     fan_out,
+    join,
     make_gap,
     record_evidence,
 )
@@ -315,7 +316,7 @@ class AwsProvider(WorkerState):
         pace = ("aws", account, region, "GetInstanceTpmEkPub")
         keys = fan_out(self.pool, call.try_ek_public_key, tpm_ids, pace)
         eks = dict(zip(tpm_ids, keys, strict=True))
-        type_info, image_info, volumes = side.result()
+        type_info, image_info, volumes = join(self.pool, side)
         result.calls += len(tpm_ids)
 
         for inst, res in live:

@@ -30,6 +30,7 @@ from auditor.providers.base import (
     collected_vm,
     fan_out,
     is_loopback,
+    join,
     make_gap,
     record_evidence,
     tune_session,
@@ -313,7 +314,7 @@ class AzureProvider(WorkerState):
 
         exts = fan_out(self.pool, extensions, vms, call.pace)
         inst_exts = fan_out(self.pool, instance_extensions, instances, call.pace)
-        disks, des, skus = side.result()
+        disks, des, skus = join(self.pool, side)
         result.calls += len(vms)
         for vm, ext in zip(vms, exts, strict=True):
             result.vms.append(self._vm(sub, vm, call, disks, des, skus, ext))

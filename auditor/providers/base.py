@@ -371,6 +371,20 @@ class CallPool:
         with self.slot():
             return fn()
 
+    def join(self, future: Future[R]) -> R:
+        """The result of a `beside` task, the caller's slot handed back while it waits (the
+        task may need that very slot: with `--concurrency 1` it is the only one)."""
+        held = self._held()
+        if held:
+            self._holding.n = 0
+            self._slots.release()
+        try:
+            return future.result()
+        finally:
+            if held:
+                self._slots.acquire()
+                self._holding.n = held
+
     def close(self) -> None:
         self._pool.shutdown(wait=True, cancel_futures=True)
 
@@ -392,6 +406,11 @@ def beside(pool: CallPool | None, fn: Callable[[], R]) -> Future[R]:
             done.set_exception(err)
         return done
     return pool.beside(fn)
+
+
+def join(pool: CallPool | None, future: Future[R]) -> R:
+    """The result of what `beside` started (see CallPool.join)."""
+    return future.result() if pool is None else pool.join(future)
 
 
 def fan_out(
