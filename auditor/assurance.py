@@ -107,6 +107,14 @@ _PARTY_WORDS: dict[Party, str] = {
 }
 
 
+def host_operator(vm: Any) -> str:
+    """Who runs a private-cloud host (libvirt's `operator`): it decides the jurisdiction."""
+    if vm.provider != "libvirt":
+        return ""
+    host = vm.document.get("libvirt")
+    return str(host.get("operator", "")) if isinstance(host, dict) else ""
+
+
 def gdpr_reading(
     vm: Any, statuses: Mapping[Party, PartyStatus], findings: Sequence[Finding]
 ) -> GdprReading:
@@ -130,11 +138,7 @@ def gdpr_reading(
         answer = Answer.UNDETERMINED
         parts = ", ".join(f"{p.value} ({by_status[p].value})" for p in blocking)
         summary = f"Undetermined: not shown excluded by owner-verified evidence: {parts}."
-    operator = ""
-    if vm.provider == "libvirt":
-        host = vm.document.get("libvirt")
-        operator = str(host.get("operator", "")) if isinstance(host, dict) else ""
-    jurisdiction, refs, law = _region_reading(vm.provider, vm.region, answer, operator)
+    jurisdiction, refs, law = _region_reading(vm.provider, vm.region, answer, host_operator(vm))
     summary = f"{summary} {law}"
     would_change: list[str] = []
     for p in sorted(blocking, key=lambda party: (_STATUS_IMPACT[by_status[party]], _IMPACT[party])):

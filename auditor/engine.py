@@ -25,7 +25,7 @@ from typing import Any
 
 import cel
 
-from auditor.assurance import gdpr_reading, level_for
+from auditor.assurance import gdpr_reading, host_operator, level_for
 from auditor.model import (
     VM,
     Finding,
@@ -316,11 +316,11 @@ class Engine:
         result.update(
             level=case.level,
             level_reason=level_reason,
-            parties=case.parties,
+            parties=dict(case.parties),  # its own: a caller may change one VM's result
             party_status=statuses,
             findings=findings,
             gdpr=case.gdpr(vm, statuses, findings),
-            overrides=case.overrides,
+            overrides=list(case.overrides),
         )
         return _new_result(result)
 
@@ -480,15 +480,17 @@ class _Case:
         ]
         self.parties = {party: status for party, status, _, _ in decisions}
         self.level, self.level_reason = level_for(self.parties)
-        self._gdpr: dict[str, GdprReading] = {}
+        self._gdpr: dict[tuple[str, str], GdprReading] = {}
 
     def gdpr(
         self, vm: Any, statuses: dict[Party, PartyStatus], findings: list[Finding]
     ) -> GdprReading:
-        """The GDPR reading: it depends on the decision and the region only, so it is shared."""
-        reading = self._gdpr.get(vm.region)
+        """The GDPR reading: it depends on the decision, the region and (a private cloud's)
+        host operator only, so it is shared by the VMs that have those."""
+        key = (vm.region, host_operator(vm))
+        reading = self._gdpr.get(key)
         if reading is None:
-            reading = self._gdpr[vm.region] = gdpr_reading(vm, statuses, findings)
+            reading = self._gdpr[key] = gdpr_reading(vm, statuses, findings)
         return reading
 
 

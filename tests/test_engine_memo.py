@@ -296,3 +296,31 @@ def test_reuse_keys_are_equal_where_the_cut_documents_are() -> None:
     assert _prune(one, tree) == _prune(two, tree)
     assert _frozen(one, tree) == _frozen(two, tree)
     assert hash(_frozen(one, tree)) == hash(_frozen(two, tree))
+
+
+def test_private_cloud_vms_alike_but_for_their_host_operator_get_their_own_reading() -> None:
+    # no rule reads the operator, so both VMs share a decision; the GDPR reading names who
+    # runs the host, and must not be the first VM's for the second
+    engine = Engine(load_packs())
+    doc = {"technology": "SEV", "libvirt": {"operator": "Example Hosting GmbH (DE)"}}
+    first = engine.evaluate(_vm(doc, "libvirt", "a", gaps=False))
+    mine = engine.evaluate(_vm({**doc, "libvirt": {}}, "libvirt", "b", gaps=False))
+    assert engine.cases == 1
+    assert "Example Hosting GmbH" in first.gdpr.region_jurisdiction
+    assert "not configured" in mine.gdpr.region_jurisdiction
+    assert mine.gdpr == _ORACLE.evaluate(_vm({**doc, "libvirt": {}}, "libvirt", "b", False)).gdpr
+
+
+def test_a_vm_result_changed_by_its_caller_leaves_the_others_alone() -> None:
+    from auditor.model import Party, Status
+
+    engine = Engine(load_packs())
+    doc = {"technology": "SEV_SNP"}
+    first = engine.evaluate(_vm(doc, "aws", "a", gaps=False))
+    second = engine.evaluate(_vm(doc, "aws", "b", gaps=False))
+    assert engine.cases == 1  # one decision, two results
+    before = dict(second.parties)
+    first.parties[Party.HYPERVISOR] = Status.EXCLUDED
+    first.overrides.append("x")
+    assert second.parties == before and second.overrides == []
+    assert engine.evaluate(_vm(doc, "aws", "c", gaps=False)).parties == before
