@@ -46,6 +46,25 @@ class Limit:
         return -(-extra // self.capacity) * self.window_s  # whole intervals past the first
 
 
+class TokenBucket:
+    """One token bucket's state, for both sides (the scanner's pacer, fakecloud's limiter)."""
+
+    def __init__(self, capacity: int, rate: float, now: float) -> None:
+        self.capacity = capacity
+        self.rate = rate
+        self.tokens = float(capacity)
+        self.stamp = now
+
+    def take(self, now: float) -> float:
+        """0 if a token was there (and is spent); else the seconds until one is."""
+        self.tokens = min(self.capacity, self.tokens + (now - self.stamp) * self.rate)
+        self.stamp = now
+        if self.tokens >= 1.0 - 1e-9:  # float refill: 1/rate seconds give one token
+            self.tokens = max(0.0, self.tokens - 1.0)
+            return 0.0
+        return (1.0 - self.tokens) / self.rate
+
+
 #: (cloud, family) -> limit. The scope a limit counts per is in `scope_of`.
 DOCUMENTED: dict[tuple[str, str], Limit] = {
     ("aws", "ec2-read"): Limit(

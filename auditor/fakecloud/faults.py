@@ -24,7 +24,7 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from auditor.ratelimits import DOCUMENTED, Limit, LimitKey, family_of, scope_of
+from auditor.ratelimits import DOCUMENTED, Limit, LimitKey, TokenBucket, family_of, scope_of
 
 CONFIG_FILE_NAME = "fakecloud.yaml"
 _MAX_CONFIG_BYTES = 1024 * 1024
@@ -149,8 +149,7 @@ class _Allowance:
 
     def __init__(self, limit: Limit, now: float) -> None:
         self.limit = limit
-        self.tokens = float(limit.capacity)
-        self.stamp = now
+        self.bucket = TokenBucket(limit.capacity, limit.rate, now)
         self.window = math.floor(now / limit.window_s) if limit.kind == "window" else 0
         self.used = 0
 
@@ -158,12 +157,7 @@ class _Allowance:
         """0 if the call may go (and counts it); else the seconds until one may."""
         lim = self.limit
         if lim.kind == "bucket":
-            self.tokens = min(lim.capacity, self.tokens + (now - self.stamp) * lim.rate)
-            self.stamp = now
-            if self.tokens >= 1.0 - 1e-9:  # float refill: 1/rate seconds give one token
-                self.tokens = max(0.0, self.tokens - 1.0)
-                return 0.0
-            return (1.0 - self.tokens) / lim.rate
+            return self.bucket.take(now)
         window = math.floor(now / lim.window_s)  # synchronised intervals, as Google counts
         if window != self.window:
             self.window, self.used = window, 0

@@ -26,7 +26,7 @@ import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
-from auditor.ratelimits import DOCUMENTED, Limit, LimitKey, family_of, scope_of
+from auditor.ratelimits import DOCUMENTED, Limit, LimitKey, TokenBucket, family_of, scope_of
 
 #: The share of each limit the scanner allows itself: calls reach the cloud in a slightly
 #: different order and spacing than they were sent, and others may share the bucket.
@@ -45,8 +45,7 @@ class _Allowance:
 
     def __init__(self, limit: Limit, now: float) -> None:
         self.limit = limit
-        self.tokens = float(limit.capacity)
-        self.stamp = now
+        self.bucket = TokenBucket(limit.capacity, limit.rate, now)
         self.sent: collections.deque[float] = collections.deque()
         self.hold_until = 0.0
 
@@ -56,12 +55,7 @@ class _Allowance:
             return self.hold_until - now
         lim = self.limit
         if lim.kind == "bucket":
-            self.tokens = min(lim.capacity, self.tokens + (now - self.stamp) * lim.rate)
-            self.stamp = now
-            if self.tokens >= 1.0 - 1e-9:  # float refill: 1/rate seconds give one token
-                self.tokens = max(0.0, self.tokens - 1.0)
-                return 0.0
-            return (1.0 - self.tokens) / lim.rate
+            return self.bucket.take(now)
         while self.sent and self.sent[0] <= now - lim.window_s:
             self.sent.popleft()
         if len(self.sent) < lim.capacity:
@@ -73,7 +67,7 @@ class _Allowance:
         lim = self.limit
         hold = retry_after if retry_after else (1.0 / lim.per_second)
         self.hold_until = max(self.hold_until, now + hold)
-        self.tokens = 0.0
+        self.bucket.tokens = 0.0
 
 
 class Pacer:
