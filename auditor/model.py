@@ -15,7 +15,13 @@ from datetime import UTC, date, datetime
 from enum import StrEnum
 from typing import Any, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SerializerFunctionWrapHandler,
+    field_serializer,
+)
 from pydantic_core import to_json
 
 SCHEMA_VERSION = "1"
@@ -200,6 +206,33 @@ class Verification(_Model):
     reason: str = ""
 
 
+class PackedJson:
+    """JSON evidence held as its canonical bytes, parsed when read.
+
+    A fleet's evidence is hundreds of MiB as Python objects and a tenth of that as compact
+    JSON, and a scan reads most of it only once more, to write result.json. Equal to the value
+    it holds (parsed or packed), so runs compare as before.
+    """
+
+    __slots__ = ("data",)
+
+    def __init__(self, data: bytes) -> None:
+        self.data = data
+
+    def value(self) -> Any:
+        return json.loads(self.data)
+
+    def __eq__(self, other: object) -> bool:
+        if isinstance(other, PackedJson):
+            return self.data == other.data
+        return bool(self.value() == other)
+
+    __hash__ = None  # type: ignore[assignment]  # equal to dicts and lists: not hashable
+
+    def __repr__(self) -> str:
+        return f"PackedJson({len(self.data)} bytes)"
+
+
 class Evidence(_Model):
     """One raw fact exactly as received, with who says so and how it was collected.
 
@@ -208,11 +241,15 @@ class Evidence(_Model):
     third party can recompute it from the bundle.
     """
 
+    # Evidence made by `from_json` keeps its JSON packed (`PackedJson`): reading `raw` parses
+    # it, serialising writes the parsed value.
+
     kind: str
     source: Source
     sha256: str
     encoding: str = "json"
-    raw: Any = None
+    # the default said in the schema too: a field serializer (below) hides it there otherwise
+    raw: Any = Field(default=None, json_schema_extra={"default": None})
     collected_at: datetime
     call: str | None = None
     provider: str | None = None
@@ -226,7 +263,11 @@ class Evidence(_Model):
     def from_json(cls, raw: Any, **kw: Any) -> Evidence:
         kw.setdefault("collected_at", utcnow())
         data = canonical_json(raw)  # canonical once: the stored JSON re-encodes to these bytes
-        return cls(raw=json.loads(data), sha256=hashlib.sha256(data).hexdigest(), **kw)
+        return cls(raw=PackedJson(data), sha256=hashlib.sha256(data).hexdigest(), **kw)
+
+    @field_serializer("raw", mode="wrap")
+    def _raw_value(self, value: Any, handler: SerializerFunctionWrapHandler) -> Any:
+        return handler(value.value() if isinstance(value, PackedJson) else value)
 
     @classmethod
     def from_bytes(cls, data: bytes, **kw: Any) -> Evidence:
@@ -237,6 +278,20 @@ class Evidence(_Model):
             sha256=hashlib.sha256(data).hexdigest(),
             **kw,
         )
+
+
+def _read_raw(self: Evidence) -> Any:
+    value = self.__dict__.get("raw")
+    return value.value() if isinstance(value, PackedJson) else value
+
+
+def _write_raw(self: Evidence, value: Any) -> None:
+    self.__dict__["raw"] = value
+
+
+# `Evidence.raw` reads the parsed value whether it is held packed or not (a data descriptor
+# comes before the instance's __dict__, where pydantic keeps the field).
+setattr(Evidence, "raw", property(_read_raw, _write_raw))  # noqa: B010
 
 
 class Disk(_Model):
