@@ -23,6 +23,7 @@ from auditor.providers.base import (
     failed_scope,
     share_pool,
 )
+from auditor.providers.pacing import PacingStopped
 from auditor.recording import EvidenceSink, keep_evidence
 from auditor.shard import Shard
 from auditor.workers import NotPortable, auto_workers, pack_providers
@@ -128,7 +129,7 @@ def collect_scope(
     provider bug becomes a gap on the scope, so it never loses the other scopes."""
     try:
         return calls.run_scope(provider.collect, scope, sink)
-    except SinkClosed:
+    except (SinkClosed, PacingStopped):
         return None
     except Exception as err:
         return failed_scope(scope, type(err).__name__, f"internal error while collecting: {err}")

@@ -188,9 +188,10 @@ def _evidence_frame(rows: list[list[Any]], columns: tuple[str, ...]) -> pandas.D
 
 def _raw(e: Evidence) -> Any:
     """An evidence item as received: bytes for binary evidence, the JSON value otherwise."""
-    if e.encoding == "base64" and isinstance(e.raw, str):
-        return base64.b64decode(e.raw)
-    return e.raw
+    value = e.raw  # parsed once (JSON evidence is held packed)
+    if e.encoding == "base64" and isinstance(value, str):
+        return base64.b64decode(value)
+    return value
 
 
 class RunVM:

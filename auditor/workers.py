@@ -303,6 +303,13 @@ class _Replies:
             self._stream.flush()
 
 
+def _stop_reading(stop: threading.Event, calls: CallPool) -> None:
+    """Scopes stop at their next write, and calls waiting for a rate limit stop waiting."""
+    stop.set()
+    if calls.pacer is not None:
+        calls.pacer.stop()
+
+
 def worker_main(requests: IO[bytes], replies_stream: IO[bytes]) -> int:
     """A worker process: read the scopes the parent hands out, `share` at a time."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent decides when to stop
@@ -343,10 +350,10 @@ def worker_main(requests: IO[bytes], replies_stream: IO[bytes]) -> int:
             try:
                 message = pickle.load(requests)
             except Exception:  # EOF: the parent is gone, nobody reads our replies
-                stop.set()
+                _stop_reading(stop, calls)
                 break
             if message == _STOP:  # the scopes being read stop at their next write
-                stop.set()
+                _stop_reading(stop, calls)
                 break
             if message == _END:
                 break

@@ -333,3 +333,31 @@ def test_a_scope_with_one_slot_joins_its_side_listing_without_deadlock() -> None
         assert out == [([1], "listed")]
     finally:
         pool.close()
+
+
+def test_stopping_the_scan_wakes_a_call_waiting_for_its_rate_limit() -> None:
+    import threading
+    import time
+
+    from auditor.providers.base import CallPool
+    from auditor.providers.pacing import PacingStopped
+
+    pool = CallPool(2)  # the real clock and sleep: a wait of a minute for the next interval
+    pool.pacer = Pacer({("gcp", "compute-read"): Limit("window", 1, window_s=60.0)}, margin=1.0)
+    outcome: list[BaseException | list[int]] = []
+
+    def scope() -> None:
+        try:
+            outcome.append(pool.fan_out(lambda i: i, [1, 2, 3], ("gcp", "p", None, "compute")))
+        except BaseException as err:
+            outcome.append(err)
+
+    thread = threading.Thread(target=scope, daemon=True)
+    thread.start()
+    time.sleep(0.3)  # the first call went; the second waits for the next 60 s interval
+    assert thread.is_alive() and not outcome
+    started = time.monotonic()
+    pool.close()  # what an interruption does
+    thread.join(5)
+    assert not thread.is_alive() and time.monotonic() - started < 5
+    assert len(outcome) == 1 and isinstance(outcome[0], PacingStopped)

@@ -386,6 +386,8 @@ class CallPool:
                 self._holding.n = held
 
     def close(self) -> None:
+        if self.pacer is not None:  # calls waiting for a rate limit stop waiting
+            self.pacer.stop()
         self._pool.shutdown(wait=True, cancel_futures=True)
 
 

@@ -70,6 +70,12 @@ class _Allowance:
         self.bucket.tokens = 0.0
 
 
+class PacingStopped(BaseException):
+    """Raised in a thread waiting for an allowance when the scan stops (interrupted): a wait
+    for a rate limit (up to a minute for Compute Engine) must not hold the interruption up.
+    A BaseException, like `collect.SinkClosed`, so no `except Exception` turns it into a gap."""
+
+
 class Pacer:
     """Per (cloud, scope, family) allowances, shared by every thread of a scan process."""
 
@@ -87,6 +93,7 @@ class Pacer:
         self._lock = threading.Lock()
         self._state: dict[LimitKey, _Allowance] = {}
         self._credit = threading.local()
+        self._stopped = threading.Event()
         self.waited_s = 0.0
         self.waits = 0
         self.refusals = 0
@@ -130,8 +137,20 @@ class Pacer:
                         self.waits += 1
                         self.waited_s += waited
                     return waited
-            self.sleep(wait)
+            self._pause(wait)
             waited += wait
+
+    def stop(self) -> None:
+        """Wake every thread waiting for an allowance with `PacingStopped`, now and later."""
+        self._stopped.set()
+
+    def _pause(self, seconds: float) -> None:
+        if self.sleep is time.sleep:
+            self._stopped.wait(seconds)
+        else:
+            self.sleep(seconds)
+        if self._stopped.is_set():
+            raise PacingStopped("the scan was stopped while waiting for a rate limit")
 
     def refused(self, key: LimitKey | None, retry_after: float | None = None) -> None:
         """The cloud refused a call under `key` anyway: hold the scope back before the retry."""

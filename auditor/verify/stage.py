@@ -61,7 +61,8 @@ class VerifyOptions:
 
 
 def _verify_gce_ek(vm: VM, ev: Evidence, at: datetime) -> None:
-    raw: Mapping[str, Any] = ev.raw if isinstance(ev.raw, dict) else {}
+    value = ev.raw  # parsed once (JSON evidence is held packed)
+    raw: Mapping[str, Any] = value if isinstance(value, dict) else {}
     enc = raw.get("encryptionKey") or {}
     zone = vm.zone or ""
     result = verify_ek_certificate(
