@@ -24,8 +24,10 @@ from auditor.providers.base import (
     ScopeKey,
     ScopeResult,
     WorkerState,
+    beside,
     collected_vm,
     fan_out,
+    join,
     make_gap,
     record_evidence,
     tune_session,
@@ -282,13 +284,19 @@ class GcpProvider(WorkerState):
         if not live:
             return result
 
-        logs_gap: Gap | None = None
-        entries: dict[str, list[dict[str, Any]]] = {}
-        try:
-            entries = self._integrity_logs(project, sink, result)
-        except CallFailed as failed:
-            logs_gap = failed.gap
-            result.errors.append(failed.gap)
+        # The integrity log (Cloud Logging, its own rate limit) is read beside the identity
+        # calls (Compute Engine's): neither waits for the other. Its own ScopeResult, merged
+        # after, so the counts are not raced and the gaps keep their order.
+        logs_result = ScopeResult(scope=scope)
+
+        def integrity_logs() -> dict[str, list[dict[str, Any]]] | CallFailed:
+            try:
+                return self._integrity_logs(project, sink, logs_result)
+            except CallFailed as failed:
+                return failed
+
+        errors_before = len(result.errors)
+        logs = beside(self.pool, integrity_logs)
 
         shielded = [
             (zone, str(inst.get("name", inst.get("id", ""))))
@@ -315,6 +323,15 @@ class GcpProvider(WorkerState):
 
         templates = dict(zip(names, fan_out(self.pool, template, names, pace), strict=True))
         result.calls += len(names)
+        logs_gap: Gap | None = None
+        entries: dict[str, list[dict[str, Any]]] = {}
+        read = join(self.pool, logs)
+        result.calls += logs_result.calls
+        if isinstance(read, CallFailed):
+            logs_gap = read.gap
+            result.errors.insert(errors_before, read.gap)  # where it was before it ran beside
+        else:
+            entries = read
         for zone, inst in live:
             vm = self._vm(
                 project, zone, inst, sink, result, entries, logs_gap, identities, templates
