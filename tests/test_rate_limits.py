@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import shutil
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -361,3 +362,26 @@ def test_stopping_the_scan_wakes_a_call_waiting_for_its_rate_limit() -> None:
     thread.join(5)
     assert not thread.is_alive() and time.monotonic() - started < 5
     assert len(outcome) == 1 and isinstance(outcome[0], PacingStopped)
+
+
+def test_azure_retries_throttling_as_often_as_its_total_allows(readable: Path) -> None:
+    # azure-core stops after 3 status retries unless told otherwise: five 429s in a row on the
+    # same call must still be absorbed (RETRY_TOTAL is 8), never become a gap
+    from auditor.providers.azure import RETRY_TOTAL, AzureProvider
+
+    assert RETRY_TOTAL > 5
+    faults = FaultConfig(throttle_first=5, retry_after_seconds=0)
+    with FakeCloud(readable, faults=faults) as cloud:
+        azure = AzureProvider(
+            sorted(p.name for p in (readable / "azure").iterdir() if p.is_dir()),
+            endpoint_url=cloud.endpoint,
+            replay=True,
+            retry_backoff=0.0,
+        )
+        run = run_audit(
+            [azure], Engine(load_packs()), Scope(providers=["azure"]), as_of=recorded_at(readable)
+        )
+    throttled = [r for r in cloud.request_log if r.fault == "throttle"]
+    per_call = Counter((r.account, r.operation, r.resource) for r in throttled)
+    assert throttled and set(per_call.values()) == {5}
+    assert run.coverage.gaps == [] and len(run.vms) > 0

@@ -163,6 +163,9 @@ class AzureProvider(WorkerState):
         # azure-core's RetryPolicy (see RETRY_TOTAL above); configured, not wrapped.
         kwargs: dict[str, Any] = {
             "retry_total": self.retry_total,
+            # azure-core counts status retries (429, 5xx) apart and stops at 3 by default,
+            # whatever retry_total says: throttling gets every retry the total allows
+            "retry_status": self.retry_total,
             "retry_backoff_factor": self.retry_backoff,
             "retry_backoff_max": RETRY_BACKOFF_MAX_S,
             "connection_timeout": self.connect_timeout,
