@@ -19,7 +19,7 @@ from __future__ import annotations
 import gc
 import os
 import re
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Iterable, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from typing import Any
 
@@ -163,7 +163,6 @@ class Engine:
         read_by = self.rules + self.shadow
         self._read: frozenset[str] | None = _sections_read(read_by)
         self._paths: _Trie | None = _paths_read(read_by) if self._read is not None else None
-        self._pruner = _compile_prune(self._paths)
         self._references = {id(c): c.rule.references.flat() for c in read_by}
         self._plans: dict[tuple[str, bool], tuple[_Plan, ...]] = {}
         self._shadow_plans: dict[str, tuple[_Plan, ...]] = {}
@@ -200,7 +199,7 @@ class Engine:
     def context(self, vm: Any) -> Any:
         """The CEL context for one VM: `vm` is the document, cut to the fields rules read."""
         doc = vm.document
-        return cel.Context({"vm": doc if self._paths is None else self._pruner(doc)})
+        return cel.Context({"vm": doc if self._paths is None else _prune(doc, self._paths)})
 
     def _run_rules(self, plans: tuple[_Plan, ...], ctx: Any) -> tuple[_Run, ...]:
         """Every rule of `plans` on one context; rules that did not match are left out."""
@@ -295,8 +294,7 @@ class Engine:
                 values["reason"] = undetermined[id(plan)]
             elif caveat and status is Status.EXCLUDED:
                 values["reason"] = f"{reason} [{caveat}]"
-            shas = evidence.get(plan.sections)  # most findings share a VM's few section sets
-            values["evidence"] = shas if shas is not None else _evidence_for(plan, vm, evidence)
+            values["evidence"] = _evidence_for(plan, vm, evidence)
             findings.append(_new_finding(values))
         statuses: dict[Party, PartyStatus] = {}
         for party, status, plans, reason, decided in case.decisions:
@@ -710,34 +708,6 @@ def _prune(value: Any, tree: _Trie | None) -> Any:
         return {name: _prune(value[name], sub) for name, sub in tree.items() if name in value}
     if isinstance(value, list):
         return [_prune(item, tree) for item in value]
-    return value
-
-
-def _compile_prune(tree: _Trie | None) -> Callable[[Any], Any]:
-    """`_prune` with `tree` fixed, as nested functions: a field read whole is copied by
-    reference without a call, and no node walks the tree's dicts again (the context of every
-    VM is cut this way, so this is on the evaluation's hot path). Equal to `_prune`."""
-    if tree is None:
-        return _same
-    fields = tuple(
-        (name, None if sub is None else _compile_prune(sub)) for name, sub in tree.items()
-    )
-
-    def prune(value: Any) -> Any:
-        if isinstance(value, dict):
-            out = {}
-            for name, sub in fields:
-                if name in value:
-                    out[name] = value[name] if sub is None else sub(value[name])
-            return out
-        if isinstance(value, list):
-            return [prune(item) for item in value]
-        return value
-
-    return prune
-
-
-def _same(value: Any) -> Any:
     return value
 
 

@@ -13,7 +13,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from auditor.engine import Engine, _compile_prune, _frozen, _paths_read, _prune
+from auditor.engine import Engine, _frozen, _paths_read, _prune
 from auditor.model import VM, Finding, Gap, Status, VMResult, build_unchecked, unchecked_builder
 from auditor.rules.loader import load_packs
 
@@ -324,24 +324,3 @@ def test_a_vm_result_changed_by_its_caller_leaves_the_others_alone() -> None:
     first.overrides.append("x")
     assert second.parties == before and second.overrides == []
     assert engine.evaluate(_vm(doc, "aws", "c", gaps=False)).parties == before
-
-
-_json_value = st.recursive(
-    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=3),
-    lambda inner: (
-        st.lists(inner, max_size=3) | st.dictionaries(st.sampled_from("abcd"), inner, max_size=4)
-    ),
-    max_leaves=12,
-)
-_read_tree = st.recursive(
-    st.none(),
-    lambda inner: st.dictionaries(st.sampled_from("abcd"), inner, max_size=4),
-    max_leaves=8,
-)
-
-
-@settings(max_examples=300, deadline=None)
-@given(doc=_json_value, tree=_read_tree)
-def test_the_compiled_cut_is_the_cut(doc: Any, tree: Any) -> None:
-    # the hot path's pruner and the reference walk give the same values (repr: True is not 1)
-    assert repr(_compile_prune(tree)(doc)) == repr(_prune(doc, tree))
