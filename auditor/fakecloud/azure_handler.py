@@ -713,6 +713,19 @@ class AzureHandler:
         """``prepare(doc)`` (validation + indexing), cached until the file changes."""
         return self._prepared.get(doc, kind, prepare)
 
+    def _nested_items(
+        self, doc: LoadedJson | None, kind: str, model_name: str | None = None
+    ) -> list[_Item]:
+        """The items of a list file below a resource (a VM's extensions, a scale set's
+        instances and theirs), checked as `model_name` (a VM extension when None); none
+        when there is no file."""
+        if doc is None:
+            return []
+        items: list[_Item] = self._prepared_doc(
+            doc, kind, lambda d: _prepare_list(d, None, self.ctx.validate, model_name=model_name)
+        )
+        return items
+
     def _items(self, coll: _Collection, sub: str) -> list[_Item]:
         doc = self._load("azure", sub, coll.stem)
         if doc is None:
@@ -856,13 +869,7 @@ class AzureHandler:
         vm = self._get(sub, route, self._items(_VMS, sub), seen)
         if is_safe_name(vm.name):  # a name unfit for a folder cannot have an extensions file
             doc = self._load("azure", sub, "virtualMachines", vm.name, "extensions")
-        items: list[_Item] = (
-            self._prepared_doc(
-                doc, "extensions", lambda d: _prepare_list(d, None, self.ctx.validate)
-            )
-            if doc
-            else []
-        )
+        items = self._nested_items(doc, "extensions")
         if route.operation == OP_EXT_LIST:
             return self._ok({"value": [i.data for i in items]}, seen)
         assert route.extension is not None
@@ -890,17 +897,7 @@ class AzureHandler:
         scale_set = self._get(sub, route, self._items(_SCALE_SETS, sub), seen)
         folder = ("azure", sub, "virtualMachineScaleSets", scale_set.name)
         doc = self._load(*folder, "virtualMachines") if is_safe_name(scale_set.name) else None
-        instances: list[_Item] = (
-            self._prepared_doc(
-                doc,
-                "scaleSetVMs",
-                lambda d: _prepare_list(
-                    d, None, self.ctx.validate, model_name="VirtualMachineScaleSetVM"
-                ),
-            )
-            if doc
-            else []
-        )
+        instances = self._nested_items(doc, "scaleSetVMs", "VirtualMachineScaleSetVM")
         if route.operation == OP_SS_VM_LIST:
             scope = request_digest(sub.lower(), scale_set.name.lower())
             page = self._page(request, params, route.operation, scope, [i.data for i in instances])
@@ -923,16 +920,8 @@ class AzureHandler:
             if is_safe_name(wanted)
             else None
         )
-        extensions: list[_Item] = (
-            self._prepared_doc(
-                ext_doc,
-                "scaleSetVMExtensions",
-                lambda d: _prepare_list(
-                    d, None, self.ctx.validate, model_name="VirtualMachineScaleSetVMExtension"
-                ),
-            )
-            if ext_doc
-            else []
+        extensions = self._nested_items(
+            ext_doc, "scaleSetVMExtensions", "VirtualMachineScaleSetVMExtension"
         )
         if route.operation == OP_SS_EXT_LIST:
             return self._ok({"value": [i.data for i in extensions]}, seen)

@@ -603,11 +603,7 @@ def _disks(
             custody = "customer_kms"  # confidential disk encryption with a customer key
         entry.update({"encrypted": True, "custody": custody, "encryption_type": enc_type})
         if set_id:
-            entry["encryption_set"] = set_id
-            key_store = _key_store(des, str(set_id))
-            if key_store:
-                entry["kms_key"] = key_store.get("key_url") or set_id
-                entry["key_store"] = key_store.get("kind")
+            _name_encryption_set(entry, set_id, des)
         docs.append(entry)
         size = (disk.get("properties") or {}).get("diskSizeGB")
         out.append(
@@ -662,11 +658,7 @@ def _instance_disks(
         if sec.get("securityEncryptionType"):
             entry["confidential_encryption"] = sec["securityEncryptionType"]
         if set_id:
-            entry["encryption_set"] = set_id
-            key_store = _key_store(des, str(set_id))
-            if key_store:
-                entry["kms_key"] = key_store.get("key_url") or set_id
-                entry["key_store"] = key_store.get("kind")
+            _name_encryption_set(entry, set_id, des)
         docs.append(entry)
         size = ref.get("diskSizeGB")
         out.append(
@@ -681,6 +673,15 @@ def _instance_disks(
             )
         )
     return out, docs
+
+
+def _name_encryption_set(entry: dict[str, Any], set_id: Any, des: _Items | None) -> None:
+    """A disk entry's encryption set, and the key and key store it names when it is known."""
+    entry["encryption_set"] = set_id
+    key_store = _key_store(des, str(set_id))
+    if key_store:
+        entry["kms_key"] = key_store.get("key_url") or set_id
+        entry["key_store"] = key_store.get("kind")
 
 
 def _key_store(des: _Items | None, set_id: str) -> dict[str, Any] | None:

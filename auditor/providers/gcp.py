@@ -192,40 +192,31 @@ class GcpProvider(WorkerState):
         creds = self._creds()
         with self._lock:
             if self._instances is None:
-                from google.api_core.client_options import ClientOptions
-                from google.cloud import compute_v1
-
-                options = (
-                    ClientOptions(api_endpoint=self.endpoint_url) if self.endpoint_url else None
-                )
-                client = compute_v1.InstancesClient(
-                    transport="rest", credentials=creds, client_options=options
-                )
                 size = self.pool.concurrency if self.pool is not None else 0
-                session = getattr(client.transport, "_session", None)
-                tune_session(session, self.endpoint_url, size)
-                self._pace(session)
-                self._instances = client
+                self._instances = self._new_client("InstancesClient", creds, size)
             return self._instances
+
+    def _new_client(self, name: str, creds: Any, pool_size: int) -> Any:
+        """A compute_v1 REST client on this provider's endpoint, its session sized to
+        `pool_size` connections (0: requests' default) and paced."""
+        from google.api_core.client_options import ClientOptions
+        from google.cloud import compute_v1
+
+        options = ClientOptions(api_endpoint=self.endpoint_url) if self.endpoint_url else None
+        client = getattr(compute_v1, name)(
+            transport="rest", credentials=creds, client_options=options
+        )
+        session = getattr(client.transport, "_session", None)
+        tune_session(session, self.endpoint_url, pool_size)
+        self._pace(session)
+        return client
 
     def _templates_client(self) -> Any:
         """The instance-templates client (a GKE node pool's template declares its nodes)."""
         creds = self._creds()
         with self._lock:
             if self._templates is None:
-                from google.api_core.client_options import ClientOptions
-                from google.cloud import compute_v1
-
-                options = (
-                    ClientOptions(api_endpoint=self.endpoint_url) if self.endpoint_url else None
-                )
-                client = compute_v1.InstanceTemplatesClient(
-                    transport="rest", credentials=creds, client_options=options
-                )
-                session = getattr(client.transport, "_session", None)
-                tune_session(session, self.endpoint_url, 0)
-                self._pace(session)
-                self._templates = client
+                self._templates = self._new_client("InstanceTemplatesClient", creds, 0)
             return self._templates
 
     def _logging_client(self, project: str) -> Any:
