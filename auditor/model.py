@@ -13,7 +13,7 @@ import json
 from collections.abc import Callable, Iterator
 from datetime import UTC, date, datetime
 from enum import StrEnum
-from typing import Any, TypeVar
+from typing import Any, BinaryIO, TypeVar
 
 from pydantic import (
     BaseModel,
@@ -651,9 +651,18 @@ def result_sha256(run: AuditRun) -> str:
     """SHA-256 of result.json for this run (the run is immutable once built)."""
     if _LAST_DIGEST and _LAST_DIGEST[0][0] is run:
         return _LAST_DIGEST[0][1]
+    return write_result(run, None)
+
+
+def write_result(run: AuditRun, out: BinaryIO | None) -> str:
+    """Write result.json to `out` (None: nowhere) a piece at a time and return its SHA-256,
+    remembered for `result_sha256`: the reports of a scan that just wrote its run do not
+    serialise the whole run again to name its fingerprint."""
     hasher = hashlib.sha256()
     for chunk in result_chunks(run):
         hasher.update(chunk)
+        if out is not None:
+            out.write(chunk)
     digest = hasher.hexdigest()
     _LAST_DIGEST[:] = [(run, digest)]
     return digest

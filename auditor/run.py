@@ -25,8 +25,8 @@ from auditor.model import (
     Scope,
     ToolInfo,
     VMResult,
-    result_chunks,
     utcnow,
+    write_result,
 )
 from auditor.providers.base import Provider
 from auditor.providers.guest import import_guest_evidence
@@ -208,7 +208,7 @@ def write_run(run: AuditRun, run_dir: Path) -> Path:
     target = run_dir / RESULT_FILE
     tmp = target.with_suffix(".json.tmp")
     with tmp.open("wb") as out:  # a piece at a time: never the whole document in memory
-        out.writelines(result_chunks(run))
+        write_result(run, out)
     tmp.replace(target)
     marker = run_dir / INCOMPLETE_MARKER
     if marker.exists():

@@ -67,3 +67,19 @@ def test_any_text_in_a_vm_or_an_evidence_key_streams_exactly(
         update={"vms": [vm, demo_run.vms[1]], "evidence": {key: first, first_key + "x": first}}
     )
     assert result_bytes(run) == _whole(run)
+
+
+def test_writing_the_run_names_its_fingerprint_without_serialising_it_again(
+    demo_run: AuditRun, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import auditor.model as model
+
+    run = demo_run.model_copy()  # a run no digest was taken of yet
+    write_run(run, tmp_path)
+    written = hashlib.sha256((tmp_path / RESULT_FILE).read_bytes()).hexdigest()
+
+    def again(_: AuditRun) -> None:
+        raise AssertionError("serialised a second time")
+
+    monkeypatch.setattr(model, "result_chunks", again)
+    assert result_sha256(run) == written
