@@ -260,7 +260,7 @@ class Run:
         self.path = path
 
     def __repr__(self) -> str:
-        where = f" at {self.path}" if self.path else ""
+        where = f" at {_shown(self.path)}" if self.path else ""
         return f"<Run {self.model.run_id}: {len(self.model.vms)} VMs{where}>"
 
     def __getattr__(self, name: str) -> Any:
@@ -413,3 +413,12 @@ def diff(
     return api.diff(
         a.model if isinstance(a, Run) else a, b.model if isinstance(b, Run) else b, store
     )
+
+
+def _shown(path: Path) -> str:
+    """A path as its reader writes it: under the home directory as `~/...` (a notebook's saved
+    output then names no one's home)."""
+    try:
+        return "~/" + path.relative_to(Path.home()).as_posix()
+    except (ValueError, RuntimeError):  # elsewhere, or no home directory to speak of
+        return str(path)

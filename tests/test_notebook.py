@@ -231,3 +231,13 @@ def test_notebook_executes_top_to_bottom(tmp_path: Path, monkeypatch: pytest.Mon
     assert "ok   snp.signature" in text and "SHA-256 matches the run's record: True" in text
     assert re.search(r"25 of 27 VMs keep the provider in the trust set", text)
     assert (tmp_path / "store" / "runs").is_dir()  # demo() saved, load_run("latest") read it
+
+
+def test_a_run_in_the_home_store_is_shown_from_home(
+    run: Run, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    assert run.path is not None
+    monkeypatch.setenv("HOME", str(run.path.parent.parent))
+    assert repr(run).endswith(f" at ~/runs/{run.run_id}>")
+    monkeypatch.setenv("HOME", str(tmp_path))  # a run kept elsewhere keeps its whole path
+    assert repr(run).endswith(f" at {run.path}>")
