@@ -39,6 +39,9 @@ class CallMatch(BaseModel):
 
     ``account`` is the AWS account, GCP project or Azure subscription; ``operation`` the name
     fakecloud logs (``DescribeInstances``, ``instances.aggregatedList``, ``disks.list``...).
+    ``after`` leaves the first that many matching calls alone: ``after: 1`` on a list
+    operation spares its first page and faults the pages after it (a listing that fails
+    half way, once per-VM calls for its first page are under way).
     """
 
     model_config = ConfigDict(frozen=True, extra="forbid", strict=True)
@@ -48,6 +51,7 @@ class CallMatch(BaseModel):
     region: str | None = None
     operation: str | None = None
     resource: str | None = None
+    after: int = Field(default=0, ge=0)
 
     def matches(
         self,

@@ -18,13 +18,14 @@ import logging
 import socket
 import threading
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from types import TracebackType
 from typing import Any
 
-from auditor.fakecloud.faults import FaultConfig, FaultInjector, load_fault_config
+from auditor.fakecloud.faults import CallMatch, FaultConfig, FaultInjector, load_fault_config
 from auditor.fakecloud.replay import ReplayStore
 from auditor.fakecloud.seam import (
     CloudHandler,
@@ -217,6 +218,7 @@ class FakeCloud:
         self.handlers: list[CloudHandler] = [make(context) for make in default_handler_factories()]
         self.request_log: list[RequestRecord] = []
         self._log_lock = threading.Lock()
+        self._matched: dict[tuple[str, int], int] = {}  # calls each scenario match has seen
         self._server: _Server | None = None
         self._thread: threading.Thread | None = None
 
@@ -296,13 +298,23 @@ class FakeCloud:
         """The configured ``hang`` and ``malformed`` scenarios (faults.FaultConfig)."""
         cfg = self.faults
         where = (cloud, response.account, response.region, response.operation, response.resource)
-        if any(m.matches(*where) for m in cfg.hang):
+        if self._applies("hang", cfg.hang, where):
             time.sleep(cfg.hang_seconds)  # the client's read timeout fires first
             response.fault = "hang"
-        if response.status == 200 and any(m.matches(*where) for m in cfg.malformed):
+        if response.status == 200 and self._applies("malformed", cfg.malformed, where):
             response.body = response.body[: len(response.body) // 2]
             response.fault = "malformed"
         return response
+
+    def _applies(self, scenario: str, matches: Sequence[CallMatch], where: tuple[Any, ...]) -> bool:
+        """Whether a scenario takes this call: a match past its first `after` calls."""
+        hit = False
+        for i, match in enumerate(matches):
+            if match.matches(*where):
+                with self._log_lock:
+                    seen = self._matched[(scenario, i)] = self._matched.get((scenario, i), 0) + 1
+                hit = hit or seen > match.after
+        return hit
 
     def _handle(self, request: FakeRequest) -> FakeResponse:
         """Route one request; never raises (a handler bug becomes a logged 500)."""

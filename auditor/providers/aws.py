@@ -11,7 +11,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import threading
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -27,10 +27,10 @@ from auditor.providers.base import (
     WorkerState,
     beside,
     collected_vm,
-    fan_out,
     join,
     make_gap,
     record_evidence,
+    start_calls,
 )
 from auditor.providers.pacing import pace_boto3_client
 from auditor.recording import EvidenceSink, jsonable, raw_path
@@ -51,6 +51,11 @@ READ_TIMEOUT_S = 60.0
 _SKIP_STATES = {"terminated", "shutting-down"}
 _EK_KEY_TYPE = "rsa-2048"
 _EK_FORMAT = "der"
+
+
+def _live(instance: dict[str, Any]) -> bool:
+    """An instance whose configuration still counts (not terminated or terminating)."""
+    return instance.get("State", {}).get("Name") not in _SKIP_STATES
 
 
 @dataclass(frozen=True)
@@ -283,10 +288,25 @@ class AwsProvider(WorkerState):
         if self.pool is not None and self.pool.pacer is not None:
             pace_boto3_client(ec2, self.pool.pacer, account, region)
         call = _Caller(ec2, sink, account, region, result)
+        pace = ("aws", account, region, "GetInstanceTpmEkPub")
+        # each page's EK calls start while the next page is listed: the Region's request
+        # bucket is spent from the first page on
+        eks = start_calls(self.pool, call.try_ek_public_key, pace)
+
+        def with_tpm(reservations: list[dict[str, Any]]) -> None:
+            eks.add(
+                str(i["InstanceId"])
+                for res in reservations
+                for i in res.get("Instances", [])
+                if _live(i) and i.get("TpmSupport") == "v2.0"
+            )
 
         try:
-            reservations = call.paginated("DescribeInstances", "Reservations", sections=())
+            reservations = call.paginated(
+                "DescribeInstances", "Reservations", sections=(), on_page=with_tpm
+            )
         except CallFailed as failed:
+            eks.settle()
             failed.gap.affects = "scope"
             result.errors.append(failed.gap)
             result.failed = True
@@ -294,7 +314,7 @@ class AwsProvider(WorkerState):
         instances = [
             (inst, res) for res in reservations for inst in res.get("Instances", []) if inst
         ]
-        live = [(i, r) for i, r in instances if i.get("State", {}).get("Name") not in _SKIP_STATES]
+        live = [(i, r) for i, r in instances if _live(i)]
         result.skipped = len(instances) - len(live)
         if not live:
             return result
@@ -312,15 +332,12 @@ class AwsProvider(WorkerState):
         # types, images and volumes beside the per-VM EK calls: the Region's request bucket
         # is then never idle while the listings page
         side = beside(self.pool, lookups)
-        tpm_ids = [str(i["InstanceId"]) for i, _ in live if i.get("TpmSupport") == "v2.0"]
-        pace = ("aws", account, region, "GetInstanceTpmEkPub")
-        keys = fan_out(self.pool, call.try_ek_public_key, tpm_ids, pace)
-        eks = dict(zip(tpm_ids, keys, strict=True))
+        keys = eks.answers()
         type_info, image_info, volumes = join(self.pool, side)
-        result.calls += len(tpm_ids)
+        result.calls += len(keys)
 
         for inst, res in live:
-            vm = self._vm(inst, res, account, region, call, type_info, image_info, volumes, eks)
+            vm = self._vm(inst, res, account, region, call, type_info, image_info, volumes, keys)
             result.vms.append(vm)
         return result
 
@@ -645,18 +662,33 @@ class _Caller:
         return CallFailed(gap, _error_status(err))
 
     def paginated(
-        self, op: str, key: str, sections: Sequence[str], save_error: bool = True, **params: Any
+        self,
+        op: str,
+        key: str,
+        sections: Sequence[str],
+        save_error: bool = True,
+        on_page: Callable[[list[dict[str, Any]]], None] | None = None,
+        params: dict[str, Any] | None = None,
     ) -> list[dict[str, Any]]:
-        """All pages of a list call, merged into one response as the replay layout holds it."""
+        """All pages of a list call, merged into one response as the replay layout holds it;
+        each page's items go to `on_page` as they arrive, if given."""
         items: list[dict[str, Any]] = []
-        try:
-            paginator = self.ec2.get_paginator(_snake(op))
-            for page in paginator.paginate(**params):
+        pages: Iterator[dict[str, Any]] | None = None
+        while True:
+            try:
+                if pages is None:
+                    pages = iter(self.ec2.get_paginator(_snake(op)).paginate(**(params or {})))
+                page = next(pages, None)
+                if page is None:
+                    break
                 self.result.calls += 1
-                items.extend(page.get(key, []))
-        except Exception as err:
-            self.result.calls += 1
-            raise self._fail(err, op, self._path(op), sections, save_error=save_error) from err
+                arrived = page.get(key, [])
+            except Exception as err:
+                self.result.calls += 1
+                raise self._fail(err, op, self._path(op), sections, save_error=save_error) from err
+            items.extend(arrived)
+            if on_page is not None:
+                on_page(arrived)  # outside the try: what it raises is not the listing's failure
         self.sink.save_raw(self._path(op), {key: items})
         return items
 
@@ -684,7 +716,7 @@ class _Caller:
             if not asked:
                 return _Lookup(True, {}, {}, missing)
             try:
-                items = self.paginated(op, key, sections, save_error=False, **{param: asked})
+                items = self.paginated(op, key, sections, save_error=False, params={param: asked})
                 break
             except CallFailed as failed:
                 gone = _not_found_ids(failed, asked)

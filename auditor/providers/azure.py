@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import re
 import threading
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -33,6 +33,7 @@ from auditor.providers.base import (
     join,
     make_gap,
     record_evidence,
+    start_calls,
     tune_session,
 )
 from auditor.providers.pacing import azure_pacing_policy
@@ -276,11 +277,28 @@ class AzureProvider(WorkerState):
         result = ScopeResult(scope=scope)
         client = self._compute(sub)
         call = _Caller(sub, sink, result)
+
+        def extensions(vm: dict[str, Any]) -> _Items | CallFailed:
+            name = str(vm.get("name", ""))
+            rg = resource_group_of(str(vm.get("id", "")))
+            try:
+                return call.extensions(client, rg, name, str(vm.get("location", "")))
+            except CallFailed as failed:
+                return failed
+
+        # each page's extension calls start while the next page is listed: the
+        # subscription's read limit is spent from the first page on
+        vm_exts = start_calls(self.pool, extensions, call.pace)
         try:
             vms = call.listing(
-                "virtualMachines", "virtualMachines.listAll", (), client.virtual_machines.list_all
+                "virtualMachines",
+                "virtualMachines.listAll",
+                (),
+                client.virtual_machines.list_all,
+                on_page=vm_exts.add,
             )
         except CallFailed as failed:
+            vm_exts.settle()
             failed.gap.affects = "scope"
             result.errors.append(failed.gap)
             result.failed = True
@@ -307,22 +325,14 @@ class AzureProvider(WorkerState):
         # against the subscription's read limit, which is then never idle
         side = beside(self.pool, listings)
 
-        def extensions(vm: dict[str, Any]) -> _Items | CallFailed:
-            name = str(vm.get("name", ""))
-            rg = resource_group_of(str(vm.get("id", "")))
-            try:
-                return call.extensions(client, rg, name, str(vm.get("location", "")))
-            except CallFailed as failed:
-                return failed
-
         def instance_extensions(inst: _Instance) -> _Items | CallFailed:
             try:
                 return call.instance_extensions(client, inst)
             except CallFailed as failed:
                 return failed
 
-        exts = fan_out(self.pool, extensions, vms, call.pace)
         inst_exts = fan_out(self.pool, instance_extensions, instances, call.pace)
+        exts = vm_exts.results()
         disks, des, skus = join(self.pool, side)
         result.calls += len(vms)
         for vm, ext in zip(vms, exts, strict=True):
@@ -854,14 +864,37 @@ class _Caller:
         return CallFailed(_gap(err, call, self.sub, None, res, sections))
 
     def listing(
-        self, name: str, call: str, sections: Sequence[str], fetch: Callable[[], Iterable[Any]]
+        self,
+        name: str,
+        call: str,
+        sections: Sequence[str],
+        fetch: Callable[[], Iterable[Any]],
+        on_page: Callable[[list[dict[str, Any]]], None] | None = None,
     ) -> list[dict[str, Any]]:
+        """Every item of a list call (all its pages) as one replay file; each page's items go
+        to `on_page` as they arrive, if given."""
         rel = self._rel(name)
-        try:
-            self.result.calls += 1
-            values = [item.as_dict() for item in fetch()]
-        except Exception as err:
-            raise self._fail(err, rel, call, sections) from err
+        self.result.calls += 1
+        if on_page is None:
+            try:
+                values = [item.as_dict() for item in fetch()]
+            except Exception as err:
+                raise self._fail(err, rel, call, sections) from err
+        else:
+            values = []
+            pages: Iterator[Iterable[Any]] | None = None
+            while True:
+                try:
+                    if pages is None:
+                        pages = iter(fetch().by_page())  # type: ignore[attr-defined]
+                    page = next(pages, None)
+                    if page is None:
+                        break
+                    arrived = [item.as_dict() for item in page]
+                except Exception as err:
+                    raise self._fail(err, rel, call, sections) from err
+                values.extend(arrived)
+                on_page(arrived)  # outside the try: what it raises is not the listing's failure
         self.sink.save_raw(rel, {"value": values})
         return values
 

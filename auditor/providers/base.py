@@ -9,10 +9,10 @@ from __future__ import annotations
 
 import contextlib
 import threading
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any, Protocol, TypeVar
+from typing import Any, Generic, Protocol, TypeVar
 
 from auditor.model import VM, Disk, Evidence, Gap, Source, Technology
 from auditor.recording import EvidenceSink, jsonable
@@ -331,32 +331,41 @@ class CallPool:
         """
         if len(items) <= 1:
             return [fn(i) for i in items]
+        calls = self.start(fn, pace)
+        calls.add(items)
+        return calls.results()
+
+    def start(self, fn: Callable[[T], R], pace: PaceOf | None = None) -> StartedCalls[T, R]:
+        """Per-VM calls started as their items arrive (`add`), e.g. page by page while a
+        listing goes on, so a scope's rate limit is spent from its first page instead of
+        sitting idle until the whole listing is read. As `fan_out` otherwise."""
+        return StartedCalls(self, fn, pace)
+
+    def _hand_back(self) -> int:
+        """Give the caller's slot back while it waits on calls that need slots; how many."""
         held = self._held()
         if held:
             self._holding.n = 0
             self._slots.release()
+        return held
+
+    def _take_back(self, held: int) -> None:
+        if held:
+            self._slots.acquire()
+            self._holding.n = held
+
+    def _submit(self, fn: Callable[[T], R], item: T, key: Any) -> Future[R]:
+        if self.pacer is None:
+            return self._pool.submit(self._one, fn, item)
+        self.pacer.take(key)  # waits here, in the scope's own thread
+        self._slots.acquire()  # handed over: every queued task has a thread
         try:
-            if self.pacer is not None:
-                key = self.pacer.key(*pace) if pace is not None else None
-                futures = []
-                for i in items:
-                    self.pacer.take(key)  # waits here, in the scope's own thread
-                    self._slots.acquire()  # handed over: every queued task has a thread
-                    try:
-                        future = self._pool.submit(self._in_slot, fn, i, key)
-                    except BaseException:
-                        self._slots.release()
-                        raise
-                    future.add_done_callback(self._release_if_cancelled)
-                    futures.append(future)
-            else:
-                futures = [self._pool.submit(self._one, fn, i) for i in items]
-            # result(), not wait(): a future cancelled by close() wakes result() but not wait()
-            return [f.result() for f in futures]
-        finally:
-            if held:
-                self._slots.acquire()
-                self._holding.n = held
+            future = self._pool.submit(self._in_slot, fn, item, key)
+        except BaseException:
+            self._slots.release()
+            raise
+        future.add_done_callback(self._release_if_cancelled)
+        return future
 
     def beside(self, fn: Callable[[], R]) -> Future[R]:
         """Start `fn` (a scope's independent listings) in a slot of its own, so it overlaps
@@ -374,21 +383,83 @@ class CallPool:
     def join(self, future: Future[R]) -> R:
         """The result of a `beside` task, the caller's slot handed back while it waits (the
         task may need that very slot: with `--concurrency 1` it is the only one)."""
-        held = self._held()
-        if held:
-            self._holding.n = 0
-            self._slots.release()
+        held = self._hand_back()
         try:
             return future.result()
         finally:
-            if held:
-                self._slots.acquire()
-                self._holding.n = held
+            self._take_back(held)
 
     def close(self) -> None:
         if self.pacer is not None:  # calls waiting for a rate limit stop waiting
             self.pacer.stop()
         self._pool.shutdown(wait=True, cancel_futures=True)
+
+
+class StartedCalls(Generic[T, R]):
+    """Calls of one scope started as their items arrive (see `CallPool.start`).
+
+    `add` hands the caller's slot back while it waits for each call's allowance and slot,
+    and takes it back before returning (the caller lists its next page in it); `results`
+    waits for every call, in the order added. Without a pool each call runs as it is added.
+    """
+
+    def __init__(self, pool: CallPool | None, fn: Callable[[T], R], pace: PaceOf | None) -> None:
+        self._pool = pool
+        self._fn = fn
+        self._key = (
+            pool.pacer.key(*pace) if pool is not None and pool.pacer and pace is not None else None
+        )
+        #: what was added, in order: `results()` answers them one for one
+        self.items: list[T] = []
+        self._futures: list[Future[R]] = []
+
+    def add(self, items: Iterable[T]) -> None:
+        if self._pool is None:
+            for item in items:
+                done: Future[R] = Future()
+                done.set_result(self._fn(item))
+                self.items.append(item)
+                self._futures.append(done)
+            return
+        held = self._pool._hand_back()
+        try:
+            for item in items:
+                self._futures.append(self._pool._submit(self._fn, item, self._key))
+                self.items.append(item)
+        finally:
+            self._pool._take_back(held)
+
+    def __len__(self) -> int:
+        return len(self._futures)
+
+    def answers(self) -> dict[T, R]:
+        """`results()` keyed by item (items must be hashable and distinct)."""
+        return dict(zip(self.items, self.results(), strict=True))
+
+    def results(self) -> list[R]:
+        """Every call's result in the order added; what a call raised is re-raised here,
+        after the calls before it finished."""
+        held = self._pool._hand_back() if self._pool is not None else 0
+        try:
+            # result(), not wait(): a future cancelled by close() wakes result() but not wait()
+            return [f.result() for f in self._futures]
+        finally:
+            if self._pool is not None:
+                self._pool._take_back(held)
+
+    def settle(self) -> None:
+        """Wait for the calls already started, whatever they gave (the scope's listing failed
+        after some of them left: none may still write into the scope once it is reported)."""
+        held = self._pool._hand_back() if self._pool is not None else 0
+        try:
+            for future in self._futures:
+                # what a call raised (a gap value, PacingStopped) is the calls' own: the
+                # listing's failure is what the caller reports
+                with contextlib.suppress(BaseException):
+                    future.result()
+        finally:
+            if self._pool is not None:
+                self._pool._take_back(held)
 
 
 def share_pool(providers: Sequence[Any], calls: CallPool) -> None:
@@ -422,3 +493,10 @@ def fan_out(
     if pool is None:
         return [fn(i) for i in items]
     return pool.fan_out(fn, items, pace)
+
+
+def start_calls(
+    pool: CallPool | None, fn: Callable[[T], R], pace: PaceOf | None = None
+) -> StartedCalls[T, R]:
+    """Per-VM calls started page by page through the scan's CallPool (see `CallPool.start`)."""
+    return StartedCalls(pool, fn, pace)

@@ -11,7 +11,7 @@ Google, not raw hardware reports: evidence with source `provider_log`. The loggi
 from __future__ import annotations
 
 import threading
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -30,6 +30,7 @@ from auditor.providers.base import (
     join,
     make_gap,
     record_evidence,
+    start_calls,
     tune_session,
 )
 from auditor.providers.pacing import pace_requests_session
@@ -263,9 +264,28 @@ class GcpProvider(WorkerState):
         project = scope.account
         result = ScopeResult(scope=scope)
         client = self._instances_client()
+
+        def identity(where: tuple[str, str]) -> tuple[dict[str, Any], str] | CallFailed:
+            try:
+                return self._identity(client, project, where[0], where[1], sink, result)
+            except CallFailed as failed:
+                return failed
+
+        pace = ("gcp", project, None, "compute")  # Compute Engine reads count per project
+        # each page's vTPM identities are asked for while the next page is listed
+        identities = start_calls(self.pool, identity, pace)
+
+        def shielded(page: list[tuple[str, dict[str, Any]]]) -> None:
+            identities.add(
+                (zone, str(inst.get("name", inst.get("id", ""))))
+                for zone, inst in page
+                if inst.get("shieldedInstanceConfig", {}).get("enableVtpm", False)
+            )
+
         try:
-            by_zone = self._aggregated(client, project, sink, result)
+            by_zone = self._aggregated(client, project, sink, result, shielded)
         except CallFailed as failed:
+            identities.settle()
             failed.gap.affects = "scope"
             result.errors.append(failed.gap)
             result.failed = True
@@ -288,22 +308,6 @@ class GcpProvider(WorkerState):
 
         errors_before = len(result.errors)
         logs = beside(self.pool, integrity_logs)
-
-        shielded = [
-            (zone, str(inst.get("name", inst.get("id", ""))))
-            for zone, inst in live
-            if inst.get("shieldedInstanceConfig", {}).get("enableVtpm", False)
-        ]
-
-        def identity(where: tuple[str, str]) -> tuple[dict[str, Any], str] | CallFailed:
-            try:
-                return self._identity(client, project, where[0], where[1], sink, result)
-            except CallFailed as failed:
-                return failed
-
-        pace = ("gcp", project, None, "compute")  # Compute Engine reads count per project
-        identities = dict(zip(shielded, fan_out(self.pool, identity, shielded, pace), strict=True))
-        result.calls += len(shielded)
         names = sorted({t for _, inst in live if (t := _node_template(inst)) is not None})
 
         def template(name: str) -> tuple[dict[str, Any], str] | CallFailed:
@@ -314,6 +318,8 @@ class GcpProvider(WorkerState):
 
         templates = dict(zip(names, fan_out(self.pool, template, names, pace), strict=True))
         result.calls += len(names)
+        identified = identities.answers()
+        result.calls += len(identified)
         logs_gap: Gap | None = None
         entries: dict[str, list[dict[str, Any]]] = {}
         read = join(self.pool, logs)
@@ -325,7 +331,7 @@ class GcpProvider(WorkerState):
             entries = read
         for zone, inst in live:
             vm = self._vm(
-                project, zone, inst, sink, result, entries, logs_gap, identities, templates
+                project, zone, inst, sink, result, entries, logs_gap, identified, templates
             )
             result.vms.append(vm)
         return result
@@ -362,33 +368,40 @@ class GcpProvider(WorkerState):
         return data, sha
 
     def _aggregated(
-        self, client: Any, project: str, sink: EvidenceSink, result: ScopeResult
+        self,
+        client: Any,
+        project: str,
+        sink: EvidenceSink,
+        result: ScopeResult,
+        on_page: Callable[[list[tuple[str, dict[str, Any]]]], None],
     ) -> dict[str, list[dict[str, Any]]]:
+        """Every instance by zone; each page's instances go to `on_page` as they arrive."""
         from google.cloud import compute_v1
 
         relpath = raw_path("gcp", project, "aggregatedList")
         by_zone: dict[str, list[dict[str, Any]]] = {}
-        try:
-            request = compute_v1.AggregatedListInstancesRequest(project=project, max_results=500)
-            pager = client.aggregated_list(
-                request=request, retry=self._retry, timeout=self.call_timeout
-            )
-            unreachable: dict[str, dict[str, Any]] = {}
-            for page in pager.pages:
+        unreachable: dict[str, dict[str, Any]] = {}
+        pages: Iterator[Any] | None = None
+        while True:
+            try:
+                if pages is None:
+                    request = compute_v1.AggregatedListInstancesRequest(
+                        project=project, max_results=500
+                    )
+                    pager = client.aggregated_list(
+                        request=request, retry=self._retry, timeout=self.call_timeout
+                    )
+                    pages = iter(pager.pages)
+                page = next(pages, None)
+                if page is None:
+                    break
                 result.calls += 1
-                for scope_key, scoped in page.items.items():
-                    zone = _last(scope_key)
-                    for inst in scoped.instances:
-                        by_zone.setdefault(zone, []).append(_to_dict(inst))
-                    warning = _to_dict(scoped.warning) if "warning" in scoped else {}
-                    if warning.get("code") == "UNREACHABLE":
-                        unreachable[zone] = warning
-                for scope_key in page.unreachables:
-                    unreachable.setdefault(_last(scope_key), {"code": "UNREACHABLE"})
-        except Exception as err:
-            result.calls += 1
-            sink.save_error(relpath, _status(err), *_code_message(err, project))
-            raise CallFailed(_gap(err, "compute.instances.aggregatedList", project)) from err
+                arrived = _page_instances(page, by_zone, unreachable)
+            except Exception as err:
+                result.calls += 1
+                sink.save_error(relpath, _status(err), *_code_message(err, project))
+                raise CallFailed(_gap(err, "compute.instances.aggregatedList", project)) from err
+            on_page(arrived)  # outside the try: what it raises is not the listing's failure
         items: dict[str, Any] = {f"zones/{z}": {"instances": v} for z, v in by_zone.items()}
         for zone, warning in unreachable.items():
             # a zone the list could not reach: its instances were not seen, not "none there"
@@ -794,3 +807,22 @@ def _rfc3339(when: datetime) -> str:
 def _code_message(err: Exception, project: str) -> tuple[str, str]:
     gap = _gap(err, "", project)
     return gap.code, gap.message
+
+
+def _page_instances(
+    page: Any, by_zone: dict[str, list[dict[str, Any]]], unreachable: dict[str, dict[str, Any]]
+) -> list[tuple[str, dict[str, Any]]]:
+    """One aggregatedList page's instances as (zone, instance), added to `by_zone`; the zones
+    it could not reach into `unreachable`."""
+    arrived: list[tuple[str, dict[str, Any]]] = []
+    for scope_key, scoped in page.items.items():
+        zone = _last(scope_key)
+        for inst in scoped.instances:
+            arrived.append((zone, _to_dict(inst)))
+            by_zone.setdefault(zone, []).append(arrived[-1][1])
+        warning = _to_dict(scoped.warning) if "warning" in scoped else {}
+        if warning.get("code") == "UNREACHABLE":
+            unreachable[zone] = warning
+    for scope_key in page.unreachables:
+        unreachable.setdefault(_last(scope_key), {"code": "UNREACHABLE"})
+    return arrived
