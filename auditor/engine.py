@@ -19,6 +19,8 @@ from __future__ import annotations
 import gc
 import os
 import re
+import sys
+from array import array
 from collections.abc import Iterable, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from typing import Any
@@ -63,6 +65,7 @@ class _Plan:
         "detail",
         "effect",
         "id",
+        "index",
         "is_veto",
         "party",
         "provider",
@@ -76,9 +79,14 @@ class _Plan:
         "title",
     )
 
-    def __init__(self, compiled: CompiledRule, provider: str, references: list[str]) -> None:
+    def __init__(
+        self, compiled: CompiledRule, provider: str, references: list[str], index: int
+    ) -> None:
         rule = compiled.rule
         self.compiled = compiled
+        #: its place among the plans of its (provider, proof): names it in an outcome key,
+        #: the same in a forked evaluation worker as here
+        self.index = index
         self.rule = rule
         self.id = rule.id
         self.party = rule.party
@@ -102,6 +110,11 @@ _Outcome = tuple[_Plan, str | None]
 #: field: the key; unusable evidence: the error; odd (not a bool): the whole reason.
 _Run = tuple[_Plan, str, str | None]
 _MATCHED, _MISSING, _UNUSABLE, _ODD = "matched", "missing", "unusable", "odd"
+#: A kind as it comes back from a worker (an equal string) -> the constant compared with `is`
+_KINDS = {kind: kind for kind in (_MATCHED, _MISSING, _UNUSABLE, _ODD)}
+#: What a case is a function of: (provider, proof, technology, (plan index, kind, text) of
+#: each rule run, the same of each shadow rule). Plain values: it crosses from a worker.
+_Key = tuple[str, bool, str | None, tuple[tuple[int, str, str | None], ...], tuple[Any, ...]]
 #: (party, status, plans that decided it, reason): reason None = join the undetermined reasons.
 _Decision = tuple[Party, Status, list[_Plan], str | None]
 #: Outcomes kept per distinct set of fields read; cleared when full (memory stays bounded).
@@ -171,7 +184,9 @@ class Engine:
         self._memo: dict[tuple[str, bool, Any, Any], _Case] = {}
         #: (provider, proof, technology, rule outcomes) -> case: VMs configured differently
         #: mostly still come out the same, and a case costs more to build than its rules
-        self._outcomes: dict[tuple[Any, ...], _Case] = {}
+        self._outcomes: dict[_Key, _Case] = {}
+        #: (provider, proof, technology, fields read) -> outcome key: a worker's `_memo`
+        self._keys: dict[tuple[str, bool, Any, Any], _Key] = {}
         self.cases = 0  # distinct sets of fields read seen so far (decisions worked out)
         self._defaults: dict[Party, PartyStatus] = {}
 
@@ -180,9 +195,13 @@ class Engine:
         plans = self._plans.get((provider, proof))
         if plans is None:
             plans = self._plans[(provider, proof)] = tuple(
-                _Plan(c, provider, self._references[id(c)])
-                for c in self.rules
-                if c.rule.applies_to(provider) and (proof or c.rule.effect is not Status.EXCLUDED)
+                _Plan(c, provider, self._references[id(c)], i)
+                for i, c in enumerate(
+                    c
+                    for c in self.rules
+                    if c.rule.applies_to(provider)
+                    and (proof or c.rule.effect is not Status.EXCLUDED)
+                )
             )
         return plans
 
@@ -190,9 +209,8 @@ class Engine:
         plans = self._shadow_plans.get(provider)
         if plans is None:
             plans = self._shadow_plans[provider] = tuple(
-                _Plan(c, provider, self._references[id(c)])
-                for c in self.shadow
-                if c.rule.applies_to(provider)
+                _Plan(c, provider, self._references[id(c)], i)
+                for i, c in enumerate(c for c in self.shadow if c.rule.applies_to(provider))
             )
         return plans
 
@@ -220,6 +238,22 @@ class Engine:
                     out.append((plan, _ODD, reason))
         return tuple(out)
 
+    def _fields_key(self, vm: Any, provider: str, proof: bool) -> tuple[str, bool, Any, Any] | None:
+        """The exact value of the fields the rules read (`_frozen`), as a memo key; None when
+        not reusing, or for a value that cannot be hashed (not JSON)."""
+        if self._paths is None or not self.reuse:
+            return None
+        try:
+            # the technology fits each finding's remediation, so it is part of the key
+            return (
+                provider,
+                proof,
+                vm.document.get("technology"),
+                _frozen(vm.document, self._paths),
+            )
+        except TypeError:
+            return None
+
     def _case(self, vm: Any) -> _Case:
         """What the rules decide on this VM's fields, worked out once per distinct set of them.
 
@@ -230,19 +264,10 @@ class Engine:
         """
         provider = vm.provider
         proof = has_verified_hardware(vm)
-        if self._paths is None or not self.reuse:
+        key = self._fields_key(vm, provider, proof)
+        if key is None:
             return self._new_case(provider, proof, vm)
-        try:
-            # the technology fits each finding's remediation, so it is part of the key
-            key = (
-                provider,
-                proof,
-                vm.document.get("technology"),
-                _frozen(vm.document, self._paths),
-            )
-            case = self._memo.get(key)
-        except TypeError:  # a value that cannot be hashed (not JSON): no reuse
-            return self._new_case(provider, proof, vm)
+        case = self._memo.get(key)
         if case is None:
             self.cases += 1
             if len(self._memo) >= _MEMO_MAX:
@@ -250,33 +275,67 @@ class Engine:
             case = self._memo[key] = self._new_case(provider, proof, vm)
         return case
 
-    def _new_case(self, provider: str, proof: bool, vm: Any) -> _Case:
+    def _outcome(
+        self, provider: str, proof: bool, vm: Any
+    ) -> tuple[str | None, tuple[_Run, ...], tuple[_Run, ...]]:
+        """Every rule (and shadow rule) run on this VM's context, and its technology."""
         ctx = self.context(vm)
         shadow = self._run_rules(self._shadow_plan(provider), ctx) if self.shadow else ()
         technology = vm.document.get("technology")
         tech = technology if isinstance(technology, str) else None
-        runs = self._run_rules(self._plan(provider, proof), ctx)
+        return tech, self._run_rules(self._plan(provider, proof), ctx), shadow
+
+    def _new_case(self, provider: str, proof: bool, vm: Any) -> _Case:
+        tech, runs, shadow = self._outcome(provider, proof, vm)
         if not self.share_outcomes:
             return _Case(self, runs, shadow, tech)
-        # A case is a function of exactly these: the plans (fixed per provider and proof, so
-        # their ids name them), what each rule gave, and the technology (remediations)
-        key = (
-            provider,
-            proof,
-            tech,
-            tuple((id(plan), kind, text) for plan, kind, text in runs),
-            tuple((id(plan), kind, text) for plan, kind, text in shadow),
-        )
+        return self._shared_case(_outcome_key(provider, proof, tech, runs, shadow), runs, shadow)
+
+    def _shared_case(self, key: _Key, runs: tuple[_Run, ...], shadow: tuple[_Run, ...]) -> _Case:
+        """The case of an outcome key, built once: a case is a function of exactly the plans
+        (fixed per provider and proof), what each rule gave, and the technology
+        (remediations)."""
         case = self._outcomes.get(key)
         if case is None:
             if len(self._outcomes) >= _MEMO_MAX:
                 self._outcomes.clear()
-            case = self._outcomes[key] = _Case(self, runs, shadow, tech)
+            case = self._outcomes[key] = _Case(self, runs, shadow, key[2])
         return case
+
+    def outcome_key(self, vm: Any) -> _Key:
+        """What decides this VM, as plain values (a forked worker's part of `evaluate_all`)."""
+        provider = vm.provider
+        proof = has_verified_hardware(vm)
+        fields = self._fields_key(vm, provider, proof)
+        if fields is not None and (known := self._keys.get(fields)) is not None:
+            return known
+        key = _outcome_key(provider, proof, *self._outcome(provider, proof, vm))
+        if fields is not None:
+            self.cases += 1
+            if len(self._keys) >= _MEMO_MAX:
+                self._keys.clear()
+            self._keys[fields] = key
+        return key
+
+    def case_of(self, key: _Key) -> _Case:
+        """The case an outcome key (from a worker) stands for."""
+        if self.share_outcomes and (case := self._outcomes.get(key)) is not None:
+            return case
+        provider, proof, tech, run_keys, shadow_keys = key
+        plans, shadow_plans = self._plan(provider, proof), self._shadow_plan(provider)
+        runs = tuple((plans[i], _KINDS[kind], text) for i, kind, text in run_keys)
+        shadow = tuple((shadow_plans[i], _KINDS[kind], text) for i, kind, text in shadow_keys)
+        if not self.share_outcomes:
+            return _Case(self, runs, shadow, tech)
+        return self._shared_case(key, runs, shadow)
 
     def evaluate(self, vm: Any) -> VMResult:
         """Decide every party for one collected VM (an `auditor.model.VM`)."""
-        case = self._case(vm)
+        return self.result(vm, self._case(vm))
+
+    def result(self, vm: Any, case: _Case) -> VMResult:
+        """One VM's result from its case: what names the VM (evidence, its own failed calls,
+        the demo caveat) filled into the case's shared findings and statuses."""
         caveat = _evidence_caveat(vm)
         evidence: dict[tuple[str, ...], list[str]] = {}
         # Why a rule could not be evaluated names the VM's own failed calls, if it has any.
@@ -492,6 +551,18 @@ class _Case:
         if reading is None:
             reading = self._gdpr[key] = gdpr_reading(vm, statuses, findings)
         return reading
+
+
+def _outcome_key(
+    provider: str, proof: bool, tech: str | None, runs: tuple[_Run, ...], shadow: tuple[_Run, ...]
+) -> _Key:
+    return (
+        provider,
+        proof,
+        tech,
+        tuple([(plan.index, kind, text) for plan, kind, text in runs]),
+        tuple([(plan.index, kind, text) for plan, kind, text in shadow]),
+    )
 
 
 def _override(rule: CompiledRule, pack: RulePack, action: str) -> OwnerOverride:
@@ -749,58 +820,109 @@ _UNTAGGED = frozenset({str, int, type(None)})
 _MAP, _LIST = object(), object()
 
 
-#: Worker processes never paid on the 2-core benchmark machine: sending 100k results back
-#: (pickling pydantic objects) cost more than the second core saved (benchmarks/RESULTS.md),
-#: so `workers=None` stays in-process; pass `workers` to measure again.
-PARALLEL_MIN_VMS: int | None = None
+#: Fleets from this size on may be evaluated with forked workers where fork is available:
+#: they run the rules and send back only which case each VM is (a few bytes), this process
+#: builds the results meanwhile (sending whole results back never paid: benchmarks/RESULTS.md).
+PARALLEL_MIN_VMS: int | None = 20_000
+#: VMs per worker task (small: this process starts building results early), and the first
+#: VMs evaluated here to see whether workers pay
+_CHUNK = 2_000
+#: Workers pay only when the VMs are mostly configured differently: with reuse, a VM whose
+#: fields repeat costs its result only, which this process builds either way. Past this
+#: share of new sets of fields among the first VMs, the rest go to workers.
+PARALLEL_DISTINCT_SHARE = 0.1
 
 
 _FORKED: tuple[Engine, Sequence[Any]] | None = None
 
 
-def _evaluate_chunk(engine: Engine, vms: Sequence[Any]) -> list[VMResult]:
-    return [engine.evaluate(vm) for vm in vms]
-
-
-def _evaluate_forked(start: int, stop: int) -> list[VMResult]:
-    """In a forked worker: the engine and VMs were inherited, only the slice bounds travel."""
+def _keys_forked(start: int, stop: int) -> tuple[list[_Key], bytes, int]:
+    """In a forked worker: the outcome key of each VM of a slice, as a table of the distinct
+    keys and one index into it per VM, and how many decisions it worked out (the engine and
+    VMs were inherited, only the slice bounds travel)."""
     assert _FORKED is not None
     gc.disable()
     engine, vms = _FORKED
-    return _evaluate_chunk(engine, vms[start:stop])
+    before = engine.cases
+    table: dict[_Key, int] = {}
+    index = array("I")
+    for vm in vms[start:stop]:
+        key = engine.outcome_key(vm)
+        found = table.get(key)
+        if found is None:
+            found = table[key] = len(table)
+        index.append(found)
+    return list(table), index.tobytes(), engine.cases - before
 
 
 def evaluate_all(engine: Engine, vms: Sequence[Any], workers: int | None = None) -> list[VMResult]:
-    """Evaluate every VM, in order; in forked worker processes when that pays.
+    """Evaluate every VM, in order; the rules in forked worker processes when that pays.
 
-    `workers`: None chooses (every core for at least PARALLEL_MIN_VMS VMs, where fork is
-    available; in-process while that is None); 1 stays in this process. Workers inherit the
-    engine and the VMs (compiled CEL programs cannot be pickled) and send back results. The
-    garbage collector is paused meanwhile: results are long-lived, and full collections over a
-    large fleet would cost more than the evaluation itself.
+    `workers`: None chooses: every core for at least PARALLEL_MIN_VMS VMs on Linux (fork),
+    once the first VMs show that they are mostly configured differently
+    (PARALLEL_DISTINCT_SHARE); 1 stays in this process; more than 1 uses that many workers
+    for every VM. Workers inherit the engine and the VMs (compiled CEL programs cannot be
+    pickled), run the rules and send back each VM's outcome key; this process turns keys into
+    shared cases and builds each VM's result while the workers go on. The garbage collector is
+    paused meanwhile: results are long-lived, and full collections over a large fleet would
+    cost more than the evaluation itself.
     """
-    global _FORKED
     import multiprocessing
 
     can_fork = "fork" in multiprocessing.get_all_start_methods()
     count = workers if workers is not None else (os.cpu_count() or 1)
-    if workers is None and (PARALLEL_MIN_VMS is None or len(vms) < PARALLEL_MIN_VMS):
+    if workers is None and (
+        PARALLEL_MIN_VMS is None
+        or len(vms) < PARALLEL_MIN_VMS
+        or not sys.platform.startswith("linux")  # fork is unsafe on macOS: not by default
+    ):
         count = 1
     enabled = gc.isenabled()
     gc.disable()
     try:
         if count <= 1 or len(vms) < 2 or not can_fork:
-            return _evaluate_chunk(engine, vms)
-        size = -(-len(vms) // (count * 4))
-        bounds = [(i, min(i + size, len(vms))) for i in range(0, len(vms), size)]
-        _FORKED = (engine, vms)
-        context = multiprocessing.get_context("fork")
-        with ProcessPoolExecutor(max_workers=count, mp_context=context) as pool:
-            out: list[VMResult] = []
-            for part in pool.map(_evaluate_forked, *zip(*bounds, strict=True)):
-                out.extend(part)
-            return out
+            return [engine.evaluate(vm) for vm in vms]
+        done = 0
+        out: list[VMResult] = []
+        if workers is None and engine.reuse and engine._paths is not None:
+            done = min(_CHUNK, len(vms))
+            before = engine.cases
+            out = [engine.evaluate(vm) for vm in vms[:done]]
+            if engine.cases - before <= done * PARALLEL_DISTINCT_SHARE:  # mostly repeats
+                out.extend([engine.evaluate(vm) for vm in vms[done:]])
+                return out
+        out.extend(_evaluate_in_workers(engine, vms, done, count))
+        return out
     finally:
-        _FORKED = None
         if enabled:
             gc.enable()
+
+
+def _evaluate_in_workers(
+    engine: Engine, vms: Sequence[Any], begin: int, count: int
+) -> list[VMResult]:
+    """The results of vms[begin:], their rules run by `count` forked workers."""
+    global _FORKED
+    import multiprocessing
+
+    left = len(vms) - begin
+    size = max(1, min(_CHUNK, -(-left // (count * 4))))
+    starts = range(begin, len(vms), size)
+    stops = [min(i + size, len(vms)) for i in starts]
+    out: list[VMResult] = []
+    result = engine.result
+    _FORKED = (engine, vms)
+    try:
+        context = multiprocessing.get_context("fork")
+        with ProcessPoolExecutor(max_workers=count, mp_context=context) as pool:
+            for start, (table, packed, worked_out) in zip(
+                starts, pool.map(_keys_forked, starts, stops), strict=True
+            ):
+                engine.cases += worked_out
+                cases = [engine.case_of(key) for key in table]
+                index = array("I")
+                index.frombytes(packed)
+                out.extend([result(vms[start + i], cases[c]) for i, c in enumerate(index)])
+    finally:
+        _FORKED = None
+    return out

@@ -324,3 +324,92 @@ def test_a_vm_result_changed_by_its_caller_leaves_the_others_alone() -> None:
     first.overrides.append("x")
     assert second.parties == before and second.overrides == []
     assert engine.evaluate(_vm(doc, "aws", "c", gaps=False)).parties == before
+
+
+# ------------------------------------------------- rules run in forked evaluation workers
+@settings(max_examples=25, deadline=None)
+@given(
+    docs=st.lists(_docs, min_size=2, max_size=6),
+    providers=st.lists(st.sampled_from(["aws", "gcp", "azure"]), min_size=6, max_size=6),
+    gaps=st.lists(st.booleans(), min_size=6, max_size=6),
+)
+def test_rules_run_in_workers_give_what_one_by_one_gives(
+    docs: list[dict[str, Any]], providers: list[str], gaps: list[bool]
+) -> None:
+    # Workers send back only each VM's outcome key (plan indices, kinds, details) and this
+    # process rebuilds the case from it: missing fields, unusable values and odd results
+    # (the documents' "oops" and "yes") must cross as they are, for every provider's plans.
+    from auditor.engine import evaluate_all
+
+    vms = [
+        _vm(doc, providers[(i + k) % 6], f"vm-{i}-{k}", gaps[(i + k) % 6])
+        for k in (0, 1)
+        for i, doc in enumerate(docs)
+    ]
+    expected = [_ORACLE.evaluate(vm).model_dump() for vm in vms]
+    shared = Engine(load_packs())
+    assert [r.model_dump() for r in evaluate_all(shared, vms, workers=2)] == expected
+    oracle = _oracle()  # each VM's decision built anew from its key, too
+    assert [r.model_dump() for r in evaluate_all(oracle, vms, workers=2)] == expected
+
+
+def _spied(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """Lower the fleet size that may use workers, and note where workers took over."""
+    from auditor import engine as engine_module
+
+    monkeypatch.setattr(engine_module, "PARALLEL_MIN_VMS", 10)
+    monkeypatch.setattr(engine_module, "_CHUNK", 20)
+    monkeypatch.setattr(engine_module.os, "cpu_count", lambda: 2)
+    begun: list[int] = []
+    real = engine_module._evaluate_in_workers
+
+    def spy(engine: Engine, vms: Any, begin: int, count: int) -> Any:
+        begun.append(begin)
+        return real(engine, vms, begin, count)
+
+    monkeypatch.setattr(engine_module, "_evaluate_in_workers", spy)
+    return begun
+
+
+def test_a_fleet_of_repeated_configurations_is_evaluated_here(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # its first VMs show few new sets of fields: every VM costs only its result, which
+    # workers would not save, so no worker is started
+    from auditor.engine import evaluate_all
+
+    begun = _spied(monkeypatch)
+    vms = [_vm({"technology": "SEV_SNP"}, "aws", f"vm-{i}", i % 3 == 0) for i in range(30)]
+    engine = Engine(load_packs())
+    results = evaluate_all(engine, vms)
+    assert begun == []
+    assert engine.cases == 1
+    assert [r.model_dump() for r in results] == [_ORACLE.evaluate(v).model_dump() for v in vms]
+
+
+def test_a_fleet_configured_differently_goes_to_workers_after_its_first_vms(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from auditor.engine import evaluate_all
+
+    begun = _spied(monkeypatch)
+    # a field the rules read (hardware.reason) differs on every VM
+    hardware = {"present": True, "verified": False}
+    vms = [
+        _vm(
+            {"technology": "SEV_SNP", "hardware": {**hardware, "reason": f"r{i}"}},
+            "aws",
+            f"v{i}",
+            False,
+        )
+        for i in range(30)
+    ]
+    engine = Engine(load_packs())
+    results = evaluate_all(engine, vms)
+    assert begun == [20]  # the first 20 here, the other 10 in workers
+    assert engine.cases == 30  # each worker's decisions counted too
+    assert [r.model_dump() for r in results] == [_ORACLE.evaluate(v).model_dump() for v in vms]
+    # without reuse every VM is new: workers from the first VM on
+    begun.clear()
+    evaluate_all(Engine(load_packs(), reuse=False), vms)
+    assert begun == [0]
