@@ -25,6 +25,7 @@ from auditor.providers.aws import AwsProvider, AwsTarget
 from auditor.providers.azure import AzureProvider
 from auditor.providers.base import Provider
 from auditor.providers.gcp import GcpProvider
+from auditor.ratelimits import LimitError, limits_with
 from auditor.rules.loader import load_packs
 from auditor.run import RAW_DIR, REPLAY_META, new_run_id, run_audit
 from auditor.shard import ShardError, parse_shard
@@ -277,6 +278,7 @@ def scan(
     run_dir: str | Path | None = None,
     concurrency: int = 8,
     processes: int | None = None,
+    rate_limits: Mapping[str, str] | None = None,
     progress: ProgressListener | None = None,
     run_id: str | None = None,
     guest_evidence: str | Path | None = None,
@@ -317,6 +319,9 @@ def scan(
     `concurrency`: cloud calls in flight at once, scopes and per-VM calls together.
     `processes`: worker processes that read the scopes (auditor.workers); None chooses one per
     core (at most 4) when there are at least 8 scopes per worker, 1 keeps it in this process.
+    `rate_limits`: the owner's request rate limits where they differ from the documented ones
+    (a raised quota), CLOUD:FAMILY -> BURST/PER_SECOND, CALLS/SECONDSs or "off", e.g.
+    `{"aws:ec2-read": "200/40"}` (auditor.ratelimits.limits_with); each scope keeps below them.
     """
     if config is not None:
         return scan(**_with_config(dict(locals())))
@@ -331,6 +336,10 @@ def scan(
     try:
         slice_ = parse_shard(shard) if shard is not None else None
     except ShardError as err:
+        raise ScanError(str(err)) from err
+    try:
+        limits = limits_with(rate_limits) if rate_limits else None
+    except LimitError as err:
         raise ScanError(str(err)) from err
     engine = Engine(load_packs(list(rules)))
     verify_options = _verify_options(maa_issuers, maa_jwks, maa_fetch_keys)
@@ -387,6 +396,7 @@ def scan(
             progress=progress,
             run_id=run_id,
             as_of=as_of,
+            rate_limits=limits,
             guest_evidence=guest_dir,
             verify_options=verify_options,
             shard=slice_,
@@ -418,6 +428,9 @@ def _with_config(args: dict[str, Any]) -> dict[str, Any]:
     defaults = {n: p.default for n, p in inspect.signature(scan).parameters.items()}
     for name, value in cfg.scan_options().items():
         given = args.get(name, defaults[name])
+        if name == "rate_limits" and given:  # the caller's, family by family, over the file's
+            args[name] = {**value, **given}
+            continue
         unset = given is None or (isinstance(given, list | tuple) and not given)
         if unset or given == defaults[name]:
             args[name] = value

@@ -18,6 +18,7 @@ from auditor.model import VM, Coverage, Evidence, Gap, ScopeCoverage
 from auditor.providers.base import (
     CallPool,
     Provider,
+    RateLimits,
     ScopeKey,
     ScopeResult,
     failed_scope,
@@ -142,13 +143,15 @@ def collect(
     progress: ProgressListener | None = None,
     shard: Shard | None = None,
     processes: int | None = 1,
+    limits: RateLimits = None,
 ) -> Collection:
     """Run every provider's plan, then all their scopes concurrently.
 
     With `shard`, every plan still runs in full (it is cheap and names the scopes), and only
     the scopes and planning gaps that shard owns are kept (auditor.shard). `processes`: worker
     processes that read the scopes (auditor.workers); None chooses (`workers.auto_workers`),
-    1 reads them in threads of this process. Planning always runs here.
+    1 reads them in threads of this process. Planning always runs here. `limits`: the rate
+    limits each scope is paced by (None: the documented ones; ratelimits.limits_with).
     """
     listener = progress or ProgressListener()
     out = Collection()
@@ -203,10 +206,12 @@ def collect(
                 log.warning("collecting in this process: providers cannot go to workers (%s)", err)
         if packed is not None:
             out.interrupted = _in_workers(
-                providers, packed, work, sink, concurrency, count, listener, results
+                providers, packed, work, sink, concurrency, count, listener, results, limits
             )
         else:
-            out.interrupted = _in_threads(providers, work, sink, concurrency, listener, results)
+            out.interrupted = _in_threads(
+                providers, work, sink, concurrency, listener, results, limits
+            )
     if out.interrupted:
         finished = {r.scope for r in results}
         for _, scope in work:
@@ -253,11 +258,12 @@ def _in_threads(
     concurrency: int,
     listener: ProgressListener,
     results: list[ScopeResult],
+    limits: RateLimits = None,
 ) -> bool:
     """Every scope in a thread of this process; True if interrupted (finished ones kept)."""
     # `concurrency` bounds calls in flight: scopes list in a slot each, and their per-VM calls
     # fan out over the same slots (providers with a `pool` attribute get the CallPool).
-    calls = CallPool(concurrency)
+    calls = CallPool(concurrency, limits=limits)
     share_pool(providers, calls)
     pool = ThreadPoolExecutor(max_workers=max(1, concurrency), thread_name_prefix="scope")
     futures = [pool.submit(collect_scope, calls, p, s, sink) for p, s in work]
@@ -292,6 +298,7 @@ def _in_workers(
     processes: int,
     listener: ProgressListener,
     results: list[ScopeResult],
+    limits: RateLimits = None,
 ) -> bool:
     """Every scope in worker processes (auditor.workers); True if interrupted."""
     from auditor.workers import collect_in_workers
@@ -301,11 +308,11 @@ def _in_workers(
         listener.scope_done(result)
 
     run = collect_in_workers(
-        providers, packed, work, sink.raw_dir, concurrency, processes, sink.add, keep
+        providers, packed, work, sink.raw_dir, concurrency, processes, sink.add, keep, limits
     )
     if run.none_started and not run.interrupted:  # nothing was read: read it here instead
         log.warning("collecting in this process: no worker started (%s)", "; ".join(run.why))
-        return _in_threads(providers, work, sink, concurrency, listener, results)
+        return _in_threads(providers, work, sink, concurrency, listener, results, limits)
     if run.interrupted:
         _stop(sink)
     return run.interrupted

@@ -22,6 +22,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator
 
 from auditor.model import PROVIDER_NAMES, Level
+from auditor.ratelimits import limits_with
 from auditor.yaml_lines import line_of
 
 __all__ = [
@@ -211,6 +212,26 @@ class Config(_Section):
     verification: Verification = Field(default_factory=Verification)
     maa: Maa = Field(default_factory=Maa)
     store: str | None = Field(default=None, description="run store directory")
+    rate_limits: dict[str, str] = Field(
+        default_factory=dict,
+        description="request rate limits where the owner's differ from the documented ones (a "
+        "raised quota): CLOUD:FAMILY (aws:ec2-read, azure:arm-read, gcp:compute-read, "
+        "gcp:logging-read) -> BURST/PER_SECOND (a bucket), CALLS/SECONDSs (per interval) or off",
+    )
+
+    @field_validator("rate_limits", mode="before")
+    @classmethod
+    def _off_unquoted(cls, value: Any) -> Any:
+        # YAML reads an unquoted `off` as false
+        if isinstance(value, dict):
+            return {k: "off" if v is False else v for k, v in value.items()}
+        return value
+
+    @field_validator("rate_limits")
+    @classmethod
+    def _usable_limits(cls, value: dict[str, str]) -> dict[str, str]:
+        limits_with(value)  # LimitError (a ValueError) names the one that cannot be used
+        return value
 
     #: Where the file was read from; relative paths resolve against its directory.
     _base_dir: Path = PrivateAttr(default_factory=lambda: Path("."))
@@ -278,6 +299,8 @@ class Config(_Section):
             opts["key_broker_keys"] = [self.path(k) for k in v.key_broker_keys]
         if self.reference_measurements:
             opts["reference_measurements"] = [m.model_dump() for m in self.reference_measurements]
+        if self.rate_limits:
+            opts["rate_limits"] = dict(self.rate_limits)
         return opts
 
     def without_store(self) -> Config:

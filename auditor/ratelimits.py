@@ -14,10 +14,16 @@ documented defaults (an account may have raised ones):
 - Compute Engine rate quotas: read (get and list) requests per project, 1,500 per minute,
   enforced per synchronised 60-second interval.
 - Cloud Logging: entries.list requests per project, 60 per minute.
+
+An owner whose quota was raised (or who shares an account with heavy automation) says so per
+family (`ccaudit scan --rate-limit aws:ec2-read=200/40`, `rate_limits:` in ccaudit.yaml):
+`limits_with` gives the table the scan then paces by.
 """
 
 from __future__ import annotations
 
+import re
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Literal
 
@@ -103,3 +109,60 @@ def scope_of(cloud: str, account: str | None, region: str | None) -> str:
     if cloud == "aws":
         return f"{account or '?'}/{region or '?'}"
     return account or "?"
+
+
+#: How an owner's limit is written, for help texts and errors.
+LIMIT_FORMS = (
+    "BURST/PER_SECOND for a token bucket (aws:ec2-read=200/40), CALLS/SECONDSs for calls per "
+    "interval (gcp:compute-read=3000/60s), or off (not paced)"
+)
+_LIMIT = re.compile(r"(\d+)\s*/\s*(\d+(?:\.\d+)?)\s*(s?)")
+
+
+class LimitError(ValueError):
+    """An owner's rate limit that cannot be used; the message names it and says why."""
+
+
+def parse_limit(name: str, text: str) -> tuple[tuple[str, str], Limit | None]:
+    """One owner's limit: `name` is CLOUD:FAMILY (`aws:ec2-read`), `text` its value in the
+    family's own kind (a bucket or calls per interval) or `off`. None: not paced."""
+    cloud, _, family = name.strip().lower().partition(":")
+    key = (cloud, family)
+    documented = DOCUMENTED.get(key)
+    if documented is None:
+        known = ", ".join(f"{c}:{f}" for c, f in DOCUMENTED)
+        raise LimitError(f"rate limit {name!r}: no such limit (known: {known})")
+    value = text.strip().lower()
+    if value == "off":
+        return key, None
+    match = _LIMIT.fullmatch(value)
+    if match is None or int(match[1]) < 1 or float(match[2]) <= 0:
+        raise LimitError(f"rate limit {name}={text!r}: expected {LIMIT_FORMS}")
+    calls, per, interval = int(match[1]), float(match[2]), bool(match[3])
+    source = f"{documented.source}: the owner's {value}"
+    if documented.kind == "bucket":
+        if interval:
+            raise LimitError(
+                f"rate limit {name}={text!r}: {name} is a token bucket; write BURST/PER_SECOND "
+                f"(documented: {documented.capacity}/{documented.rate:g})"
+            )
+        return key, Limit("bucket", calls, rate=per, source=source)
+    if not interval:
+        raise LimitError(
+            f"rate limit {name}={text!r}: {name} counts calls per interval; write "
+            f"CALLS/SECONDSs (documented: {documented.capacity}/{documented.window_s:g}s)"
+        )
+    return key, Limit("window", calls, window_s=per, source=source)
+
+
+def limits_with(owner: Mapping[str, str]) -> dict[tuple[str, str], Limit]:
+    """The documented limits with the owner's own in their place (`off`: that family is not
+    paced). Raises LimitError naming the first one that cannot be used."""
+    limits = dict(DOCUMENTED)
+    for name, text in owner.items():
+        key, limit = parse_limit(name, text)
+        if limit is None:
+            limits.pop(key, None)
+        else:
+            limits[key] = limit
+    return limits

@@ -28,7 +28,7 @@ from auditor.model import (
     utcnow,
     write_result,
 )
-from auditor.providers.base import Provider
+from auditor.providers.base import Provider, RateLimits
 from auditor.providers.guest import import_guest_evidence
 from auditor.shard import Shard
 from auditor.verify.stage import VerifyOptions, verify_vms
@@ -97,13 +97,15 @@ def run_audit(
     verify_options: VerifyOptions | None = None,
     shard: Shard | None = None,
     processes: int | None = None,
+    rate_limits: RateLimits = None,
 ) -> AuditRun:
     """Collect, verify, evaluate every VM, and (with `run_dir`) write the run to disk.
 
     `as_of` is the time evidence is judged at (certificate validity, log windows): now for a
     live scan, the recording time for a replay, so a replay gives the same verdicts later.
     `shard` reads only that shard's scopes (auditor.shard). `processes`: collection worker
-    processes (auditor.workers); None chooses by the number of scopes and cores.
+    processes (auditor.workers); None chooses by the number of scopes and cores. `rate_limits`:
+    what each scope is paced by (None: the documented limits; ratelimits.limits_with).
 
     Interrupted (KeyboardInterrupt, which the CLI also raises for SIGTERM) while collecting,
     the VMs of the scopes already read are evaluated, the run is written with
@@ -136,6 +138,7 @@ def run_audit(
         progress=progress,
         shard=shard,
         processes=processes,
+        limits=rate_limits,
     )
     if guest_evidence is not None and not collection.interrupted:
         problems = import_guest_evidence(guest_evidence, collection.vms, sink)

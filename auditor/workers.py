@@ -41,6 +41,7 @@ from auditor.model import Evidence
 from auditor.providers.base import (
     CallPool,
     Provider,
+    RateLimits,
     ScopeKey,
     ScopeResult,
     failed_scope,
@@ -116,6 +117,7 @@ def collect_in_workers(
     processes: int,
     on_evidence: Callable[[Evidence], object],
     on_result: Callable[[ScopeResult], None],
+    limits: RateLimits = None,
 ) -> WorkerRun:
     """Read `work` in `processes` worker processes; see the module docstring.
 
@@ -133,7 +135,7 @@ def collect_in_workers(
     session = _Session(items, workers, inbox, on_evidence, on_result)
     try:
         for worker in workers:
-            worker.send((packed, items, raw_dir, max(1, shares[worker.k])))
+            worker.send((packed, items, raw_dir, max(1, shares[worker.k]), limits))
         session.run()
     except KeyboardInterrupt:
         session.run_result.interrupted = True
@@ -316,11 +318,11 @@ def worker_main(requests: IO[bytes], replies_stream: IO[bytes]) -> int:
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
     replies = _Replies(replies_stream)
     try:
-        packed, items, raw_dir, share = pickle.load(requests)
+        packed, items, raw_dir, share, limits = pickle.load(requests)
         providers = pickle.loads(packed)
         from auditor.collect import StoppableSink, collect_scope
 
-        calls = CallPool(share)
+        calls = CallPool(share, limits=limits)
         share_pool(providers, calls)
     except BaseException as err:  # say why: the parent must not wait for this worker
         replies.put(("broken", f"{type(err).__name__}: {err}"))

@@ -161,3 +161,28 @@ def test_cli_reports_a_bad_config_with_exit_2(tmp_path: Path) -> None:
     result = CliRunner().invoke(app, ["scan", "--config", str(path), "--no-save"])
     assert result.exit_code == 2
     assert "line 2: thresholds.max_undetermined" in result.stderr
+
+
+def test_rate_limits_in_the_file_and_flags_over_them_family_by_family() -> None:
+    from auditor.api import _with_config
+
+    text = (
+        "rate_limits:\n  aws:ec2-read: 200/40\n  azure:arm-read: off\n"
+        "  gcp:compute-read: 3000/60s\n"
+    )
+    cfg = parse_config(text, "ccaudit.yaml")  # YAML's unquoted off (false) is "off"
+    assert cfg.scan_options()["rate_limits"] == {
+        "aws:ec2-read": "200/40",
+        "azure:arm-read": "off",
+        "gcp:compute-read": "3000/60s",
+    }
+    args = _with_config({"config": cfg, "rate_limits": {"aws:ec2-read": "50/10"}})
+    assert args["rate_limits"] == {
+        "aws:ec2-read": "50/10",
+        "azure:arm-read": "off",
+        "gcp:compute-read": "3000/60s",
+    }
+    with pytest.raises(ConfigError, match=r"line 3: rate_limits: .*counts calls per interval"):
+        parse_config("version: 1\nrate_limits:\n  gcp:compute-read: 3000/60\n", "ccaudit.yaml")
+    with pytest.raises(ConfigError, match="no such limit"):
+        parse_config("rate_limits:\n  aws:s3: 1/1\n", "ccaudit.yaml")

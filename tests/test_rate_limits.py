@@ -177,34 +177,34 @@ def _patient(providers: list[Any]) -> list[Any]:
     ]
 
 
-def _scan(root: Path, pace: bool, monkeypatch: pytest.MonkeyPatch) -> tuple[AuditRun, FakeCloud]:
-    if not pace:
-        import auditor.providers.base as base
+#: The owner's word that nothing is limited: the scan does not pace at all
+UNPACED = {f"{cloud}:{family}": "off" for cloud, family in ratelimits.DOCUMENTED}
 
-        original = base.CallPool.__init__
 
-        def unpaced(self: Any, concurrency: int, pace: bool = True) -> None:
-            original(self, concurrency, pace=False)
-
-        monkeypatch.setattr(base.CallPool, "__init__", unpaced)
+def _scan(
+    root: Path, rate_limits: dict[str, str] | None = None, processes: int = 1
+) -> tuple[AuditRun, FakeCloud]:
     with FakeCloud(root, faults=FaultConfig(rate_limits=True, retry_after_seconds=0)) as cloud:
         run = run_audit(
             _patient(_providers(root, cloud.endpoint)),
             Engine(load_packs()),
             Scope(providers=["aws", "gcp", "azure"]),
             concurrency=8,
-            processes=1,
+            processes=processes,
             as_of=recorded_at(root),
+            rate_limits=ratelimits.limits_with(rate_limits) if rate_limits else None,
         )
     return run, cloud
 
 
+def _refused(cloud: FakeCloud) -> list[Any]:
+    return [r for r in cloud.request_log if r.fault == "rate_limit"]
+
+
 @pytest.mark.usefixtures("small_limits", "fast_aws_backoff")
-def test_unpaced_scan_is_refused_and_still_loses_nothing(
-    readable: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    run, cloud = _scan(readable, pace=False, monkeypatch=monkeypatch)
-    refused = [r for r in cloud.request_log if r.fault == "rate_limit"]
+def test_unpaced_scan_is_refused_and_still_loses_nothing(readable: Path) -> None:
+    run, cloud = _scan(readable, UNPACED)
+    refused = _refused(cloud)
     by_cloud = {r.cloud for r in refused}
     assert {"aws", "azure", "gcp"} <= by_cloud  # every cloud refused in its own words
     statuses = {(r.cloud, r.status) for r in refused}
@@ -215,9 +215,41 @@ def test_unpaced_scan_is_refused_and_still_loses_nothing(
 
 
 @pytest.mark.usefixtures("small_limits", "fast_aws_backoff")
-def test_paced_scan_is_never_refused(readable: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    run, cloud = _scan(readable, pace=True, monkeypatch=monkeypatch)
-    assert [r for r in cloud.request_log if r.fault == "rate_limit"] == []
+def test_paced_scan_is_never_refused(readable: Path) -> None:
+    run, cloud = _scan(readable)
+    assert _refused(cloud) == []
+    assert run.coverage.gaps == [] and len(run.vms) == 27 - 4
+
+
+def _written(limits: dict[tuple[str, str], Limit]) -> dict[str, str]:
+    """Limits as an owner writes them (--rate-limit, rate_limits: in ccaudit.yaml)."""
+    return {
+        f"{cloud}:{family}": f"{v.capacity}/{v.rate:g}"
+        if v.kind == "bucket"
+        else f"{v.capacity}/{v.window_s:g}s"
+        for (cloud, family), v in limits.items()
+    }
+
+
+@pytest.mark.usefixtures("small_limits", "fast_aws_backoff")
+def test_the_owners_limits_reach_scopes_read_in_worker_processes(readable: Path) -> None:
+    # Collection workers are processes of their own: the tightened table is this process's
+    # only, so paced by the documented limits they are refused; given the same limits as
+    # the owner's, they keep to them.
+    run, cloud = _scan(readable, processes=2)
+    assert {r.cloud for r in _refused(cloud)} >= {"aws", "azure"}
+    assert run.coverage.gaps == [] and len(run.vms) == 27 - 4
+    run, cloud = _scan(readable, _written(END_TO_END), processes=2)
+    assert _refused(cloud) == []
+    assert run.coverage.gaps == [] and len(run.vms) == 27 - 4
+
+
+@pytest.mark.usefixtures("small_limits", "fast_aws_backoff")
+def test_a_limit_set_above_the_clouds_own_is_refused_there_only(readable: Path) -> None:
+    # The owner says EC2 allows far more than it does: the scan trusts the owner for EC2
+    # (refused, retried, nothing lost) and keeps the documented pace everywhere else.
+    run, cloud = _scan(readable, {"aws:ec2-read": "500/500"})
+    assert {r.cloud for r in _refused(cloud)} == {"aws"}
     assert run.coverage.gaps == [] and len(run.vms) == 27 - 4
 
 
@@ -387,3 +419,70 @@ def test_azure_retries_status_answers_as_often_as_it_is_told(readable: Path) -> 
         if not gaps:  # every call throttled exactly that often, then answered
             assert per_call and set(per_call.values()) == {throttled_first}
         assert bool(run.coverage.gaps) is gaps
+
+
+# -- the owner's own limits (a raised quota) -------------------------------------------------------
+
+
+def test_an_owners_limits_replace_the_documented_ones_family_by_family() -> None:
+    limits = ratelimits.limits_with(
+        {" AWS:ec2-read": " 200 / 40 ", "gcp:compute-read": "3000/60s", "azure:arm-read": "OFF"}
+    )
+    ec2 = limits[("aws", "ec2-read")]
+    assert (ec2.kind, ec2.capacity, ec2.rate) == ("bucket", 200, 40.0)
+    assert "the owner's 200 / 40" in ec2.source
+    gce = limits[("gcp", "compute-read")]
+    assert (gce.kind, gce.capacity, gce.window_s) == ("window", 3000, 60.0)
+    assert limits[("gcp", "logging-read")] == ratelimits.DOCUMENTED[("gcp", "logging-read")]
+    assert ("azure", "arm-read") not in limits
+    clock = Clock()
+    pacer = Pacer(limits, clock=clock, sleep=clock.sleep)
+    assert pacer.key("azure", "sub", None, "virtualMachines.listAll") is None  # off: unpaced
+    key = pacer.key("aws", "1", "eu-west-1", "DescribeInstances")
+    for _ in range(190 + 38):  # 95 % of the owner's bucket, then 95 % of its rate
+        pacer.take(key)
+    assert clock.now - 1000.0 == pytest.approx(1.0)
+
+
+@pytest.mark.parametrize(
+    ("name", "value", "says"),
+    [
+        ("aws:ec2", "200/40", "no such limit (known: aws:ec2-read, azure:arm-read"),
+        (
+            "aws:ec2-read",
+            "3000/60s",
+            "is a token bucket; write BURST/PER_SECOND (documented: 100/20)",
+        ),
+        ("gcp:compute-read", "3000/60", "counts calls per interval; write CALLS/SECONDSs"),
+        ("azure:arm-read", "0/25", "expected BURST/PER_SECOND"),
+        ("azure:arm-read", "250/0", "expected BURST/PER_SECOND"),
+        ("azure:arm-read", "fast", "expected BURST/PER_SECOND"),
+        ("azure:arm-read", "-5/2", "expected BURST/PER_SECOND"),
+    ],
+)
+def test_an_owners_limit_that_cannot_be_used_is_named(name: str, value: str, says: str) -> None:
+    with pytest.raises(ratelimits.LimitError) as err:
+        ratelimits.limits_with({name: value})
+    assert says in str(err.value) and name in str(err.value)
+
+
+def test_scan_refuses_an_unusable_limit_before_any_call(tmp_path: Path) -> None:
+    from auditor.api import ScanError, scan
+
+    with pytest.raises(ScanError, match="gcp:compute-read"):
+        scan(replay=DEMO_FLEET, rate_limits={"gcp:compute-read": "5/2"})
+
+
+def test_cli_rate_limit_option(tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from auditor.cli import app
+
+    runner = CliRunner()
+    base = ["scan", "--replay", str(DEMO_FLEET), "--provider", "aws", "--no-save"]
+    bad = runner.invoke(app, [*base, "--rate-limit", "aws:ec2-read"])
+    assert bad.exit_code == 2 and "expected CLOUD:FAMILY=LIMIT" in bad.output
+    wrong = runner.invoke(app, [*base, "--rate-limit", "aws:ec2-read=100/60s"])
+    assert wrong.exit_code == 2 and "aws:ec2-read is a token bucket" in wrong.output
+    ok = runner.invoke(app, [*base, "--rate-limit", "aws:ec2-read=50/10", "--format", "json"])
+    assert ok.exit_code in (0, 3), ok.output  # the demo's AWS has a denied scope: 3

@@ -37,6 +37,7 @@ from auditor.cli.common import (
     writable_file,
 )
 from auditor.cli.outputs import emit, list_gaps, seal
+from auditor.ratelimits import LIMIT_FORMS
 
 if TYPE_CHECKING:
     from auditor.model import AuditRun
@@ -487,6 +488,17 @@ def scan_cmd(
             "this process.",
         ),
     ] = 0,
+    rate_limit: Annotated[
+        list[str] | None,
+        typer.Option(
+            metavar="CLOUD:FAMILY=LIMIT",
+            help="A request rate limit that differs from the documented one (a raised quota, "
+            "or a share left to other automation); repeatable. Families: aws:ec2-read (100/20), "
+            "azure:arm-read (250/25), gcp:compute-read (1500/60s), gcp:logging-read (60/60s). "
+            "LIMIT: BURST/PER_SECOND for a bucket, CALLS/SECONDSs per interval, or off. The "
+            "scan keeps each scope at 95 % of its limit.",
+        ),
+    ] = None,
     shard: Annotated[
         str | None,
         typer.Option(
@@ -585,6 +597,7 @@ def scan_cmd(
                 run_dir=target,
                 concurrency=concurrency,
                 processes=processes or None,
+                rate_limits=rate_limits(rate_limit),
                 shard=shard,
                 hardware={
                     "nonce_state": nonce_state,
@@ -649,6 +662,18 @@ def _locked(target: Path | None) -> Iterator[None]:
             f"another ccaudit scan is writing {target}; wait for it, or choose another "
             "--run-dir / --out"
         ) from None
+
+
+def rate_limits(values: list[str] | None) -> dict[str, str] | None:
+    """`--rate-limit CLOUD:FAMILY=LIMIT` options as the mapping `auditor.api.scan` takes; a
+    malformed one exits 2 naming it (the values themselves are checked by the scan)."""
+    out: dict[str, str] = {}
+    for value in values or []:
+        name, sep, limit = value.partition("=")
+        if not sep or not name.strip() or not limit.strip():
+            raise fail(f"--rate-limit {value!r}: expected CLOUD:FAMILY=LIMIT ({LIMIT_FORMS})")
+        out[name.strip()] = limit.strip()
+    return out or None
 
 
 def _read_projects(path: Path) -> list[str]:

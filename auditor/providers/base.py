@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any, Generic, Protocol, TypeVar
 
 from auditor.model import VM, Disk, Evidence, Gap, Source, Technology
+from auditor.ratelimits import Limit
 from auditor.recording import EvidenceSink, jsonable
 
 T = TypeVar("T")
@@ -253,6 +254,8 @@ def tune_session(session: Any, endpoint_url: str | None, pool_size: int) -> None
 #: The rate limit a call counts against: (cloud, account or project or subscription, region,
 #: operation), as `auditor.providers.pacing.Pacer.key` takes it.
 PaceOf = tuple[str, str | None, str | None, str | None]
+#: The limits a scan paces by ((cloud, family) -> Limit; None: the documented ones)
+RateLimits = dict[tuple[str, str], Limit] | None
 
 
 class CallPool:
@@ -265,13 +268,15 @@ class CallPool:
     uses every free slot instead of calling its VMs one after another.
     """
 
-    def __init__(self, concurrency: int, pace: bool = True) -> None:
+    def __init__(self, concurrency: int, pace: bool = True, limits: RateLimits = None) -> None:
         from auditor.providers.pacing import Pacer
 
         self.concurrency = max(1, concurrency)
-        #: Keeps each scope within its cloud's documented rate limits (auditor.providers.pacing):
-        #: one per scan process, as each scope is read by one process.
-        self.pacer: Pacer | None = Pacer() if pace else None
+        #: Keeps each scope within its cloud's rate limits (auditor.providers.pacing): the
+        #: documented ones, or `limits` (ratelimits.limits_with: the owner's). One per scan
+        #: process, as each scope is read by one process.
+        paced = pace and (limits is None or bool(limits))  # every family off: nothing to pace
+        self.pacer: Pacer | None = Pacer(limits) if paced else None
         self._slots = threading.BoundedSemaphore(self.concurrency)
         self._holding = threading.local()
         # a thread per slot, and one per scope for a `beside` task waiting for its slot
