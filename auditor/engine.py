@@ -17,6 +17,7 @@ Two guards hold whatever the packs say (DESIGN.md §2):
 from __future__ import annotations
 
 import gc
+import logging
 import os
 import re
 import sys
@@ -44,6 +45,7 @@ from auditor.model import (
 from auditor.rules.loader import CompiledRule, RulePack, RulePackError
 from auditor.verify.proof import has_verified_hardware
 
+log = logging.getLogger(__name__)
 _VM_FIELDS = tuple(VM.model_fields)
 _VM_NAME = re.compile(r"\bvm\b")
 _VM_DOT = re.compile(r"\bvm\s*\.\s*[A-Za-z_]")
@@ -901,9 +903,12 @@ def evaluate_all(engine: Engine, vms: Sequence[Any], workers: int | None = None)
 def _evaluate_in_workers(
     engine: Engine, vms: Sequence[Any], begin: int, count: int
 ) -> list[VMResult]:
-    """The results of vms[begin:], their rules run by `count` forked workers."""
+    """The results of vms[begin:], their rules run by `count` forked workers. A worker that
+    dies (killed for memory, say) costs time, not the scan: the VMs it left are evaluated
+    here."""
     global _FORKED
     import multiprocessing
+    from concurrent.futures.process import BrokenProcessPool
 
     left = len(vms) - begin
     size = max(1, min(_CHUNK, -(-left // (count * 4))))
@@ -923,6 +928,10 @@ def _evaluate_in_workers(
                 index = array("I")
                 index.frombytes(packed)
                 out.extend([result(vms[start + i], cases[c]) for i, c in enumerate(index)])
+    except BrokenProcessPool as err:
+        done = begin + len(out)
+        log.warning("evaluation worker died (%s): %d VMs evaluated here", err, len(vms) - done)
+        out.extend([engine.evaluate(vm) for vm in vms[done:]])
     finally:
         _FORKED = None
     return out

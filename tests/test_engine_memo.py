@@ -13,7 +13,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from auditor.engine import Engine, _frozen, _paths_read, _prune
+from auditor.engine import Engine, _frozen, _keys_forked, _paths_read, _prune
 from auditor.model import VM, Finding, Gap, Status, VMResult, build_unchecked, unchecked_builder
 from auditor.rules.loader import load_packs
 
@@ -413,3 +413,40 @@ def test_a_fleet_configured_differently_goes_to_workers_after_its_first_vms(
     begun.clear()
     evaluate_all(Engine(load_packs(), reuse=False), vms)
     assert begun == [0]
+
+
+_REAL_KEYS_FORKED = _keys_forked
+
+
+def _dies_on_vm_20(start: int, stop: int) -> Any:
+    """A forked evaluation worker's task that kills its process on the slice with VM 20."""
+    import os
+
+    if start <= 20 < stop:
+        os._exit(9)
+    return _REAL_KEYS_FORKED(start, stop)
+
+
+def test_an_evaluation_worker_that_dies_costs_time_not_the_scan(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    # a worker killed mid-way (the kernel's OOM killer, say): the VMs it left are evaluated in
+    # this process, and the results are what one by one gives
+    from auditor import engine as engine_module
+    from auditor.engine import evaluate_all
+
+    monkeypatch.setattr(engine_module, "_keys_forked", _dies_on_vm_20)
+    hardware = {"present": True, "verified": False}
+    vms = [
+        _vm(
+            {"technology": "TDX", "hardware": {**hardware, "reason": f"r{i}"}},
+            "gcp",
+            f"v{i}",
+            False,
+        )
+        for i in range(50)
+    ]
+    with caplog.at_level("WARNING", logger="auditor.engine"):
+        results = evaluate_all(Engine(load_packs()), vms, workers=2)
+    assert [r.model_dump() for r in results] == [_ORACLE.evaluate(v).model_dump() for v in vms]
+    assert any("evaluation worker died" in r.message for r in caplog.records)
