@@ -387,23 +387,27 @@ def test_a_fleet_of_repeated_configurations_is_evaluated_here(
     assert [r.model_dump() for r in results] == [_ORACLE.evaluate(v).model_dump() for v in vms]
 
 
+def _all_different(n: int, provider: str, technology: str) -> list[VM]:
+    """n VMs that differ in a field the rules read (hardware.reason): no two alike."""
+    hardware = {"present": True, "verified": False}
+    return [
+        _vm(
+            {"technology": technology, "hardware": {**hardware, "reason": f"r{i}"}},
+            provider,
+            f"v{i}",
+            False,
+        )
+        for i in range(n)
+    ]
+
+
 def test_a_fleet_configured_differently_goes_to_workers_after_its_first_vms(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     from auditor.engine import evaluate_all
 
     begun = _spied(monkeypatch)
-    # a field the rules read (hardware.reason) differs on every VM
-    hardware = {"present": True, "verified": False}
-    vms = [
-        _vm(
-            {"technology": "SEV_SNP", "hardware": {**hardware, "reason": f"r{i}"}},
-            "aws",
-            f"v{i}",
-            False,
-        )
-        for i in range(30)
-    ]
+    vms = _all_different(30, "aws", "SEV_SNP")
     engine = Engine(load_packs())
     results = evaluate_all(engine, vms)
     assert begun == [20]  # the first 20 here, the other 10 in workers
@@ -436,16 +440,7 @@ def test_an_evaluation_worker_that_dies_costs_time_not_the_scan(
     from auditor.engine import evaluate_all
 
     monkeypatch.setattr(engine_module, "_keys_forked", _dies_on_vm_20)
-    hardware = {"present": True, "verified": False}
-    vms = [
-        _vm(
-            {"technology": "TDX", "hardware": {**hardware, "reason": f"r{i}"}},
-            "gcp",
-            f"v{i}",
-            False,
-        )
-        for i in range(50)
-    ]
+    vms = _all_different(50, "gcp", "TDX")
     with caplog.at_level("WARNING", logger="auditor.engine"):
         results = evaluate_all(Engine(load_packs()), vms, workers=2)
     assert [r.model_dump() for r in results] == [_ORACLE.evaluate(v).model_dump() for v in vms]

@@ -11,7 +11,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import threading
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -21,6 +21,7 @@ from auditor.providers import kubernetes
 from auditor.providers.base import (
     CallFailed,
     CallPool,
+    ListingFailed,
     Plan,
     ScopeKey,
     ScopeResult,
@@ -29,6 +30,7 @@ from auditor.providers.base import (
     collected_vm,
     join,
     make_gap,
+    read_pages,
     record_evidence,
     start_calls,
 )
@@ -673,22 +675,19 @@ class _Caller:
         """All pages of a list call, merged into one response as the replay layout holds it;
         each page's items go to `on_page` as they arrive, if given."""
         items: list[dict[str, Any]] = []
-        pages: Iterator[dict[str, Any]] | None = None
-        while True:
-            try:
-                if pages is None:
-                    pages = iter(self.ec2.get_paginator(_snake(op)).paginate(**(params or {})))
-                page = next(pages, None)
-                if page is None:
-                    break
+        paginator = self.ec2.get_paginator(_snake(op))  # a name botocore knows: never fails
+        try:
+            for arrived in read_pages(
+                lambda: paginator.paginate(**(params or {})), lambda page: list(page.get(key, []))
+            ):
                 self.result.calls += 1
-                arrived = page.get(key, [])
-            except Exception as err:
-                self.result.calls += 1
-                raise self._fail(err, op, self._path(op), sections, save_error=save_error) from err
-            items.extend(arrived)
-            if on_page is not None:
-                on_page(arrived)  # outside the try: what it raises is not the listing's failure
+                items.extend(arrived)
+                if on_page is not None:
+                    on_page(arrived)
+        except ListingFailed as failed:
+            self.result.calls += 1
+            err = failed.error
+            raise self._fail(err, op, self._path(op), sections, save_error=save_error) from err
         self.sink.save_raw(self._path(op), {key: items})
         return items
 

@@ -12,15 +12,16 @@ from __future__ import annotations
 
 import re
 import threading
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 from auditor.model import SOME_VMS, VM, Disk, Gap, Technology
 from auditor.providers import kubernetes
 from auditor.providers.base import (
     CallFailed,
     CallPool,
+    ListingFailed,
     PaceOf,
     Plan,
     ScopeKey,
@@ -32,6 +33,7 @@ from auditor.providers.base import (
     is_loopback,
     join,
     make_gap,
+    read_pages,
     record_evidence,
     start_calls,
     tune_session,
@@ -882,19 +884,15 @@ class _Caller:
                 raise self._fail(err, rel, call, sections) from err
         else:
             values = []
-            pages: Iterator[Iterable[Any]] | None = None
-            while True:
-                try:
-                    if pages is None:
-                        pages = iter(fetch().by_page())  # type: ignore[attr-defined]
-                    page = next(pages, None)
-                    if page is None:
-                        break
-                    arrived = [item.as_dict() for item in page]
-                except Exception as err:
-                    raise self._fail(err, rel, call, sections) from err
-                values.extend(arrived)
-                on_page(arrived)  # outside the try: what it raises is not the listing's failure
+            try:
+                for arrived in read_pages(
+                    lambda: cast(Any, fetch()).by_page(),  # azure-core's ItemPaged
+                    lambda page: [item.as_dict() for item in page],
+                ):
+                    values.extend(arrived)
+                    on_page(arrived)
+            except ListingFailed as failed:
+                raise self._fail(failed.error, rel, call, sections) from failed.error
         self.sink.save_raw(rel, {"value": values})
         return values
 

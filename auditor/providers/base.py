@@ -434,9 +434,6 @@ class StartedCalls(Generic[T, R]):
         finally:
             self._pool._take_back(held)
 
-    def __len__(self) -> int:
-        return len(self._futures)
-
     def answers(self) -> dict[T, R]:
         """`results()` keyed by item (items must be hashable and distinct)."""
         return dict(zip(self.items, self.results(), strict=True))
@@ -498,6 +495,36 @@ def fan_out(
     if pool is None:
         return [fn(i) for i in items]
     return pool.fan_out(fn, items, pace)
+
+
+class ListingFailed(Exception):
+    """A page of a list call could not be opened, read or converted: `error` is why."""
+
+    def __init__(self, error: Exception) -> None:
+        super().__init__(str(error))
+        self.error = error
+
+
+P = TypeVar("P")
+
+
+def read_pages(open_pages: Callable[[], Iterable[P]], convert: Callable[[P], R]) -> Iterator[R]:
+    """The converted pages of a list call, each as it arrives. What the SDK (or `convert`)
+    raises is ListingFailed; what the caller does with a page between two of them (start its
+    VMs' calls) raises as itself, never taken for the listing's failure."""
+    try:
+        pages = iter(open_pages())
+    except Exception as err:
+        raise ListingFailed(err) from err
+    while True:
+        try:
+            page = next(pages)
+            converted = convert(page)
+        except StopIteration:
+            return
+        except Exception as err:
+            raise ListingFailed(err) from err
+        yield converted
 
 
 def start_calls(

@@ -11,7 +11,7 @@ Google, not raw hardware reports: evidence with source `provider_log`. The loggi
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -20,6 +20,7 @@ from auditor.providers import kubernetes
 from auditor.providers.base import (
     CallFailed,
     CallPool,
+    ListingFailed,
     Plan,
     ScopeKey,
     ScopeResult,
@@ -29,6 +30,7 @@ from auditor.providers.base import (
     fan_out,
     join,
     make_gap,
+    read_pages,
     record_evidence,
     start_calls,
     tune_session,
@@ -381,27 +383,25 @@ class GcpProvider(WorkerState):
         relpath = raw_path("gcp", project, "aggregatedList")
         by_zone: dict[str, list[dict[str, Any]]] = {}
         unreachable: dict[str, dict[str, Any]] = {}
-        pages: Iterator[Any] | None = None
-        while True:
-            try:
-                if pages is None:
-                    request = compute_v1.AggregatedListInstancesRequest(
-                        project=project, max_results=500
-                    )
-                    pager = client.aggregated_list(
-                        request=request, retry=self._retry, timeout=self.call_timeout
-                    )
-                    pages = iter(pager.pages)
-                page = next(pages, None)
-                if page is None:
-                    break
+
+        def pages() -> Any:
+            request = compute_v1.AggregatedListInstancesRequest(project=project, max_results=500)
+            pager = client.aggregated_list(
+                request=request, retry=self._retry, timeout=self.call_timeout
+            )
+            return pager.pages
+
+        try:
+            for arrived in read_pages(
+                pages, lambda page: _page_instances(page, by_zone, unreachable)
+            ):
                 result.calls += 1
-                arrived = _page_instances(page, by_zone, unreachable)
-            except Exception as err:
-                result.calls += 1
-                sink.save_error(relpath, _status(err), *_code_message(err, project))
-                raise CallFailed(_gap(err, "compute.instances.aggregatedList", project)) from err
-            on_page(arrived)  # outside the try: what it raises is not the listing's failure
+                on_page(arrived)
+        except ListingFailed as failed:
+            err = failed.error
+            result.calls += 1
+            sink.save_error(relpath, _status(err), *_code_message(err, project))
+            raise CallFailed(_gap(err, "compute.instances.aggregatedList", project)) from err
         items: dict[str, Any] = {f"zones/{z}": {"instances": v} for z, v in by_zone.items()}
         for zone, warning in unreachable.items():
             # a zone the list could not reach: its instances were not seen, not "none there"
