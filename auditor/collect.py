@@ -129,7 +129,10 @@ def collect_scope(
     """One scope in a call slot. None if the scan was interrupted at one of its writes; a
     provider bug becomes a gap on the scope, so it never loses the other scopes."""
     try:
-        return calls.run_scope(provider.collect, scope, sink)
+        result = calls.run_scope(provider.collect, scope, sink)
+        if calls.pacer is not None:
+            result.paced_s = calls.pacer.waited_for(scope.provider, scope.account, scope.region)
+        return result
     except (SinkClosed, PacingStopped):
         return None
     except Exception as err:

@@ -19,10 +19,12 @@ import requests
 
 from auditor import ratelimits
 from auditor.api import recorded_at
+from auditor.collect import ProgressListener
 from auditor.engine import Engine
 from auditor.fakecloud import FakeCloud, FaultConfig
 from auditor.fakecloud.faults import RateLimiter
 from auditor.model import AuditRun, Scope
+from auditor.providers.base import ScopeResult
 from auditor.providers.gcp import rate_quota_exceeded
 from auditor.providers.pacing import Pacer
 from auditor.ratelimits import Limit
@@ -181,8 +183,19 @@ def _patient(providers: list[Any]) -> list[Any]:
 UNPACED = {f"{cloud}:{family}": "off" for cloud, family in ratelimits.DOCUMENTED}
 
 
+class _Scopes(ProgressListener):
+    def __init__(self) -> None:
+        self.done: list[ScopeResult] = []
+
+    def scope_done(self, result: ScopeResult) -> None:
+        self.done.append(result)
+
+
 def _scan(
-    root: Path, rate_limits: dict[str, str] | None = None, processes: int = 1
+    root: Path,
+    rate_limits: dict[str, str] | None = None,
+    processes: int = 1,
+    progress: ProgressListener | None = None,
 ) -> tuple[AuditRun, FakeCloud]:
     with FakeCloud(root, faults=FaultConfig(rate_limits=True, retry_after_seconds=0)) as cloud:
         run = run_audit(
@@ -193,6 +206,7 @@ def _scan(
             processes=processes,
             as_of=recorded_at(root),
             rate_limits=ratelimits.limits_with(rate_limits) if rate_limits else None,
+            progress=progress,
         )
     return run, cloud
 
@@ -216,9 +230,14 @@ def test_unpaced_scan_is_refused_and_still_loses_nothing(readable: Path) -> None
 
 @pytest.mark.usefixtures("small_limits", "fast_aws_backoff")
 def test_paced_scan_is_never_refused(readable: Path) -> None:
-    run, cloud = _scan(readable)
+    scopes = _Scopes()
+    run, cloud = _scan(readable, progress=scopes)
     assert _refused(cloud) == []
     assert run.coverage.gaps == [] and len(run.vms) == 27 - 4
+    # each scope says how long it waited for its limits (the CLI shows it: paced, not hung)
+    waited = {r.scope.label: r.paced_s for r in scopes.done}
+    assert sum(waited.values()) > 0.1, waited
+    assert all(s >= 0 for s in waited.values())
 
 
 def _written(limits: dict[tuple[str, str], Limit]) -> dict[str, str]:
@@ -486,3 +505,29 @@ def test_cli_rate_limit_option(tmp_path: Path) -> None:
     assert wrong.exit_code == 2 and "aws:ec2-read is a token bucket" in wrong.output
     ok = runner.invoke(app, [*base, "--rate-limit", "aws:ec2-read=50/10", "--format", "json"])
     assert ok.exit_code in (0, 3), ok.output  # the demo's AWS has a denied scope: 3
+
+
+def test_cli_progress_says_how_long_scopes_waited_for_their_limits(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    import io
+
+    from rich.console import Console
+
+    from auditor.cli.scan import CliProgress
+    from auditor.providers.base import ScopeKey
+
+    def done(account: str, paced: float) -> ScopeResult:
+        return ScopeResult(scope=ScopeKey("azure", account), calls=10, paced_s=paced)
+
+    with CliProgress(Console(file=io.StringIO(), force_terminal=False), interval=0) as progress:
+        progress.planned(3)
+        progress.scope_done(done("sub-a", 0.2))
+        progress.scope_done(done("sub-b", 41.6))
+        progress.scope_done(done("sub-c", 12.0))
+    err = capsys.readouterr().err
+    assert "3/3 scopes, 0 VMs, 30 calls, 0 scope errors, 54 s waiting for rate limits" in err
+    assert "scopes waited 54 s in all" in err and "(most: azure/sub-b, 42 s)" in err
+    with CliProgress(Console(file=io.StringIO(), force_terminal=False), interval=0) as progress:
+        progress.scope_done(done("sub-a", 0.2))  # under a second: not worth a word
+    assert "rate limits" not in capsys.readouterr().err

@@ -48,7 +48,8 @@ PROGRESS_INTERVAL = 15.0
 
 
 class CliProgress:
-    """Collection progress on stderr: scopes done, VMs seen, calls made, failed scopes.
+    """Collection progress on stderr: scopes done, VMs seen, calls made, failed scopes, and
+    the time scopes waited for their clouds' rate limits (a paced scope is slow, not hung).
 
     On a terminal a live bar; otherwise (CI logs) a plain line every PROGRESS_INTERVAL seconds
     and one at the end, so a long scan is never silent. Nothing with --quiet.
@@ -60,6 +61,8 @@ class CliProgress:
         self.live = console.is_terminal and not Settings.quiet
         self.total: int | None = None
         self.done = self.vms = self.calls = self.failed = 0
+        self.paced = 0.0
+        self.most_paced: tuple[float, str] = (0.0, "")
         self.started = self.last = time.monotonic()
         self.lock = threading.Lock()
         self.progress: Any = None
@@ -94,6 +97,15 @@ class CliProgress:
             self.progress.stop()
         elif not Settings.quiet and self.done:
             self._line("collected")
+        if not Settings.quiet and self.paced >= 1.0:
+            seconds, where = self.most_paced
+            print(
+                f"rate limits: scopes waited {self.paced:.0f} s in all to stay within their "
+                f"clouds' request limits (most: {where}, {seconds:.0f} s); a raised quota is "
+                "used with --rate-limit",
+                file=sys.stderr,
+                flush=True,
+            )
 
     def planning(self, provider: str) -> None:
         if self.progress is not None:
@@ -110,6 +122,9 @@ class CliProgress:
             self.vms += len(result.vms)
             self.calls += result.calls
             self.failed += 1 if result.errors else 0
+            self.paced += result.paced_s
+            if result.paced_s > self.most_paced[0]:
+                self.most_paced = (result.paced_s, result.scope.label)
             if self.progress is not None:
                 self.progress.update(
                     self.task, advance=1, vms=self.vms, calls=self.calls, failed=self.failed
@@ -120,9 +135,10 @@ class CliProgress:
     def _line(self, word: str) -> None:
         self.last = time.monotonic()
         total = f"/{self.total}" if self.total is not None else ""
+        paced = f", {self.paced:.0f} s waiting for rate limits" if self.paced >= 1.0 else ""
         print(
             f"{word}: {self.done}{total} scopes, {self.vms} VMs, {self.calls} calls, "
-            f"{self.failed} scope errors, {self.last - self.started:.0f} s",
+            f"{self.failed} scope errors{paced}, {self.last - self.started:.0f} s",
             file=sys.stderr,
             flush=True,
         )

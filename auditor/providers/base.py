@@ -56,6 +56,9 @@ class ScopeResult:
     calls: int = 0
     failed: bool = False
     skipped: int = 0
+    #: seconds its calls waited for the cloud's rate limits (the CLI says so: a slow scope
+    #: that is paced is not a hung one)
+    paced_s: float = 0.0
 
 
 def failed_scope(scope: ScopeKey, code: str, message: str) -> ScopeResult:

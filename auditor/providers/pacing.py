@@ -97,6 +97,7 @@ class Pacer:
         self.waited_s = 0.0
         self.waits = 0
         self.refusals = 0
+        self._waited_by: dict[tuple[str, str], float] = {}  # (cloud, scope) -> seconds
 
     def _allowance(self, key: LimitKey, limit: Limit) -> _Allowance:
         state = self._state.get(key)
@@ -136,6 +137,8 @@ class Pacer:
                     if waited:
                         self.waits += 1
                         self.waited_s += waited
+                        where = (key[0], key[1])
+                        self._waited_by[where] = self._waited_by.get(where, 0.0) + waited
                     return waited
             self._pause(wait)
             waited += wait
@@ -160,6 +163,11 @@ class Pacer:
         with self._lock:
             self.refusals += 1
             self._allowance(key, limit).refused(self.clock(), retry_after)
+
+    def waited_for(self, cloud: str, account: str | None, region: str | None) -> float:
+        """Seconds the calls of one scope (all its families) waited for their limits."""
+        with self._lock:
+            return self._waited_by.get((cloud, scope_of(cloud, account, region)), 0.0)
 
     def stats(self) -> dict[str, float]:
         with self._lock:
