@@ -242,12 +242,13 @@ class Engine:
 
     def _fields_key(self, vm: Any, provider: str, proof: bool) -> tuple[str, bool, Any, Any] | None:
         """The exact value of the fields the rules read (`_frozen`), as a memo key; None when
-        not reusing, or for a value that cannot be hashed (not JSON)."""
+        not reusing. A value that is not JSON (a set, say) may not hash: the memo lookups
+        catch that TypeError (hashing here too would cost every VM a second hash)."""
         if self._paths is None or not self.reuse:
             return None
         try:
             # the technology fits each finding's remediation, so it is part of the key
-            return (
+            key = (
                 provider,
                 proof,
                 vm.document.get("technology"),
@@ -255,6 +256,7 @@ class Engine:
             )
         except TypeError:
             return None
+        return key
 
     def _case(self, vm: Any) -> _Case:
         """What the rules decide on this VM's fields, worked out once per distinct set of them.
@@ -269,7 +271,10 @@ class Engine:
         key = self._fields_key(vm, provider, proof)
         if key is None:
             return self._new_case(provider, proof, vm)
-        case = self._memo.get(key)
+        try:
+            case = self._memo.get(key)
+        except TypeError:  # a value that cannot be hashed (not JSON): no reuse
+            return self._new_case(provider, proof, vm)
         if case is None:
             self.cases += 1
             if len(self._memo) >= _MEMO_MAX:
@@ -309,8 +314,13 @@ class Engine:
         provider = vm.provider
         proof = has_verified_hardware(vm)
         fields = self._fields_key(vm, provider, proof)
-        if fields is not None and (known := self._keys.get(fields)) is not None:
-            return known
+        if fields is not None:
+            try:
+                known = self._keys.get(fields)
+            except TypeError:  # a value that cannot be hashed (not JSON): no reuse
+                fields = known = None
+            if known is not None:
+                return known
         key = _outcome_key(provider, proof, *self._outcome(provider, proof, vm))
         if fields is not None:
             self.cases += 1

@@ -445,3 +445,20 @@ def test_an_evaluation_worker_that_dies_costs_time_not_the_scan(
         results = evaluate_all(Engine(load_packs()), vms, workers=2)
     assert [r.model_dump() for r in results] == [_ORACLE.evaluate(v).model_dump() for v in vms]
     assert any("evaluation worker died" in r.message for r in caplog.records)
+
+
+def test_a_field_that_cannot_be_hashed_is_decided_afresh_not_a_crash() -> None:
+    # Not JSON (a bytearray) where the rules read: no memo key, the VM is decided on its own, in
+    # this process and in workers alike, as the oracle decides it.
+    from auditor.engine import evaluate_all
+
+    odd = _vm(
+        {"technology": "SEV_SNP", "hardware": {"reason": bytearray(b"r")}}, "aws", "odd", False
+    )
+    plain = _vm({"technology": "SEV_SNP"}, "aws", "plain", False)
+    vms = [odd, plain, odd, plain]
+    expected = [_ORACLE.evaluate(vm).model_dump() for vm in vms]
+    engine = Engine(load_packs())
+    assert [engine.evaluate(vm).model_dump() for vm in vms] == expected
+    assert engine.cases == 1  # only the plain VM's fields were kept
+    assert [r.model_dump() for r in evaluate_all(Engine(load_packs()), vms, workers=2)] == expected
