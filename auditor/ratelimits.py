@@ -40,6 +40,13 @@ class Limit:
     source: str = ""
 
     @property
+    def written(self) -> str:
+        """The limit as an owner writes it (`--rate-limit`): 200/40 or 3000/60s."""
+        if self.kind == "bucket":
+            return f"{self.capacity}/{self.rate:g}"
+        return f"{self.capacity}/{self.window_s:g}s"
+
+    @property
     def per_second(self) -> float:
         """The sustained rate the limit allows."""
         return self.rate if self.kind == "bucket" else self.capacity / self.window_s
@@ -119,6 +126,11 @@ LIMIT_FORMS = (
 _LIMIT = re.compile(r"(\d+)\s*/\s*(\d+(?:\.\d+)?)\s*(s?)")
 
 
+def documented_limits() -> str:
+    """Each family with its documented limit, as an owner would write it (help texts)."""
+    return ", ".join(f"{c}:{f} ({limit.written})" for (c, f), limit in DOCUMENTED.items())
+
+
 class LimitError(ValueError):
     """An owner's rate limit that cannot be used; the message names it and says why."""
 
@@ -144,13 +156,13 @@ def parse_limit(name: str, text: str) -> tuple[tuple[str, str], Limit | None]:
         if interval:
             raise LimitError(
                 f"rate limit {name}={text!r}: {name} is a token bucket; write BURST/PER_SECOND "
-                f"(documented: {documented.capacity}/{documented.rate:g})"
+                f"(documented: {documented.written})"
             )
         return key, Limit("bucket", calls, rate=per, source=source)
     if not interval:
         raise LimitError(
             f"rate limit {name}={text!r}: {name} counts calls per interval; write "
-            f"CALLS/SECONDSs (documented: {documented.capacity}/{documented.window_s:g}s)"
+            f"CALLS/SECONDSs (documented: {documented.written})"
         )
     return key, Limit("window", calls, window_s=per, source=source)
 

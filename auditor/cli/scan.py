@@ -37,7 +37,7 @@ from auditor.cli.common import (
     writable_file,
 )
 from auditor.cli.outputs import emit, list_gaps, seal
-from auditor.ratelimits import LIMIT_FORMS
+from auditor.ratelimits import LIMIT_FORMS, documented_limits
 
 if TYPE_CHECKING:
     from auditor.model import AuditRun
@@ -509,8 +509,7 @@ def scan_cmd(
         typer.Option(
             metavar="CLOUD:FAMILY=LIMIT",
             help="A request rate limit that differs from the documented one (a raised quota, "
-            "or a share left to other automation); repeatable. Families: aws:ec2-read (100/20), "
-            "azure:arm-read (250/25), gcp:compute-read (1500/60s), gcp:logging-read (60/60s). "
+            f"or a share left to other automation); repeatable. Families: {documented_limits()}. "
             "LIMIT: BURST/PER_SECOND for a bucket, CALLS/SECONDSs per interval, or off. The "
             "scan keeps each scope at 95 % of its limit.",
         ),
