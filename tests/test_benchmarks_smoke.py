@@ -58,6 +58,13 @@ def test_evaluate_benchmark_evaluates_distinct_clones(work: Path) -> None:
     assert result["vms_per_s"] > 0
 
 
+def test_evaluate_benchmark_without_reuse_in_workers(work: Path) -> None:
+    # the path target 3 is measured on: every VM decided afresh, the rules in forked workers
+    result = bench_evaluate(60, workers=2, work=work, reuse=False)
+    assert result["vms"] == 60 and result["cases"] == 60
+    assert result["workers"] == 2 and result["vms_per_s"] > 0
+
+
 # ---------------------------------------------------------------- the performance changes
 def test_call_pool_keeps_order_and_bounds_calls_in_flight() -> None:
     import threading
