@@ -618,22 +618,26 @@ def result_chunks(run: AuditRun) -> Iterator[bytes]:
     vms_at = shell.index(_EMPTY_VMS)
     evidence_at = shell.index(_EMPTY_EVIDENCE)
     yield (shell[:vms_at] + _EMPTY_VMS[:-2]).encode("utf-8")
-    if run.vms:
-        for i, vm in enumerate(run.vms):
-            text = vm.model_dump_json(indent=2).replace("\n", _NESTED)
-            yield ("[\n    " if i == 0 else ",\n    ").encode("utf-8") + text.encode("utf-8")
-        yield b"\n  ]"
-    else:
-        yield b"[]"
+    yield from _members((_nested(vm) for vm in run.vms), b"[", b"]")
     yield (shell[vms_at + len(_EMPTY_VMS) : evidence_at] + _EMPTY_EVIDENCE[:-2]).encode("utf-8")
-    if run.evidence:
-        for i, (key, ev) in enumerate(run.evidence.items()):
-            head = ("{\n    " if i == 0 else ",\n    ").encode("utf-8") + to_json(key) + b": "
-            yield head + ev.model_dump_json(indent=2).replace("\n", _NESTED).encode("utf-8")
-        yield b"\n  }"
-    else:
-        yield b"{}"
+    entries = (to_json(key) + b": " + _nested(ev) for key, ev in run.evidence.items())
+    yield from _members(entries, b"{", b"}")
     yield (shell[evidence_at + len(_EMPTY_EVIDENCE) :] + "\n").encode("utf-8")
+
+
+def _nested(model: BaseModel) -> bytes:
+    """A model as `model_dump_json(indent=2)` writes it as the value of a top-level field."""
+    return model.model_dump_json(indent=2).replace("\n", _NESTED).encode("utf-8")
+
+
+def _members(entries: Iterator[bytes], opening: bytes, closing: bytes) -> Iterator[bytes]:
+    """A top-level array or object of already indented entries, as pydantic lays it out
+    (an empty one on a single line)."""
+    first = True
+    for entry in entries:
+        yield (opening if first else b",") + b"\n    " + entry
+        first = False
+    yield opening + closing if first else b"\n  " + closing
 
 
 #: Where result_chunks splices the VMs and the evidence into the rest of the run.
