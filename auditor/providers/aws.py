@@ -28,6 +28,7 @@ from auditor.providers.base import (
     WorkerState,
     beside,
     collected_vm,
+    failure_as_value,
     join,
     make_gap,
     read_pages,
@@ -293,7 +294,7 @@ class AwsProvider(WorkerState):
         pace = ("aws", account, region, "GetInstanceTpmEkPub")
         # each page's EK calls start while the next page is listed: the Region's request
         # bucket is spent from the first page on
-        eks = start_calls(self.pool, call.try_ek_public_key, pace)
+        eks = start_calls(self.pool, failure_as_value(call.ek_public_key), pace)
 
         def with_tpm(reservations: list[dict[str, Any]]) -> None:
             eks.add(
@@ -747,13 +748,6 @@ class _Caller:
             resource=resource,
             ref=ref or f"{self._path(op)}.json",
         )
-
-    def try_ek_public_key(self, iid: str) -> tuple[dict[str, Any], str] | CallFailed:
-        """`ek_public_key`, with a failure returned (run concurrently; the caller counts it)."""
-        try:
-            return self.ek_public_key(iid)
-        except CallFailed as failed:
-            return failed
 
     def ek_public_key(self, iid: str) -> tuple[dict[str, Any], str]:
         """NitroTPM EK public key; vouched for by the EC2 API only (AWS has no EK certificate)."""

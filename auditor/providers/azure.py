@@ -14,6 +14,7 @@ import re
 import threading
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
+from functools import partial
 from typing import Any, cast
 
 from auditor.model import SOME_VMS, VM, Disk, Gap, Technology
@@ -29,6 +30,7 @@ from auditor.providers.base import (
     WorkerState,
     beside,
     collected_vm,
+    failure_as_value,
     fan_out,
     is_loopback,
     join,
@@ -280,13 +282,11 @@ class AzureProvider(WorkerState):
         client = self._compute(sub)
         call = _Caller(sub, sink, result)
 
-        def extensions(vm: dict[str, Any]) -> _Items | CallFailed:
+        @failure_as_value
+        def extensions(vm: dict[str, Any]) -> _Items:
             name = str(vm.get("name", ""))
             rg = resource_group_of(str(vm.get("id", "")))
-            try:
-                return call.extensions(client, rg, name, str(vm.get("location", "")))
-            except CallFailed as failed:
-                return failed
+            return call.extensions(client, rg, name, str(vm.get("location", "")))
 
         # each page's extension calls start while the next page is listed: the
         # subscription's read limit is spent from the first page on
@@ -327,12 +327,7 @@ class AzureProvider(WorkerState):
         # against the subscription's read limit, which is then never idle
         side = beside(self.pool, listings)
 
-        def instance_extensions(inst: _Instance) -> _Items | CallFailed:
-            try:
-                return call.instance_extensions(client, inst)
-            except CallFailed as failed:
-                return failed
-
+        instance_extensions = failure_as_value(partial(call.instance_extensions, client))
         inst_exts = fan_out(self.pool, instance_extensions, instances, call.pace)
         exts = vm_exts.results()
         disks, des, skus = join(self.pool, side)
@@ -359,12 +354,7 @@ class AzureProvider(WorkerState):
             call.result.errors.append(failed.gap)
             return []
 
-        def members(scale_set: dict[str, Any]) -> list[_Instance] | CallFailed:
-            try:
-                return call.scale_set_vms(client, scale_set)
-            except CallFailed as failed:
-                return failed
-
+        members = failure_as_value(partial(call.scale_set_vms, client))
         # Flexible orchestration: the instances are ordinary VMs, already in virtualMachines
         sets = [
             s

@@ -12,7 +12,7 @@ import threading
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any, Generic, Protocol, TypeVar
+from typing import Any, Generic, ParamSpec, Protocol, TypeVar
 
 from auditor.model import VM, Disk, Evidence, Gap, Source, Technology
 from auditor.ratelimits import Limit
@@ -22,6 +22,7 @@ T = TypeVar("T")
 R = TypeVar("R")
 A = TypeVar("A")
 B = TypeVar("B")
+Params = ParamSpec("Params")
 
 
 @dataclass(frozen=True)
@@ -177,6 +178,19 @@ class CallFailed(Exception):
         #: the HTTP status, when the cloud answered (kept to replay the error faithfully)
         self.status = status
         super().__init__(f"{gap.call}: {gap.code}: {gap.message}")
+
+
+def failure_as_value(fn: Callable[Params, R]) -> Callable[Params, R | CallFailed]:
+    """`fn` with its CallFailed returned instead of raised: for calls run beside a scope or
+    fanned out per VM, whose failure is a gap the scope reports in its own place and order."""
+
+    def call(*args: Params.args, **kwargs: Params.kwargs) -> R | CallFailed:
+        try:
+            return fn(*args, **kwargs)
+        except CallFailed as failed:
+            return failed
+
+    return call
 
 
 def record_evidence(

@@ -13,6 +13,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
+from functools import partial
 from typing import Any
 
 from auditor.model import SOME_VMS, VM, Disk, Gap, Source, Technology
@@ -27,6 +28,7 @@ from auditor.providers.base import (
     WorkerState,
     beside,
     collected_vm,
+    failure_as_value,
     fan_out,
     join,
     make_gap,
@@ -267,11 +269,9 @@ class GcpProvider(WorkerState):
         result = ScopeResult(scope=scope)
         client = self._instances_client()
 
-        def identity(where: tuple[str, str]) -> tuple[dict[str, Any], str] | CallFailed:
-            try:
-                return self._identity(client, project, where[0], where[1], sink, result)
-            except CallFailed as failed:
-                return failed
+        @failure_as_value
+        def identity(where: tuple[str, str]) -> tuple[dict[str, Any], str]:
+            return self._identity(client, project, where[0], where[1], sink, result)
 
         pace = ("gcp", project, None, "compute")  # Compute Engine reads count per project
         # each page's vTPM identities are asked for while the next page is listed
@@ -302,21 +302,14 @@ class GcpProvider(WorkerState):
         # after, so the counts are not raced and the gaps keep their order.
         logs_result = ScopeResult(scope=scope)
 
-        def integrity_logs() -> dict[str, list[dict[str, Any]]] | CallFailed:
-            try:
-                return self._integrity_logs(project, sink, logs_result)
-            except CallFailed as failed:
-                return failed
-
+        integrity_logs = failure_as_value(self._integrity_logs)
         errors_before = len(result.errors)
-        logs = beside(self.pool, integrity_logs)
+        logs = beside(self.pool, partial(integrity_logs, project, sink, logs_result))
         names = sorted({t for _, inst in live if (t := _node_template(inst)) is not None})
 
-        def template(name: str) -> tuple[dict[str, Any], str] | CallFailed:
-            try:
-                return self._template(project, name, sink, result)
-            except CallFailed as failed:
-                return failed
+        @failure_as_value
+        def template(name: str) -> tuple[dict[str, Any], str]:
+            return self._template(project, name, sink, result)
 
         templates = dict(zip(names, fan_out(self.pool, template, names, pace), strict=True))
         result.calls += len(names)
