@@ -1,4 +1,4 @@
-"""Per-VM calls start page by page while a scope's listing goes on (CallPool.start).
+"""Per-VM calls start page by page while a scope's listing goes on (start_calls).
 
 A scope under a rate limit (an Azure subscription's read bucket, a Compute Engine project's
 per-minute quota) would otherwise sit idle for the whole listing, then queue every per-VM

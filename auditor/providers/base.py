@@ -353,15 +353,9 @@ class CallPool:
         """
         if len(items) <= 1:
             return [fn(i) for i in items]
-        calls = self.start(fn, pace)
+        calls = StartedCalls(self, fn, pace)
         calls.add(items)
         return calls.results()
-
-    def start(self, fn: Callable[[T], R], pace: PaceOf | None = None) -> StartedCalls[T, R]:
-        """Per-VM calls started as their items arrive (`add`), e.g. page by page while a
-        listing goes on, so a scope's rate limit is spent from its first page instead of
-        sitting idle until the whole listing is read. As `fan_out` otherwise."""
-        return StartedCalls(self, fn, pace)
 
     def _hand_back(self) -> int:
         """Give the caller's slot back while it waits on calls that need slots; how many."""
@@ -418,7 +412,7 @@ class CallPool:
 
 
 class StartedCalls(Generic[T, R]):
-    """Calls of one scope started as their items arrive (see `CallPool.start`).
+    """Calls of one scope started as their items arrive (see `start_calls`).
 
     `add` hands the caller's slot back while it waits for each call's allowance and slot,
     and takes it back before returning (the caller lists its next page in it); `results`
@@ -547,5 +541,8 @@ def read_pages(open_pages: Callable[[], Iterable[P]], convert: Callable[[P], R])
 def start_calls(
     pool: CallPool | None, fn: Callable[[T], R], pace: PaceOf | None = None
 ) -> StartedCalls[T, R]:
-    """Per-VM calls started page by page through the scan's CallPool (see `CallPool.start`)."""
+    """Per-VM calls started as their items arrive (`add`), e.g. page by page while a listing
+    goes on, so a scope's rate limit is spent from its first page instead of sitting idle
+    until the whole listing is read; through the scan's CallPool as `fan_out`, or one after
+    another without one."""
     return StartedCalls(pool, fn, pace)
