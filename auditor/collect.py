@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor, as_completed
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -101,7 +101,7 @@ class StoppableSink(EvidenceSink):
     def add(self, evidence: Evidence) -> str:
         with self._lock:
             self._check_open()
-            keep_evidence(self.evidence, evidence)
+            keep_evidence(self.evidence, evidence, self.spool)
         return evidence.sha256
 
 
@@ -147,6 +147,7 @@ def collect(
     shard: Shard | None = None,
     processes: int | None = 1,
     limits: RateLimits = None,
+    on_scope: Callable[[ScopeResult], None] | None = None,
 ) -> Collection:
     """Run every provider's plan, then all their scopes concurrently.
 
@@ -155,6 +156,8 @@ def collect(
     processes that read the scopes (auditor.workers); None chooses (`workers.auto_workers`),
     1 reads them in threads of this process. Planning always runs here. `limits`: the rate
     limits each scope is paced by (None: the documented ones; ratelimits.limits_with).
+    `on_scope`: given each finished scope with its VMs, which the collection then does not
+    keep (`Collection.vms` stays empty; coverage still counts them): run_audit's spool.
     """
     listener = progress or ProgressListener()
     out = Collection()
@@ -199,6 +202,17 @@ def collect(
     listener.planned(len(work))
 
     results: list[ScopeResult] = []
+    counts: dict[ScopeKey, int] = {}
+
+    def arrived(result: ScopeResult) -> None:
+        listener.scope_done(result)
+        counts[result.scope] = len(result.vms)
+        if on_scope is None:
+            results.append(result)
+            return
+        results.append(replace(result, vms=[]))
+        on_scope(result)
+
     if not out.interrupted:
         count = auto_workers(len(work), concurrency) if processes is None else processes
         packed: bytes | None = None
@@ -209,12 +223,10 @@ def collect(
                 log.warning("collecting in this process: providers cannot go to workers (%s)", err)
         if packed is not None:
             out.interrupted = _in_workers(
-                providers, packed, work, sink, concurrency, count, listener, results, limits
+                providers, packed, work, sink, concurrency, count, arrived, limits
             )
         else:
-            out.interrupted = _in_threads(
-                providers, work, sink, concurrency, listener, results, limits
-            )
+            out.interrupted = _in_threads(providers, work, sink, concurrency, arrived, limits)
     if out.interrupted:
         finished = {r.scope for r in results}
         for _, scope in work:
@@ -242,7 +254,7 @@ def collect(
                 account=result.scope.account,
                 region=result.scope.region,
                 status=_scope_status(result),
-                vms=len(result.vms),
+                vms=counts.get(result.scope, 0),
                 calls=result.calls,
                 errors=result.errors,
             )
@@ -259,8 +271,7 @@ def _in_threads(
     work: Sequence[tuple[Provider, ScopeKey]],
     sink: EvidenceSink,
     concurrency: int,
-    listener: ProgressListener,
-    results: list[ScopeResult],
+    arrived: Callable[[ScopeResult], None],
     limits: RateLimits = None,
 ) -> bool:
     """Every scope in a thread of this process; True if interrupted (finished ones kept)."""
@@ -276,8 +287,7 @@ def _in_threads(
             result = fut.result()
             if result is None:  # stopped at a write by an interruption
                 continue
-            results.append(result)
-            listener.scope_done(result)
+            arrived(result)
     except KeyboardInterrupt:
         # Stop here: unstarted scopes are cancelled, running ones stop at their next write
         # (bounded by one call and its SDK retries); what finished is kept.
@@ -299,23 +309,18 @@ def _in_workers(
     sink: EvidenceSink,
     concurrency: int,
     processes: int,
-    listener: ProgressListener,
-    results: list[ScopeResult],
+    arrived: Callable[[ScopeResult], None],
     limits: RateLimits = None,
 ) -> bool:
     """Every scope in worker processes (auditor.workers); True if interrupted."""
     from auditor.workers import collect_in_workers
 
-    def keep(result: ScopeResult) -> None:
-        results.append(result)
-        listener.scope_done(result)
-
     run = collect_in_workers(
-        providers, packed, work, sink.raw_dir, concurrency, processes, sink.add, keep, limits
+        providers, packed, work, sink.raw_dir, concurrency, processes, sink.add, arrived, limits
     )
     if run.none_started and not run.interrupted:  # nothing was read: read it here instead
         log.warning("collecting in this process: no worker started (%s)", "; ".join(run.why))
-        return _in_threads(providers, work, sink, concurrency, listener, results, limits)
+        return _in_threads(providers, work, sink, concurrency, arrived, limits)
     if run.interrupted:
         _stop(sink)
     return run.interrupted

@@ -591,6 +591,16 @@ class AuditRun(_Model):
         "scan time, or a replay's recording time",
     )
 
+    # VMs and evidence read from disk (auditor.spool) are a Sequence and a Mapping: dumped as
+    # the list and dict they stand for.
+    @field_serializer("vms")
+    def _vms_value(self, value: Any) -> list[VMResult]:
+        return value if isinstance(value, list) else list(value)
+
+    @field_serializer("evidence")
+    def _evidence_value(self, value: Any) -> dict[str, Evidence]:
+        return value if isinstance(value, dict) else dict(value.items())
+
     def level_counts(self) -> dict[Level, int]:
         counts = dict.fromkeys(Level, 0)
         for vm in self.vms:
@@ -613,31 +623,59 @@ def result_chunks(run: AuditRun) -> Iterator[bytes]:
 
     The run without its VMs and evidence is serialised whole; each VM and evidence entry is
     serialised alone and indented to its place (JSON strings hold no raw newline, so
-    re-indenting line by line is exact)."""
+    re-indenting line by line is exact). VMs and evidence read from disk (auditor.spool) are
+    copied as the bytes they are stored as, which are these."""
+    for _, chunk in _result_parts(run):
+        yield chunk
+
+
+#: Where each VM (in order) and each evidence item (by key) is in a result.json written with
+#: `write_result(..., spans=...)`: (offset, length) of its value.
+ResultSpans = tuple[list[tuple[int, int]], dict[str, tuple[int, int]]]
+
+
+def _result_parts(run: AuditRun) -> Iterator[tuple[str | None, bytes]]:
+    """result.json's pieces; a VM's is tagged "" and an evidence item's with its key."""
     shell = run.model_copy(update={"vms": [], "evidence": {}}).model_dump_json(indent=2)
     vms_at = shell.index(_EMPTY_VMS)
     evidence_at = shell.index(_EMPTY_EVIDENCE)
-    yield (shell[:vms_at] + _EMPTY_VMS[:-2]).encode("utf-8")
-    yield from _members((_nested(vm) for vm in run.vms), b"[", b"]")
-    yield (shell[vms_at + len(_EMPTY_VMS) : evidence_at] + _EMPTY_EVIDENCE[:-2]).encode("utf-8")
-    entries = (to_json(key) + b": " + _nested(ev) for key, ev in run.evidence.items())
-    yield from _members(entries, b"{", b"}")
-    yield (shell[evidence_at + len(_EMPTY_EVIDENCE) :] + "\n").encode("utf-8")
+    yield None, (shell[:vms_at] + _EMPTY_VMS[:-2]).encode("utf-8")
+    stored_vms = getattr(run.vms, "chunks", None)
+    vms = stored_vms() if stored_vms is not None else (nested_json(vm) for vm in run.vms)
+    yield from _members((("", vm) for vm in vms), b"[", b"]")
+    yield None, (shell[vms_at + len(_EMPTY_VMS) : evidence_at] + _EMPTY_EVIDENCE[:-2]).encode()
+    stored_evidence = getattr(run.evidence, "chunks", None)
+    items: Iterator[tuple[str, bytes]] = (
+        stored_evidence()
+        if stored_evidence is not None
+        else ((key, nested_json(ev)) for key, ev in run.evidence.items())
+    )
+    yield from _members(((key, to_json(key) + b": ", value) for key, value in items), b"{", b"}")
+    yield None, (shell[evidence_at + len(_EMPTY_EVIDENCE) :] + "\n").encode("utf-8")
 
 
-def _nested(model: BaseModel) -> bytes:
+def nested_json(model: BaseModel) -> bytes:
     """A model as `model_dump_json(indent=2)` writes it as the value of a top-level field."""
     return model.model_dump_json(indent=2).replace("\n", _NESTED).encode("utf-8")
 
 
-def _members(entries: Iterator[bytes], opening: bytes, closing: bytes) -> Iterator[bytes]:
+def _members(
+    entries: Iterator[tuple[str, bytes]] | Iterator[tuple[str, bytes, bytes]],
+    opening: bytes,
+    closing: bytes,
+) -> Iterator[tuple[str | None, bytes]]:
     """A top-level array or object of already indented entries, as pydantic lays it out
-    (an empty one on a single line)."""
+    (an empty one on a single line). An entry is (tag, value) or (tag, key prefix, value);
+    the value is its own piece, tagged."""
     first = True
     for entry in entries:
-        yield (opening if first else b",") + b"\n    " + entry
+        lead = (opening if first else b",") + b"\n    "
+        if len(entry) == 3:
+            lead += entry[1]
+        yield None, lead
+        yield entry[0], entry[-1]
         first = False
-    yield opening + closing if first else b"\n  " + closing
+    yield None, opening + closing if first else b"\n  " + closing
 
 
 #: Where result_chunks splices the VMs and the evidence into the rest of the run.
@@ -658,15 +696,28 @@ def result_sha256(run: AuditRun) -> str:
     return write_result(run, None)
 
 
-def write_result(run: AuditRun, out: BinaryIO | None) -> str:
+def write_result(run: AuditRun, out: BinaryIO | None, spans: ResultSpans | None = None) -> str:
     """Write result.json to `out` (None: nowhere) a piece at a time and return its SHA-256,
     remembered for `result_sha256`: the reports of a scan that just wrote its run do not
-    serialise the whole run again to name its fingerprint."""
+    serialise the whole run again to name its fingerprint. `spans`, if given, receives where
+    each VM and evidence item is in what was written (auditor.spool reads them back)."""
     hasher = hashlib.sha256()
-    for chunk in result_chunks(run):
+    at = 0
+    for tag, chunk in _result_parts(run):
         hasher.update(chunk)
         if out is not None:
             out.write(chunk)
+        if spans is not None and tag is not None:
+            if tag:
+                spans[1][tag] = (at, len(chunk))
+            else:
+                spans[0].append((at, len(chunk)))
+        at += len(chunk)
     digest = hasher.hexdigest()
-    _LAST_DIGEST[:] = [(run, digest)]
+    remember_digest(run, digest)
     return digest
+
+
+def remember_digest(run: AuditRun, digest: str) -> None:
+    """`result_sha256(run)` is `digest` (a run re-pointed at the result.json just written)."""
+    _LAST_DIGEST[:] = [(run, digest)]

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from auditor.model import Evidence, json_default
+from auditor.spool import EvidenceSpool, VmOrder
 
 EVIDENCE_DIR = "evidence"
 _SAFE_PART = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:@+=,-]{0,254}$")
@@ -61,11 +62,23 @@ def _where(evidence: Evidence) -> tuple[str, ...]:
     )
 
 
-def keep_evidence(store: dict[str, Evidence], evidence: Evidence) -> None:
+def where_key(evidence: Evidence) -> str:
+    """`_where` as one string that sorts the same (its parts hold no NUL), for the spool."""
+    return "\x00".join(_where(evidence))
+
+
+def keep_evidence(
+    store: dict[str, Evidence], evidence: Evidence, spool: EvidenceSpool | None = None
+) -> None:
     """Add `evidence` to `store` (by sha256). Of two items with the same content (an image or
     instance type seen in two accounts) the first by where it was read is kept, so a run's
-    evidence never depends on which scope, thread or worker finished first."""
+    evidence never depends on which scope, thread or worker finished first. An item already
+    in `spool` (a finished scope's) is compared by where it was read too."""
     kept = store.get(evidence.sha256)
+    if kept is None and spool is not None and (spooled := spool.where(evidence.sha256)):
+        if where_key(evidence) < spooled:
+            store[evidence.sha256] = evidence  # replaces the spooled copy when it is spilled
+        return
     if kept is None or _where(evidence) < _where(kept):
         store[evidence.sha256] = evidence
 
@@ -84,6 +97,7 @@ class EvidenceSink:
     def __init__(self, raw_dir: Path | None = None) -> None:
         self.raw_dir = raw_dir
         self.evidence: dict[str, Evidence] = {}
+        self.spool: EvidenceSpool | None = None
         self._lock = threading.Lock()
         self._made: set[Path] = set()
 
@@ -147,5 +161,48 @@ class EvidenceSink:
 
     def add(self, evidence: Evidence) -> str:
         with self._lock:
-            keep_evidence(self.evidence, evidence)
+            keep_evidence(self.evidence, evidence, self.spool)
         return evidence.sha256
+
+    # ------------------------------------------------------------ with a spool (auditor.spool)
+    def spool_to(self, spool: EvidenceSpool) -> None:
+        """From now on items of finished scopes go to `spool` (`spill`), not memory."""
+        self.spool = spool
+
+    def lookup(self, sha: str) -> Evidence | None:
+        """The item kept for `sha`, in memory or spooled (then read back into memory, so that
+        what the verify stage writes on it is spilled with it)."""
+        with self._lock:
+            kept = self.evidence.get(sha)
+            if kept is None and self.spool is not None and sha in self.spool:
+                kept = self.evidence[sha] = self.spool.load(sha)
+            return kept
+
+    def spill(self, sha: str, verified: Evidence | None, verifier: VmOrder | None) -> None:
+        """Move the item kept for `sha` to the spool, once its scope is verified.
+
+        `verified` is the object the scope's VMs verified and `verifier` the last of them in
+        the run's order (None: none verified it). The item written is the copy kept (the first
+        by where it was read) with the verification of the last VM in the run's order that
+        verified it, here or in a scope spilled before: what verifying the whole run at once
+        leaves on it.
+        """
+        spool = self.spool
+        assert spool is not None
+        with self._lock:
+            kept = self.evidence.get(sha)
+            earlier = spool.verifier(sha)
+            if kept is None and (sha not in spool or verifier is None):
+                return  # nothing new: the spooled copy stands
+            item = kept if kept is not None else spool.load(sha)
+            verification = item.verification
+            last = None
+            if earlier is not None:
+                last, verification = earlier, spool.load(sha).verification
+            if verifier is not None and verified is not None and (last is None or verifier > last):
+                last, verification = verifier, verified.verification
+            if verification is not item.verification:
+                item = item.model_copy(update={"verification": verification})
+            spool.put(item, where_key(item), last)
+            if kept is not None:
+                del self.evidence[sha]

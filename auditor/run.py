@@ -10,29 +10,45 @@ import contextlib
 import importlib.metadata
 import json
 import platform
+import queue
 import secrets
-from collections.abc import Sequence
+import shutil
+import threading
+from collections import Counter
+from collections.abc import Iterator, Mapping, Sequence
 from datetime import datetime
 from pathlib import Path
+from typing import Any
 
 from auditor._version import __version__
 from auditor.collect import ProgressListener, StoppableSink, collect
 from auditor.engine import Engine, evaluate_all
 from auditor.model import (
     AuditRun,
+    Evidence,
     Gap,
     OwnerOverride,
+    ResultSpans,
     Scope,
     ToolInfo,
     VMResult,
+    remember_digest,
     utcnow,
     write_result,
 )
-from auditor.providers.base import Provider, RateLimits
+from auditor.providers.base import Provider, RateLimits, ScopeResult
 from auditor.providers.guest import import_guest_evidence
 from auditor.shard import Shard
-from auditor.verify.stage import VerifyOptions, verify_vms
-from auditor.verify.trust_inputs import run_trust_anchors
+from auditor.spool import (
+    SPOOL_DIR,
+    EvidenceSpool,
+    ResultSpool,
+    StoredEvidence,
+    StoredVMs,
+    vm_order,
+)
+from auditor.verify.stage import VerifyOptions, verified_items, verify_vms
+from auditor.verify.trust_inputs import anchor_facts, run_trust_anchors, trust_anchors_of
 
 RESULT_FILE = "result.json"
 RAW_DIR = "raw"
@@ -131,25 +147,44 @@ def run_audit(
             sink.save_collateral(
                 "maa-jwks.json", json.dumps(verify_options.maa_jwks, indent=2).encode()
             )
-    collection = collect(
-        providers,
-        sink,
-        concurrency=concurrency,
-        progress=progress,
-        shard=shard,
-        processes=processes,
-        limits=rate_limits,
-    )
+    # With a run directory, each scope's results and evidence go to disk as it finishes; guest
+    # evidence files are matched against the whole fleet first, so such a scan holds it whole.
+    spool = None
+    if run_dir is not None and guest_evidence is None:
+        spool = _ScopeSpool(run_dir, sink, engine, at, verify_options)
+    try:
+        collection = collect(
+            providers,
+            sink,
+            concurrency=concurrency,
+            progress=progress,
+            shard=shard,
+            processes=processes,
+            limits=rate_limits,
+            on_scope=spool.submit if spool is not None else None,
+        )
+    finally:
+        if spool is not None:
+            spool.close()  # every scope that finished is verified, evaluated and spooled
     if guest_evidence is not None and not collection.interrupted:
         problems = import_guest_evidence(guest_evidence, collection.vms, sink)
         if shard is not None:
             problems = [_in_shard_words(g, shard) for g in problems]
         collection.coverage.gaps.extend(problems)
         collection.coverage.complete = collection.coverage.complete and not problems
-    verify_vms(collection.vms, sink.evidence, at, verify_options)
+    if spool is None:
+        verify_vms(collection.vms, sink.evidence, at, verify_options)
     if run_dir is not None and verify_options is not None:
         _save_trust_inputs(sink, verify_options)
-    results = evaluate_all(engine, collection.vms)
+    if spool is None:
+        results: Sequence[VMResult] = evaluate_all(engine, collection.vms)
+        evidence: Mapping[str, Evidence] = dict(sorted(sink.evidence.items()))
+        overrides = _overrides_used(engine, _count_overrides(results, Counter()))
+        anchors = run_trust_anchors(collection.vms, verify_options)
+    else:
+        results, evidence = spool.stored()
+        overrides = _overrides_used(engine, spool.overrides)
+        anchors = trust_anchors_of(spool.anchor_facts, verify_options)
     if not scope.accounts:
         accounts = {s.account for s in collection.coverage.scopes}
         scope = scope.model_copy(update={"accounts": sorted(accounts)})
@@ -161,25 +196,130 @@ def run_audit(
         scope=scope,
         rule_packs=[p.ref for p in engine.packs],
         coverage=collection.coverage,
-        vms=results,
-        evidence=dict(sorted(sink.evidence.items())),
-        owner_overrides=_overrides_used(engine, results),
-        trust_anchors=run_trust_anchors(collection.vms, verify_options),
+        vms=[],
+        evidence={},
+        owner_overrides=overrides,
+        trust_anchors=anchors,
         judged_at=at,
-    )
+    ).model_copy(update={"vms": results, "evidence": evidence})  # not validated again
     if run_dir is not None:
-        write_run(run, run_dir)
+        run = _write_run(run, run_dir, read_back=spool is not None)
+        if spool is not None:
+            spool.remove()
     if collection.interrupted:
         raise ScanInterrupted(run, run_dir)
     return run
 
 
-def _overrides_used(engine: Engine, results: Sequence[VMResult]) -> list[OwnerOverride]:
-    """The owner's overrides of built-in vetoes, each with the number of VMs it changed."""
-    counts: dict[str, int] = {}
+class _ScopeSpool:
+    """A scan with a run directory: each scope, as it finishes, is verified and evaluated in
+    a thread of its own, and its results and evidence go to the spool (auditor.spool), so the
+    scan holds only the scopes in flight. What is spooled is what verifying and evaluating the
+    whole fleet at once gives (tests/test_spooled_run.py), in the same order."""
+
+    def __init__(
+        self,
+        run_dir: Path,
+        sink: StoppableSink,
+        engine: Engine,
+        at: datetime,
+        options: VerifyOptions | None,
+    ) -> None:
+        self.folder = run_dir / SPOOL_DIR
+        self.folder.mkdir(parents=True, exist_ok=True)
+        self.sink = sink
+        self.engine = engine
+        self.at = at
+        self.options = options
+        self.evidence = EvidenceSpool(self.folder / "evidence.bin")
+        self.results = ResultSpool(self.folder / "vms.bin")
+        sink.spool_to(self.evidence)
+        self.overrides: Counter[str] = Counter()
+        self.anchor_facts: list[dict[str, Any]] = []
+        self._queue: queue.Queue[ScopeResult | None] = queue.Queue()
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._work, name="spool-scopes", daemon=True)
+        self._thread.start()
+
+    def submit(self, result: ScopeResult) -> None:
+        self._queue.put(result)
+
+    def close(self) -> None:
+        """Wait for every scope submitted; a failure while finishing one is raised here."""
+        self._queue.put(None)
+        self._thread.join()
+        if self._error is not None:
+            raise self._error
+
+    def _work(self) -> None:
+        while (result := self._queue.get()) is not None:
+            if self._error is None:
+                try:
+                    self._finish(result)
+                except BaseException as err:  # raised by close(), in the scan's thread
+                    self._error = err
+
+    def _finish(self, result: ScopeResult) -> None:
+        vms = sorted(result.vms, key=vm_order)
+        looked = _LookedUp(self.sink)
+        verify_vms(vms, looked, self.at, self.options)
+        results = evaluate_all(self.engine, vms)
+        _count_overrides(results, self.overrides)
+        self.anchor_facts.extend(f for vm in vms if (f := anchor_facts(vm)) is not None)
+        scope = result.scope
+        self.results.add((scope.provider, scope.account, scope.region or ""), results)
+        verifier = {sha: vm_order(vm) for vm in vms for sha in verified_items(vm, looked)}
+        referenced = (sha for vm in vms for shas in vm.evidence.values() for sha in shas)
+        for sha in dict.fromkeys(referenced):
+            self.sink.spill(sha, looked.seen.get(sha), verifier.get(sha))
+
+    def stored(self) -> tuple[StoredVMs, StoredEvidence]:
+        """Every result and evidence item, from the spool files (the rest of memory first)."""
+        for sha in list(self.sink.evidence):
+            self.sink.spill(sha, None, None)
+        return self.results.stored(), self.evidence.stored()
+
+    def remove(self) -> None:
+        shutil.rmtree(self.folder, ignore_errors=True)
+
+
+class _LookedUp(Mapping[str, Evidence]):
+    """The sink's evidence as one scope's verification sees it: each item read once (from
+    memory or the spool), and which object that was, so its verification can be spilled."""
+
+    def __init__(self, sink: StoppableSink) -> None:
+        self.sink = sink
+        self.seen: dict[str, Evidence] = {}
+
+    def get(self, key: str, default: Any = None) -> Any:
+        if key not in self.seen:
+            found = self.sink.lookup(key)
+            if found is None:
+                return default
+            self.seen[key] = found
+        return self.seen[key]
+
+    def __getitem__(self, key: str) -> Evidence:
+        found = self.get(key)
+        if found is None:
+            raise KeyError(key)
+        return found  # type: ignore[no-any-return]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.seen)
+
+    def __len__(self) -> int:
+        return len(self.seen)
+
+
+def _count_overrides(results: Sequence[VMResult], counts: Counter[str]) -> Counter[str]:
     for vm in results:
-        for rule_id in vm.overrides:
-            counts[rule_id] = counts.get(rule_id, 0) + 1
+        counts.update(vm.overrides)
+    return counts
+
+
+def _overrides_used(engine: Engine, counts: Mapping[str, int]) -> list[OwnerOverride]:
+    """The owner's overrides of built-in vetoes, each with the number of VMs it changed."""
     return [
         override.model_copy(update={"vms": counts.get(rule_id, 0)})
         for rule_id, override in sorted(engine.overrides.items())
@@ -207,16 +347,35 @@ def _save_trust_inputs(sink: StoppableSink, options: VerifyOptions) -> None:
 
 def write_run(run: AuditRun, run_dir: Path) -> Path:
     """Write result.json atomically; returns its path."""
+    _write_run(run, run_dir, read_back=False)
+    return run_dir / RESULT_FILE
+
+
+def _write_run(run: AuditRun, run_dir: Path, read_back: bool) -> AuditRun:
+    """Write result.json atomically. `read_back`: the run returned reads its VMs and evidence
+    from the file written (auditor.spool), not from where they were before."""
     run_dir.mkdir(parents=True, exist_ok=True)
     target = run_dir / RESULT_FILE
     tmp = target.with_suffix(".json.tmp")
+    spans: ResultSpans = ([], {})
     with tmp.open("wb") as out:  # a piece at a time: never the whole document in memory
-        write_result(run, out)
+        digest = write_result(run, out, spans if read_back else None)
     tmp.replace(target)
     marker = run_dir / INCOMPLETE_MARKER
     if marker.exists():
         marker.unlink()
-    return target
+    if not read_back:
+        return run
+    vms, evidence = spans
+    keys = list(evidence)
+    run = run.model_copy(
+        update={
+            "vms": StoredVMs(target, vms),
+            "evidence": StoredEvidence(target, keys, [evidence[k] for k in keys]),
+        }
+    )
+    remember_digest(run, digest)
+    return run
 
 
 def run_problem(path: Path | str, err: BaseException) -> str:

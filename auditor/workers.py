@@ -83,7 +83,8 @@ def pack_providers(providers: Sequence[Provider]) -> bytes:
 class WorkerRun:
     """What the workers gave back: finished scopes, and whether the scan was interrupted."""
 
-    results: list[ScopeResult] = field(default_factory=list)
+    #: scopes finished (or lost), each given to `on_result` as it came, not kept here
+    finished: int = 0
     interrupted: bool = False
     #: No worker ever started (each failed before its first scope, `why` says how): nothing
     #: was read, so the caller can read the scopes itself instead.
@@ -248,7 +249,7 @@ class _Session:
                 self.finished.add(n)
                 for item in evidence:
                     self.on_evidence(item)
-                self.run_result.results.append(result)
+                self.run_result.finished += 1
                 self.on_result(result)
         elif kind == "stopped":  # stopped at a write by _STOP: not finished, not failed
             worker.reading.discard(message[1])
@@ -286,7 +287,7 @@ class _Session:
         self.finished.add(n)
         scope = self.items[n][1]
         result = failed_scope(scope, "WorkerLost", f"{scope.label} was not read: {why}")
-        self.run_result.results.append(result)
+        self.run_result.finished += 1
         self.on_result(result)
 
 

@@ -171,7 +171,7 @@ def test_no_sentinel_in_any_output(
 
     def spy(*args: Any, **kwargs: Any) -> Any:
         outcome = real(*args, **kwargs)
-        in_workers.append(len(outcome.results))
+        in_workers.append(outcome.finished)
         return outcome
 
     monkeypatch.setattr(auditor.workers, "collect_in_workers", spy)

@@ -533,7 +533,9 @@ class GcpProvider(WorkerState):
             ref=f"{raw_path('gcp', project, 'aggregatedList')}.json",
         )
         technology, cc = technology_of(inst)
-        labels = dict(inst.get("labels", {}))
+        # a proto map: its order is the process's hash order, so a run's bytes would depend on
+        # which worker read the VM
+        labels = dict(sorted(inst.get("labels", {}).items()))
         shielded = inst.get("shieldedInstanceConfig", {})
         scheduling = inst.get("scheduling", {})
         metadata = {i.get("key"): i.get("value") for i in inst.get("metadata", {}).get("items", [])}

@@ -8,13 +8,15 @@ Top-level keys: `schema_version`, `tool`, `run_id`, `started_at`, `finished_at`,
 
 from __future__ import annotations
 
-from auditor.model import AuditRun
+from auditor.model import AuditRun, result_bytes
 
 FILE = "result.json"
 
 
 def render_json(run: AuditRun) -> str:
-    return run.model_dump_json(indent=2) + "\n"
+    """`run.model_dump_json(indent=2)` and a newline, made a VM at a time (model.result_chunks),
+    so a run read from disk (auditor.spool) is not held whole as objects to write it."""
+    return result_bytes(run).decode("utf-8")
 
 
 def render(run: AuditRun) -> dict[str, bytes]:

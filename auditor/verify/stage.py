@@ -27,6 +27,8 @@ from auditor.verify.proof import clear_hardware_facts, record_proof
 GCE_EK_KIND = "shielded_instance_identity"
 MAA_KIND = "maa_token"
 GUEST_KIND = "guest_evidence"
+#: The evidence a verifier writes a verification on: (VM evidence section, evidence kind).
+VERIFIED_SECTIONS = (("tpm", GCE_EK_KIND), ("attestation", MAA_KIND), ("hardware", GUEST_KIND))
 #: Checks that make a token authentic; the others judge what it says.
 _MAA_AUTHENTICITY = ("parse", "algorithm", "issuer", "key", "signature", "expiry")
 
@@ -180,6 +182,16 @@ def verify_vms(
         ]
         if files:
             _verify_guest_files(vm, files, at, opts)
+
+
+def verified_items(vm: VM, evidence: Mapping[str, Evidence]) -> list[str]:
+    """The items of `vm` that `verify_vms` writes a verification on (VERIFIED_SECTIONS)."""
+    return [
+        sha
+        for section, kind in VERIFIED_SECTIONS
+        for sha in vm.evidence.get(section, [])
+        if (ev := evidence.get(sha)) is not None and ev.kind == kind
+    ]
 
 
 def _guarded(vm: VM, ev: Evidence, section: str, verify: Callable[[], None]) -> None:

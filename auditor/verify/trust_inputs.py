@@ -45,24 +45,24 @@ def key_sha256(key: Any) -> str:
     return hashlib.sha256(der).hexdigest()
 
 
-def _hardware(vm: VM) -> Mapping[str, Any]:
-    hw = vm.document.get("hardware")
+def _hardware(doc: Mapping[str, Any]) -> Mapping[str, Any]:
+    hw = doc.get("hardware")
     return hw if isinstance(hw, dict) and hw.get("authentic") is True else {}
 
 
-def _vtpm(vm: VM) -> Mapping[str, Any]:
+def _vtpm(doc: Mapping[str, Any]) -> Mapping[str, Any]:
     """The vTPM facts of the VM's guest evidence (AK certificate, quote), when there are any."""
-    hw = vm.document.get("hardware")
+    hw = doc.get("hardware")
     facts = hw.get("vtpm") if isinstance(hw, dict) else None
     return facts if isinstance(facts, dict) else {}
 
 
-def _amd(trust: Any, store: str, demo: bool, vms: list[VM]) -> list[TrustAnchor]:
+def _amd(trust: Any, store: str, demo: bool, docs: list[Mapping[str, Any]]) -> list[TrustAnchor]:
     out: list[TrustAnchor] = []
     source = "the demo fleet's self-made chain (--demo-trust-anchor)" if demo else AMD_SOURCE
     for product, roots in sorted(trust.products.items()):
         ark = fingerprint(roots.ark)
-        using = [_hardware(vm) for vm in vms if _hardware(vm).get("root_sha256") == ark]
+        using = [_hardware(d) for d in docs if _hardware(d).get("root_sha256") == ark]
         certs = [("root", "ARK", roots.ark, len(using))]
         certs.append(
             ("intermediate", "ASK", roots.ask, sum(h.get("signer") != "vlek" for h in using))
@@ -124,15 +124,55 @@ def _jwk_sha256(jwk: Mapping[str, Any]) -> str:
         return hashlib.sha256(repr(sorted(jwk.items())).encode()).hexdigest()
 
 
+#: What run_trust_anchors reads of a VM document's `hardware` section, and of its `vtpm` part.
+_HARDWARE_READ = (
+    "authentic",
+    "root_sha256",
+    "signer",
+    "technology",
+    "trust_anchor",
+    "endorsement_verified",
+)
+_VTPM_READ = ("ak_certified", "ak_root_sha256")
+
+
+def anchor_facts(vm: VM) -> dict[str, Any] | None:
+    """What `trust_anchors_of` reads of a VM's document, alone (None: nothing). A run that does
+    not keep its VMs (auditor.spool) keeps this of each to count the VMs each anchor verified."""
+    doc = vm.document
+    facts: dict[str, Any] = {}
+    hw = doc.get("hardware")
+    if isinstance(hw, dict):
+        kept = {k: hw[k] for k in _HARDWARE_READ if k in hw}
+        vtpm = hw.get("vtpm")
+        if isinstance(vtpm, dict) and (part := {k: vtpm[k] for k in _VTPM_READ if k in vtpm}):
+            kept["vtpm"] = part
+        if kept.get("authentic") is True or "vtpm" in kept:
+            facts["hardware"] = kept
+    ek = (doc.get("tpm") or {}).get("ek")
+    if isinstance(ek, dict) and ek.get("root_sha256") and ek.get("chain_verified"):
+        facts["tpm"] = {"ek": {"root_sha256": ek["root_sha256"], "chain_verified": True}}
+    if ((doc.get("attestation") or {}).get("token") or {}).get("verified"):
+        facts["attestation"] = {"token": {"verified": True}}
+    if ((doc.get("guest") or {}).get("key_release") or {}).get("verified") is True:
+        facts["guest"] = {"key_release": {"verified": True}}
+    return facts or None
+
+
 def run_trust_anchors(vms: Iterable[VM], options: Any) -> list[TrustAnchor]:
     """Every anchor the run's verifiers trusted (pinned or given), with the VMs each verified.
 
     `options` is the run's `auditor.verify.stage.VerifyOptions` (None: pinned anchors only).
     """
+    return trust_anchors_of([vm.document for vm in vms], options)
+
+
+def trust_anchors_of(docs: Iterable[Mapping[str, Any]], options: Any) -> list[TrustAnchor]:
+    """`run_trust_anchors` from the VMs' documents, or only their `anchor_facts`."""
     from auditor.verify.amd import AmdTrust
     from auditor.verify.intel import INTEL_ROOT_NAME, intel_root_store
 
-    vm_list = list(vms)
+    vm_list = list(docs)
     anchors: list[TrustAnchor] = _amd(AmdTrust.pinned(), "AMD SEV-SNP roots", False, vm_list)
     intel_used = sum(
         1
@@ -144,7 +184,7 @@ def run_trust_anchors(vms: Iterable[VM], options: Any) -> list[TrustAnchor]:
     anchors += _store(intel, INTEL_SOURCE, {fingerprint(intel.roots[0]): intel_used})
     vtpm_roots: dict[str, int] = {}  # EK certificates (control plane) and AK certificates (guest)
     for vm in vm_list:
-        ek = (vm.document.get("tpm") or {}).get("ek") or {}
+        ek = (vm.get("tpm") or {}).get("ek") or {}
         if isinstance(ek, dict) and ek.get("root_sha256") and ek.get("chain_verified"):
             vtpm_roots[str(ek["root_sha256"])] = vtpm_roots.get(str(ek["root_sha256"]), 0) + 1
         ak = _vtpm(vm)
@@ -173,7 +213,7 @@ def run_trust_anchors(vms: Iterable[VM], options: Any) -> list[TrustAnchor]:
         tokens = sum(
             1
             for vm in vm_list
-            if ((vm.document.get("attestation") or {}).get("token") or {}).get("verified")
+            if ((vm.get("attestation") or {}).get("token") or {}).get("verified")
         )
         issuers = ", ".join(options.maa_issuers) or "no issuer pinned"
         for jwk in options.maa_jwks.get("keys", []):
@@ -204,7 +244,7 @@ def run_trust_anchors(vms: Iterable[VM], options: Any) -> list[TrustAnchor]:
     released = sum(
         1
         for vm in vm_list
-        if ((vm.document.get("guest") or {}).get("key_release") or {}).get("verified") is True
+        if ((vm.get("guest") or {}).get("key_release") or {}).get("verified") is True
     )
     for key in evidence.key_broker_keys:
         anchors.append(

@@ -1,0 +1,241 @@
+"""A scan's results and evidence on disk as its scopes finish, and read back when asked.
+
+A VM's result and evidence are about 20 KiB as Python objects (benchmarks/RESULTS.md): a scan
+that held them all until `result.json` was written needed 3 GiB at 100k VMs. With a run
+directory, `run_audit` writes each finished scope's results and evidence to two spool files
+under the run directory, as the very bytes `result.json` holds, assembles `result.json` from
+them and deletes them. The run it returns reads its VMs and evidence back from `result.json`
+when asked (`StoredVMs`, `StoredEvidence`), so memory holds only where each one is.
+
+Evidence is deduplicated by SHA-256 as in memory (`recording.keep_evidence`): the spool
+remembers where each kept item was read, so a copy read later from a place that sorts first
+still replaces it, and which VM verified it last in the run's order, so the verification kept
+is the one the whole-run verify stage would have left (a later VM's), whatever order the
+scopes finished in.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, BinaryIO, overload
+
+from auditor.model import Evidence, VMResult, nested_json
+
+#: The spool files' folder in the run directory, present only while a scan writes it.
+SPOOL_DIR = ".spool"
+
+#: A VM's place in the run's order: (provider, account, region, id).
+VmOrder = tuple[str, str, str, str]
+
+
+class _Chunks:
+    """An append-only file of byte chunks, and reading them back by (offset, length)."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._out: BinaryIO = path.open("wb")
+        self._at = 0
+        self._lock = threading.Lock()
+
+    def append(self, data: bytes) -> tuple[int, int]:
+        with self._lock:
+            at = self._at
+            self._out.write(data)
+            self._at += len(data)
+            return at, len(data)
+
+    def read(self, offset: int, length: int) -> bytes:
+        with self._lock:
+            self._out.flush()
+        return read_span(self.path, offset, length)
+
+    def finish(self) -> None:
+        with self._lock:
+            self._out.close()
+
+
+def read_span(path: Path, offset: int, length: int) -> bytes:
+    with path.open("rb") as f:
+        f.seek(offset)
+        data = f.read(length)
+    if len(data) != length:
+        raise OSError(f"{path}: cut short ({len(data)} of {length} bytes at {offset})")
+    return data
+
+
+@dataclass(slots=True)
+class _Slot:
+    offset: int
+    length: int
+    #: recording.where_key of the copy kept (the first by where it was read)
+    where: str
+    #: the VM (in the run's order) whose verification the item carries; None: none verified it
+    verifier: VmOrder | None
+
+
+class EvidenceSpool:
+    """Evidence items of finished scopes, each as `result.json` writes it."""
+
+    def __init__(self, path: Path) -> None:
+        self._file = _Chunks(path)
+        self._slots: dict[str, _Slot] = {}
+
+    def __contains__(self, sha: object) -> bool:
+        return sha in self._slots
+
+    def __len__(self) -> int:
+        return len(self._slots)
+
+    def where(self, sha: str) -> str | None:
+        slot = self._slots.get(sha)
+        return slot.where if slot is not None else None
+
+    def verifier(self, sha: str) -> VmOrder | None:
+        slot = self._slots.get(sha)
+        return slot.verifier if slot is not None else None
+
+    def load(self, sha: str) -> Evidence:
+        slot = self._slots[sha]
+        return Evidence.model_validate_json(self._file.read(slot.offset, slot.length))
+
+    def put(self, evidence: Evidence, where: str, verifier: VmOrder | None) -> None:
+        offset, length = self._file.append(nested_json(evidence))
+        self._slots[evidence.sha256] = _Slot(offset, length, where, verifier)
+
+    def stored(self) -> StoredEvidence:
+        """Every item, in key order, read from the spool file (written first)."""
+        self._file.finish()
+        keys = sorted(self._slots)
+        return StoredEvidence(
+            self._file.path, keys, [(self._slots[k].offset, self._slots[k].length) for k in keys]
+        )
+
+
+class ResultSpool:
+    """VM results of finished scopes, each as `result.json` writes it, and their order."""
+
+    def __init__(self, path: Path) -> None:
+        self._file = _Chunks(path)
+        # (the VM's order, its scope's order, its place in its scope): the order a whole-run
+        # sort gives (scopes by key, then VMs by key, a stable sort)
+        self._index: list[tuple[VmOrder, tuple[str, str, str], int, int, int]] = []
+
+    def __len__(self) -> int:
+        return len(self._index)
+
+    def add(self, scope: tuple[str, str, str], results: Sequence[VMResult]) -> None:
+        """One scope's results, in its order (sorted by VM key)."""
+        entries = []
+        for n, vm in enumerate(results):
+            offset, length = self._file.append(nested_json(vm))
+            entries.append((vm_order(vm), scope, n, offset, length))
+        self._index.extend(entries)  # at once: an interruption leaves a scope whole or absent
+
+    def stored(self) -> StoredVMs:
+        self._file.finish()
+        self._index.sort(key=lambda e: (e[0], e[1], e[2]))
+        return StoredVMs(self._file.path, [(e[3], e[4]) for e in self._index])
+
+
+def vm_order(vm: Any) -> VmOrder:
+    """The key VMs are sorted by in a run (collect.collect)."""
+    return (vm.provider, vm.account, vm.region, vm.id)
+
+
+class StoredVMs(Sequence[VMResult]):
+    """A run's VMs, each read from the file that holds it when asked (a new object each time).
+
+    Equal to a list of the same VMs; pickled or deep-copied as that list.
+    """
+
+    def __init__(self, path: Path, spans: list[tuple[int, int]]) -> None:
+        self.path = path
+        self._spans = spans
+
+    def __len__(self) -> int:
+        return len(self._spans)
+
+    @overload
+    def __getitem__(self, index: int) -> VMResult: ...
+
+    @overload
+    def __getitem__(self, index: slice) -> list[VMResult]: ...
+
+    def __getitem__(self, index: int | slice) -> VMResult | list[VMResult]:
+        if isinstance(index, slice):
+            return [self[i] for i in range(*index.indices(len(self)))]
+        offset, length = self._spans[index]
+        return VMResult.model_validate_json(read_span(self.path, offset, length))
+
+    def __iter__(self) -> Iterator[VMResult]:
+        for chunk in self.chunks():
+            yield VMResult.model_validate_json(chunk)
+
+    def chunks(self) -> Iterator[bytes]:
+        """Each VM as result.json holds it (nested two levels), in order, from one open file."""
+        with self.path.open("rb") as f:
+            for offset, length in self._spans:
+                f.seek(offset)
+                yield f.read(length)
+
+    def spans(self) -> list[tuple[int, int]]:
+        return list(self._spans)
+
+    def __eq__(self, other: object) -> bool:
+        if isinstance(other, Sequence) and not isinstance(other, str | bytes):
+            return len(other) == len(self) and list(self) == list(other)
+        return NotImplemented
+
+    __hash__ = None  # type: ignore[assignment]
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (list, (list(self),))
+
+    def __repr__(self) -> str:
+        return f"StoredVMs({len(self)} VMs in {self.path})"
+
+
+class StoredEvidence(Mapping[str, Evidence]):
+    """A run's evidence by SHA-256, in key order, each item read when asked."""
+
+    def __init__(self, path: Path, keys: list[str], spans: list[tuple[int, int]]) -> None:
+        self.path = path
+        self._keys = keys
+        self._spans = dict(zip(keys, spans, strict=True))
+
+    def __len__(self) -> int:
+        return len(self._keys)
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._keys)
+
+    def __contains__(self, key: object) -> bool:
+        return key in self._spans
+
+    def __getitem__(self, key: str) -> Evidence:
+        offset, length = self._spans[key]
+        return Evidence.model_validate_json(read_span(self.path, offset, length))
+
+    def chunks(self) -> Iterator[tuple[str, bytes]]:
+        """(key, the item as result.json holds it), in key order, from one open file."""
+        with self.path.open("rb") as f:
+            for key in self._keys:
+                offset, length = self._spans[key]
+                f.seek(offset)
+                yield key, f.read(length)
+
+    def __eq__(self, other: object) -> bool:
+        if isinstance(other, Mapping):
+            return len(other) == len(self) and dict(self.items()) == dict(other.items())
+        return NotImplemented
+
+    __hash__ = None  # type: ignore[assignment]
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (dict, (dict(self.items()),))
+
+    def __repr__(self) -> str:
+        return f"StoredEvidence({len(self)} items in {self.path})"

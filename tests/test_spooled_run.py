@@ -1,0 +1,236 @@
+"""A scan with a run directory spools each finished scope to disk (auditor.spool): what it writes
+and returns must be what verifying and evaluating the whole fleet at once gives.
+
+The whole-run path (no run directory) is the oracle: the same replay is scanned both ways
+through the real SDKs and fakecloud, and result.json compared byte for byte, except the
+times that say when it ran. The generated fleet's Compute Engine VMs are clones whose Shielded
+VM identity responses are the same bytes in every project: one evidence item, verified by VMs
+of several scopes (each VM's own verdict: the identity in the certificate is another VM's), so
+which verification the item keeps depends on the order of the VMs, not of the scopes.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import pickle
+import re
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from auditor.api import scan
+from auditor.collect import StoppableSink
+from auditor.model import AuditRun, Evidence, Source, Verification, result_sha256
+from auditor.recording import keep_evidence, where_key
+from auditor.reports.json_report import render_json
+from auditor.run import RESULT_FILE, load_run, write_run
+from auditor.spool import SPOOL_DIR, EvidenceSpool, StoredEvidence, StoredVMs
+from auditor.verify.trust_inputs import anchor_facts, run_trust_anchors, trust_anchors_of
+from benchmarks.gen_fleet import generate
+
+DEMO = Path(__file__).resolve().parent.parent / "examples" / "demo-fleet"
+#: When a scan ran, and when it read each response: the only bytes two scans may differ in.
+_WHEN = re.compile(rb'"(started_at|finished_at|collected_at)": "[^"]*"')
+
+
+@pytest.fixture(scope="module")
+def fleet(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("spool") / "fleet"
+    generate(root, 60, per_scope=10, page_size=4)
+    return root
+
+
+def _untimed(data: bytes) -> bytes:
+    return _WHEN.sub(rb'"\1": "-"', data)
+
+
+def _both(replay: Path, tmp_path: Path, **options: Any) -> tuple[AuditRun, bytes, AuditRun, bytes]:
+    spooled_dir, whole_dir = tmp_path / "spooled", tmp_path / "whole"
+    spooled = scan(replay=replay, run_dir=spooled_dir, run_id="same", **options)
+    whole = scan(replay=replay, run_id="same", **options)  # no run directory: held whole
+    write_run(whole, whole_dir)
+    return (
+        spooled,
+        (spooled_dir / RESULT_FILE).read_bytes(),
+        whole,
+        (whole_dir / RESULT_FILE).read_bytes(),
+    )
+
+
+@pytest.mark.parametrize(
+    ("concurrency", "processes"), [(8, 1), (2, 1), (4, 2)], ids=["threads", "few", "workers"]
+)
+def test_spooled_run_is_the_whole_run_byte_for_byte(
+    fleet: Path, tmp_path: Path, concurrency: int, processes: int
+) -> None:
+    spooled, written, whole, oracle = _both(
+        fleet, tmp_path, concurrency=concurrency, processes=processes
+    )
+    assert _untimed(written) == _untimed(oracle)
+    assert len(spooled.vms) == len(whole.vms) == 60
+    assert not (tmp_path / "spooled" / SPOOL_DIR).exists()  # the spool is gone once written
+    # what makes the comparison mean something: one verified item shared by several scopes
+    scopes_of: dict[str, set[str]] = {}
+    for vm in whole.vms:
+        for sha in vm.evidence.get("tpm", []):
+            scopes_of.setdefault(sha, set()).add(vm.account)
+    shared = [sha for sha, scopes in scopes_of.items() if len(scopes) > 1]
+    assert shared and all(whole.evidence[sha].verification is not None for sha in shared)
+
+
+def test_demo_fleet_spooled_is_the_whole_run(tmp_path: Path) -> None:
+    # every cloud's evidence kinds (logs, extensions, disk encryption sets, EK keys)
+    _, written, _, oracle = _both(DEMO, tmp_path, concurrency=4, processes=1)
+    assert _untimed(written) == _untimed(oracle)
+
+
+def test_the_run_returned_reads_from_result_json(fleet: Path, tmp_path: Path) -> None:
+    run = scan(replay=fleet, run_dir=tmp_path / "run", run_id="r", concurrency=4, processes=1)
+    path = tmp_path / "run" / RESULT_FILE
+    stored = load_run(tmp_path / "run")
+    assert isinstance(run.vms, StoredVMs) and isinstance(run.evidence, StoredEvidence)
+    assert run.vms.path == path == run.evidence.path
+    assert len(run.vms) == len(stored.vms) and len(run.evidence) == len(stored.evidence)
+    assert run.vms == stored.vms and stored.vms == run.vms
+    assert run.evidence == stored.evidence
+    assert list(run.evidence) == sorted(stored.evidence)
+    assert run.vms[0] == stored.vms[0] and run.vms[-1] == stored.vms[-1]
+    assert run.vms[2:5] == stored.vms[2:5]
+    sha = next(iter(stored.evidence))
+    assert sha in run.evidence and run.evidence[sha] == stored.evidence[sha]
+    assert "0" * 64 not in run.evidence
+    # every way of writing it out gives the file's bytes
+    assert run.model_dump_json(indent=2) + "\n" == path.read_text(encoding="utf-8")
+    assert render_json(run) == path.read_text(encoding="utf-8")
+    assert result_sha256(run) == hashlib.sha256(path.read_bytes()).hexdigest()
+    # pickled or copied, it is the lists it stands for
+    for other in (pickle.loads(pickle.dumps(run)), copy.deepcopy(run)):
+        assert type(other.vms) is list and type(other.evidence) is dict
+        assert other == stored
+    assert run.level_counts() == stored.level_counts()
+
+
+def test_a_failure_while_finishing_a_scope_is_raised_and_the_run_stays_incomplete(
+    fleet: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import auditor.run
+
+    def broken(*args: Any, **kwargs: Any) -> Any:
+        raise RuntimeError("rule engine broke")
+
+    monkeypatch.setattr(auditor.run, "evaluate_all", broken)
+    with pytest.raises(RuntimeError, match="rule engine broke"):
+        scan(replay=fleet, run_dir=tmp_path / "run", concurrency=4, processes=1)
+    assert not (tmp_path / "run" / RESULT_FILE).exists()
+    assert (tmp_path / "run" / "INCOMPLETE").exists()
+    with pytest.raises(ValueError, match="never finished"):
+        load_run(tmp_path / "run")
+
+
+def test_anchor_facts_count_what_the_whole_vms_count(tmp_path: Path) -> None:
+    # guest evidence verified by the demo trust anchor: hardware roots, the key broker
+    from auditor.verify.options import build_evidence_options
+    from auditor.verify.stage import VerifyOptions
+    from tests.test_guest_evidence_scan import _scan
+
+    run = _scan(tmp_path)
+    options = VerifyOptions()
+    options.evidence = build_evidence_options(
+        demo_trust_anchor=DEMO / "demo-trust-anchor",
+        key_broker_keys=[DEMO / "demo-key-broker" / "broker.pem"],
+    )
+    whole = run_trust_anchors(run.vms, options)
+    assert sum(a.used_by for a in whole) >= 3  # the L4 and L3 VMs, the released key
+    facts = [f for vm in run.vms if (f := anchor_facts(vm)) is not None]
+    assert trust_anchors_of(facts, options) == whole
+    assert len(facts) < len(run.vms)  # VMs without such facts are not kept at all
+
+
+# ------------------------------------------------ the spool's merge of copies and verifications
+_AT = datetime(2026, 1, 1, tzinfo=UTC)
+_WHERE = st.sampled_from(["a", "b", "c"])
+
+
+def _copy(sha: str, account: str) -> Evidence:
+    return Evidence(
+        kind="k",
+        source=Source.CONTROL_PLANE,
+        sha256=sha,
+        raw={"v": sha},
+        collected_at=_AT,
+        provider="gcp",
+        account=account,
+        ref=f"{account}/{sha}",
+    )
+
+
+def _verify(item: Evidence, vm: tuple[str, str, str, str]) -> None:
+    # each VM's own verdict on the item, as a verifier that checks identity gives
+    item.verification = Verification(verifier="t", ok=vm[3].endswith("0"), reason=vm[3])
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    scopes=st.lists(
+        st.lists(  # a scope: its VMs, each (item it verifies or only reads, copy read where)
+            st.tuples(st.sampled_from(["s1", "s2", "s3"]), st.booleans(), _WHERE),
+            min_size=1,
+            max_size=4,
+        ),
+        min_size=1,
+        max_size=5,
+    ),
+    order=st.randoms(use_true_random=False),
+)
+def test_spool_keeps_what_the_whole_run_keeps(
+    tmp_path_factory: pytest.TempPathFactory, scopes: list[list[Any]], order: Any
+) -> None:
+    # scopes finish in any order, and their items arrive in any order before they finish
+    vms = [
+        [
+            (("gcp", f"p{n}", "r", f"vm{n}-{k}{k % 2}"), sha, verifies, where)
+            for k, (sha, verifies, where) in enumerate(scope)
+        ]
+        for n, scope in enumerate(scopes)
+    ]
+    # the whole run: every copy added, then every VM verified in the run's order
+    whole: dict[str, Evidence] = {}
+    for scope in vms:
+        for _, sha, _, where in scope:
+            keep_evidence(whole, _copy(sha, where))
+    for vm, sha, verifies, _ in sorted(v for scope in vms for v in scope):
+        if verifies:
+            _verify(whole[sha], vm)
+    # spooled: adds interleaved with scope finishes
+    sink = StoppableSink()
+    sink.spool_to(EvidenceSpool(tmp_path_factory.mktemp("spool") / "e.bin"))
+    events = [("add", n, i) for n, scope in enumerate(vms) for i in range(len(scope))]
+    order.shuffle(events)
+    left = [len(scope) for scope in vms]
+    for _kind, n, i in events:
+        _, sha, _, where = vms[n][i]
+        sink.add(_copy(sha, where))
+        left[n] -= 1
+        if left[n] == 0:  # the scope's last item arrived: it finishes
+            seen: dict[str, Evidence] = {}
+            last: dict[str, tuple[str, str, str, str]] = {}
+            for vm, sha_, verifies, _ in sorted(vms[n]):
+                item = seen.setdefault(sha_, sink.lookup(sha_))  # type: ignore[arg-type]
+                if verifies:
+                    _verify(item, vm)
+                    last[sha_] = vm
+            for sha_ in seen:
+                sink.spill(sha_, seen[sha_], last.get(sha_))
+    for sha in list(sink.evidence):
+        sink.spill(sha, None, None)
+    assert sink.spool is not None
+    stored = sink.spool.stored()
+    assert dict(stored.items()) == whole
+    assert {k: where_key(v) for k, v in stored.items()} == {
+        k: where_key(v) for k, v in whole.items()
+    }
