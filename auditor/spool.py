@@ -109,8 +109,9 @@ class EvidenceSpool:
         """Every item, in key order, read from the spool file (written first)."""
         self._file.finish()
         keys = sorted(self._slots)
+        slots, self._slots = self._slots, {}  # done: the index is the StoredEvidence's now
         return StoredEvidence(
-            self._file.path, keys, [(self._slots[k].offset, self._slots[k].length) for k in keys]
+            self._file.path, keys, [(slots[k].offset, slots[k].length) for k in keys]
         )
 
 
@@ -136,8 +137,9 @@ class ResultSpool:
 
     def stored(self) -> StoredVMs:
         self._file.finish()
-        self._index.sort(key=lambda e: (e[0], e[1], e[2]))
-        return StoredVMs(self._file.path, [(e[3], e[4]) for e in self._index])
+        index, self._index = self._index, []
+        index.sort(key=lambda e: (e[0], e[1], e[2]))
+        return StoredVMs(self._file.path, [(e[3], e[4]) for e in index])
 
 
 def vm_order(vm: Any) -> VmOrder:

@@ -506,9 +506,11 @@ def build_view(run: AuditRun) -> ReportView:
     evidence_cache: dict[str, EvidenceView] = {}
     gaps = tuple(_gap_view(g) for g in run.coverage.gaps)
 
-    grouped: dict[tuple[str, str], list[VMResult]] = {}
-    for vm in run.vms:
-        grouped.setdefault((vm.provider, vm.account), []).append(vm)
+    # by place in the run, not by object: a run read from disk (auditor.spool) gives new
+    # objects each time its VMs are read
+    grouped: dict[tuple[str, str], list[tuple[int, VMResult]]] = {}
+    for n, vm in enumerate(run.vms):
+        grouped.setdefault((vm.provider, vm.account), []).append((n, vm))
     for sc in run.coverage.scopes:
         grouped.setdefault((sc.provider, sc.account), [])
     for gap in run.coverage.gaps:
@@ -516,20 +518,21 @@ def build_view(run: AuditRun) -> ReportView:
             grouped.setdefault((gap.provider, gap.account), [])
 
     scopes: list[ScopeView] = []
-    vm_views: dict[int, VMView] = {}
+    vm_views: dict[int, VMView] = {}  # by place in the run
     reasons = _Reasons()
     next_change = 1
     for provider, account in sorted(grouped):
         scope_anchor = slugs.make(f"scope/{provider}/{account}")
-        vms = grouped[(provider, account)]
+        places = grouped[(provider, account)]
+        vms = [vm for _, vm in places]
         changes = _changes(vms, next_change)
         next_change += len(changes)
         by_text = {c.source: c for c in changes}
         views = tuple(
             _vm_view(run, vm, slugs, scope_anchor, by_text, evidence_cache, reasons) for vm in vms
         )
-        for vm, view in zip(vms, views, strict=True):
-            vm_views[id(vm)] = view
+        for (n, _), view in zip(places, views, strict=True):
+            vm_views[n] = view
         scope_gaps = tuple(g for g in gaps if g.provider == provider and g.account in (account, ""))
         scopes.append(
             _scope_view(
@@ -544,7 +547,7 @@ def build_view(run: AuditRun) -> ReportView:
             )
         )
 
-    ordered = tuple(vm_views[id(vm)] for vm in run.vms)
+    ordered = tuple(vm_views[n] for n in range(len(vm_views)))
     lowest = tuple(sorted(ordered, key=_lowness)[:LOWEST_VMS])
     method = _method(run)
     return ReportView(
