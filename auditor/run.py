@@ -263,7 +263,9 @@ class _ScopeSpool:
         vms = sorted(result.vms, key=vm_order)
         looked = _LookedUp(self.sink)
         verify_vms(vms, looked, self.at, self.options)
-        results = evaluate_all(self.engine, vms)
+        # in this process: forking evaluation workers while collecting threads run could copy
+        # a lock one of them holds; this thread overlaps collection anyway
+        results = evaluate_all(self.engine, vms, workers=1)
         _count_overrides(results, self.overrides)
         self.anchor_facts.extend(f for vm in vms if (f := anchor_facts(vm)) is not None)
         scope = result.scope
