@@ -23,6 +23,7 @@ from typer.testing import CliRunner
 from auditor.bundle import verify_bundle
 from auditor.cli import app
 from auditor.run import INCOMPLETE_MARKER, RunIncompleteError, load_run
+from auditor.spool import SPOOL_DIR
 from auditor.store import RunStore
 from tests.conftest import DEMO_FLEET
 
@@ -108,6 +109,7 @@ def test_interrupted_scan_leaves_a_sealed_partial_run(
     # a whole result, marked interrupted, nothing half-written
     assert not (run_dir / INCOMPLETE_MARKER).exists()
     assert not list(run_dir.rglob("*.tmp"))
+    assert not (run_dir / SPOOL_DIR).exists()  # the finished scopes' spool became result.json
     run = load_run(run_dir)
     assert run.coverage.interrupted is True
     assert run.coverage.complete is False
