@@ -11,21 +11,18 @@ import logging
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, field, replace
-from pathlib import Path
-from typing import Any
 
-from auditor.model import VM, Coverage, Evidence, Gap, ScopeCoverage
+from auditor.model import VM, Coverage, Gap, ScopeCoverage
 from auditor.providers.base import (
     CallPool,
     Provider,
     RateLimits,
     ScopeKey,
     ScopeResult,
-    failed_scope,
+    collect_scope,
     share_pool,
 )
-from auditor.providers.pacing import PacingStopped
-from auditor.recording import EvidenceSink, keep_evidence
+from auditor.recording import EvidenceSink, SinkClosed, StoppableSink
 from auditor.shard import Shard
 from auditor.workers import NotPortable, auto_workers, pack_providers
 
@@ -53,58 +50,6 @@ class Collection:
     interrupted: bool = False
 
 
-class SinkClosed(BaseException):
-    """Raised in a collecting thread that writes after an interruption closed the sink.
-
-    A BaseException so that the providers' `except Exception` (which turns call failures into
-    gaps) lets it through: the thread stops at its next write instead of finishing its scope.
-    """
-
-
-class StoppableSink(EvidenceSink):
-    """An EvidenceSink that refuses every write once `close()` is called (on interruption).
-
-    Scopes still in flight when a scan is interrupted stop at their next write, so nothing is
-    added to the run directory or to the evidence after the partial result is decided.
-    `stopped`, if given, is asked at every write too (a collection worker's view of its
-    parent's stop flag, auditor.workers).
-    """
-
-    def __init__(
-        self, raw_dir: Path | None = None, stopped: Callable[[], bool] | None = None
-    ) -> None:
-        super().__init__(raw_dir)
-        self._closed = False
-        self._stopped = stopped
-
-    def close(self) -> None:
-        with self._lock:
-            self._closed = True
-
-    @property
-    def closed(self) -> bool:
-        return self._closed
-
-    def _check_open(self) -> None:
-        if self._closed or (self._stopped is not None and self._stopped()):
-            self._closed = True
-            raise SinkClosed("the scan was interrupted")
-
-    def _write(self, ref: str, data: Any) -> None:
-        self._check_open()
-        super()._write(ref, data)
-
-    def _save_evidence(self, kind: str, name: str, data: bytes) -> str:
-        self._check_open()
-        return super()._save_evidence(kind, name, data)
-
-    def add(self, evidence: Evidence) -> str:
-        with self._lock:
-            self._check_open()
-            keep_evidence(self.evidence, evidence, self.spool)
-        return evidence.sha256
-
-
 def _interrupted_gap(provider: str, account: str | None, region: str | None, what: str) -> Gap:
     return Gap(
         provider=provider,
@@ -121,22 +66,6 @@ def _scope_status(result: ScopeResult) -> str:
     if result.failed:
         return "failed"
     return "partial" if result.errors else "complete"
-
-
-def collect_scope(
-    calls: CallPool, provider: Provider, scope: ScopeKey, sink: EvidenceSink
-) -> ScopeResult | None:
-    """One scope in a call slot. None if the scan was interrupted at one of its writes; a
-    provider bug becomes a gap on the scope, so it never loses the other scopes."""
-    try:
-        result = calls.run_scope(provider.collect, scope, sink)
-        if calls.pacer is not None:
-            result.paced_s = calls.pacer.waited_for(scope.provider, scope.account, scope.region)
-        return result
-    except (SinkClosed, PacingStopped):
-        return None
-    except Exception as err:
-        return failed_scope(scope, type(err).__name__, f"internal error while collecting: {err}")
 
 
 def collect(

@@ -11,6 +11,7 @@ import base64
 import json
 import re
 import threading
+from collections.abc import Callable
 from datetime import date, datetime
 from pathlib import Path
 from typing import Any
@@ -206,3 +207,55 @@ class EvidenceSink:
             spool.put(item, where_key(item), last)
             if kept is not None:
                 del self.evidence[sha]
+
+
+class SinkClosed(BaseException):
+    """Raised in a collecting thread that writes after an interruption closed the sink.
+
+    A BaseException so that the providers' `except Exception` (which turns call failures into
+    gaps) lets it through: the thread stops at its next write instead of finishing its scope.
+    """
+
+
+class StoppableSink(EvidenceSink):
+    """An EvidenceSink that refuses every write once `close()` is called (on interruption).
+
+    Scopes still in flight when a scan is interrupted stop at their next write, so nothing is
+    added to the run directory or to the evidence after the partial result is decided.
+    `stopped`, if given, is asked at every write too (a collection worker's view of its
+    parent's stop flag, auditor.workers).
+    """
+
+    def __init__(
+        self, raw_dir: Path | None = None, stopped: Callable[[], bool] | None = None
+    ) -> None:
+        super().__init__(raw_dir)
+        self._closed = False
+        self._stopped = stopped
+
+    def close(self) -> None:
+        with self._lock:
+            self._closed = True
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    def _check_open(self) -> None:
+        if self._closed or (self._stopped is not None and self._stopped()):
+            self._closed = True
+            raise SinkClosed("the scan was interrupted")
+
+    def _write(self, ref: str, data: Any) -> None:
+        self._check_open()
+        super()._write(ref, data)
+
+    def _save_evidence(self, kind: str, name: str, data: bytes) -> str:
+        self._check_open()
+        return super()._save_evidence(kind, name, data)
+
+    def add(self, evidence: Evidence) -> str:
+        with self._lock:
+            self._check_open()
+            keep_evidence(self.evidence, evidence, self.spool)
+        return evidence.sha256

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from auditor._version import __version__
-from auditor.collect import ProgressListener, StoppableSink, collect
+from auditor.collect import ProgressListener, collect
 from auditor.engine import Engine, evaluate_all
 from auditor.model import (
     AuditRun,
@@ -38,6 +38,7 @@ from auditor.model import (
 )
 from auditor.providers.base import Provider, RateLimits, ScopeResult
 from auditor.providers.guest import import_guest_evidence
+from auditor.recording import StoppableSink
 from auditor.shard import Shard
 from auditor.spool import (
     SPOOL_DIR,

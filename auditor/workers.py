@@ -44,9 +44,11 @@ from auditor.providers.base import (
     RateLimits,
     ScopeKey,
     ScopeResult,
+    collect_scope,
     failed_scope,
     share_pool,
 )
+from auditor.recording import StoppableSink
 
 #: Scopes a worker should have at least, for a worker to pay for its start (about a second to
 #: import the SDKs) and its memory (one more copy of them).
@@ -321,8 +323,6 @@ def worker_main(requests: IO[bytes], replies_stream: IO[bytes]) -> int:
     try:
         packed, items, raw_dir, share, limits = pickle.load(requests)
         providers = pickle.loads(packed)
-        from auditor.collect import StoppableSink, collect_scope
-
         calls = CallPool(share, limits=limits)
         share_pool(providers, calls)
     except BaseException as err:  # say why: the parent must not wait for this worker

@@ -24,9 +24,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from auditor.api import scan
-from auditor.collect import StoppableSink
 from auditor.model import AuditRun, Evidence, Source, Verification, result_sha256
-from auditor.recording import keep_evidence, where_key
+from auditor.recording import StoppableSink, keep_evidence, where_key
 from auditor.reports.json_report import render_json
 from auditor.run import RESULT_FILE, load_run, write_run
 from auditor.spool import SPOOL_DIR, EvidenceSpool, StoredEvidence, StoredVMs

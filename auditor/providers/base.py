@@ -16,7 +16,7 @@ from typing import Any, Generic, ParamSpec, Protocol, TypeVar
 
 from auditor.model import VM, Disk, Evidence, Gap, Source, Technology
 from auditor.ratelimits import Limit
-from auditor.recording import EvidenceSink, jsonable
+from auditor.recording import EvidenceSink, SinkClosed, jsonable
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -79,6 +79,24 @@ def failed_scope(scope: ScopeKey, code: str, message: str) -> ScopeResult:
             )
         ],
     )
+
+
+def collect_scope(
+    calls: CallPool, provider: Provider, scope: ScopeKey, sink: EvidenceSink
+) -> ScopeResult | None:
+    """One scope in a call slot. None if the scan was interrupted at one of its writes; a
+    provider bug becomes a gap on the scope, so it never loses the other scopes."""
+    from auditor.providers.pacing import PacingStopped
+
+    try:
+        result = calls.run_scope(provider.collect, scope, sink)
+        if calls.pacer is not None:
+            result.paced_s = calls.pacer.waited_for(scope.provider, scope.account, scope.region)
+        return result
+    except (SinkClosed, PacingStopped):
+        return None
+    except Exception as err:
+        return failed_scope(scope, type(err).__name__, f"internal error while collecting: {err}")
 
 
 class Provider(Protocol):

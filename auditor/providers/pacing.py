@@ -73,7 +73,7 @@ class _Allowance:
 class PacingStopped(BaseException):
     """Raised in a thread waiting for an allowance when the scan stops (interrupted): a wait
     for a rate limit (up to a minute for Compute Engine) must not hold the interruption up.
-    A BaseException, like `collect.SinkClosed`, so no `except Exception` turns it into a gap."""
+    A BaseException, like `recording.SinkClosed`, so no `except Exception` turns it into a gap."""
 
 
 class Pacer:
