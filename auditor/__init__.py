@@ -19,7 +19,6 @@ from auditor._version import __version__
 
 if TYPE_CHECKING:
     from auditor.api import ScanError
-    from auditor.drift import RunDiff
     from auditor.model import (
         PROVIDER_PARTIES,
         VM,
@@ -37,6 +36,7 @@ if TYPE_CHECKING:
         VMResult,
     )
     from auditor.notebook import Run, RunVM, demo, diff, load_run, scan
+    from auditor.runs.drift import RunDiff
 
 _LAZY: dict[str, str] = {
     "ScanError": "auditor.api",
@@ -46,7 +46,7 @@ _LAZY: dict[str, str] = {
     "diff": "auditor.notebook",
     "Run": "auditor.notebook",
     "RunVM": "auditor.notebook",
-    "RunDiff": "auditor.drift",
+    "RunDiff": "auditor.runs.drift",
     **{
         name: "auditor.model"
         for name in (

@@ -16,7 +16,6 @@ from typing import Any
 
 from auditor.collect import ProgressListener
 from auditor.config import Config, ConfigError, load_config
-from auditor.drift import RunDiff, diff_runs
 from auditor.engine import Engine
 from auditor.guest.nonces import STORE_FILE as NONCE_FILE
 from auditor.guest.nonces import NonceStore, default_state_dir
@@ -28,8 +27,9 @@ from auditor.providers.gcp import GcpProvider
 from auditor.ratelimits import LimitError, limits_with
 from auditor.rules.loader import load_packs
 from auditor.run import RAW_DIR, REPLAY_META, new_run_id, run_audit
-from auditor.shard import ShardError, parse_shard
-from auditor.store import RunStore, StoreError
+from auditor.runs.drift import RunDiff, diff_runs
+from auditor.runs.shard import ShardError, parse_shard
+from auditor.runs.store import RunStore, StoreError
 from auditor.verify.maa import load_jwks
 from auditor.verify.options import HardwareOptionError, build_evidence_options
 from auditor.verify.stage import VerifyOptions
@@ -309,7 +309,7 @@ def scan(
     `operator`.
     Raises `ScanError` for unusable options and `auditor.rules.RulePackError` for a bad pack,
     both before any cloud call is made. `shard="K/N"` reads only shard K of N of the scopes
-    (auditor.shard); `ccaudit merge` combines the shard runs. Interrupted, it raises
+    (auditor.runs.shard); `ccaudit merge` combines the shard runs. Interrupted, it raises
     `auditor.run.ScanInterrupted` carrying the partial run (also written to `run_dir`).
 
     `config`: a `ccaudit.yaml` (path or `auditor.config.Config`); every option it sets applies
@@ -402,7 +402,7 @@ def scan(
             shard=slice_,
         )
     if run_store is not None and run_dir is not None:
-        from auditor.bundle import BundleError, write_manifest
+        from auditor.runs.bundle import BundleError, write_manifest
 
         try:
             write_manifest(Path(run_dir), run)
@@ -443,7 +443,7 @@ def load_run(path_or_id: str | Path, store: str | Path | RunStore | None = None)
     """A stored run: a run directory (or its result.json), a run id in the store, or `latest`.
 
     `store`: the run store that resolves ids (default: $CCAUDIT_HOME or ~/.local/share/ccaudit).
-    Raises `auditor.store.StoreError` when nothing matches.
+    Raises `auditor.runs.store.StoreError` when nothing matches.
     """
     return (_store(store) or RunStore()).load(path_or_id)
 

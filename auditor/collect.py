@@ -23,7 +23,7 @@ from auditor.providers.base import (
     share_pool,
 )
 from auditor.recording import EvidenceSink, SinkClosed, StoppableSink
-from auditor.shard import Shard
+from auditor.runs.shard import Shard
 from auditor.workers import NotPortable, auto_workers, pack_providers
 
 log = logging.getLogger(__name__)
@@ -81,7 +81,7 @@ def collect(
     """Run every provider's plan, then all their scopes concurrently.
 
     With `shard`, every plan still runs in full (it is cheap and names the scopes), and only
-    the scopes and planning gaps that shard owns are kept (auditor.shard). `processes`: worker
+    the scopes and planning gaps that shard owns are kept (auditor.runs.shard). `processes`: worker
     processes that read the scopes (auditor.workers); None chooses (`workers.auto_workers`),
     1 reads them in threads of this process. Planning always runs here. `limits`: the rate
     limits each scope is paced by (None: the documented ones; ratelimits.limits_with).

@@ -591,7 +591,7 @@ class AuditRun(_Model):
         "scan time, or a replay's recording time",
     )
 
-    # VMs and evidence read from disk (auditor.spool) are a Sequence and a Mapping: dumped as
+    # VMs and evidence read from disk (auditor.runs.spool) are a Sequence and a Mapping: dumped as
     # the list and dict they stand for.
     @field_serializer("vms")
     def _vms_value(self, value: Any) -> list[VMResult]:
@@ -623,7 +623,7 @@ def result_chunks(run: AuditRun) -> Iterator[bytes]:
 
     The run without its VMs and evidence is serialised whole; each VM and evidence entry is
     serialised alone and indented to its place (JSON strings hold no raw newline, so
-    re-indenting line by line is exact). VMs and evidence read from disk (auditor.spool) are
+    re-indenting line by line is exact). VMs and evidence read from disk (auditor.runs.spool) are
     copied as the bytes they are stored as, which are these."""
     for _, chunk in _result_parts(run):
         yield chunk
@@ -700,7 +700,7 @@ def write_result(run: AuditRun, out: BinaryIO | None, spans: ResultSpans | None 
     """Write result.json to `out` (None: nowhere) a piece at a time and return its SHA-256,
     remembered for `result_sha256`: the reports of a scan that just wrote its run do not
     serialise the whole run again to name its fingerprint. `spans`, if given, receives where
-    each VM and evidence item is in what was written (auditor.spool reads them back)."""
+    each VM and evidence item is in what was written (auditor.runs.spool reads them back)."""
     hasher = hashlib.sha256()
     at = 0
     for tag, chunk in _result_parts(run):

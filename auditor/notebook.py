@@ -33,7 +33,6 @@ import jinja2
 
 from auditor import api
 from auditor.config import Config, load_config
-from auditor.drift import RunDiff
 from auditor.model import AuditRun, Evidence, Party, VMResult
 from auditor.reports.html import asset
 from auditor.reports.tables import frames
@@ -44,7 +43,8 @@ from auditor.reports.view import (
     VMView,
     build_view,
 )
-from auditor.store import RunStore
+from auditor.runs.drift import RunDiff
+from auditor.runs.store import RunStore
 
 if TYPE_CHECKING:
     import pandas  # type: ignore[import-untyped,unused-ignore]

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from auditor.model import Evidence, json_default
-from auditor.spool import EvidenceSpool, VmOrder
+from auditor.runs.spool import EvidenceSpool, VmOrder
 
 EVIDENCE_DIR = "evidence"
 _SAFE_PART = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:@+=,-]{0,254}$")
@@ -165,7 +165,7 @@ class EvidenceSink:
             keep_evidence(self.evidence, evidence, self.spool)
         return evidence.sha256
 
-    # ------------------------------------------------------------ with a spool (auditor.spool)
+    # ------------------------------------------------------------ with a spool (auditor.runs.spool)
     def spool_to(self, spool: EvidenceSpool) -> None:
         """From now on items of finished scopes go to `spool` (`spill`), not memory."""
         self.spool = spool

@@ -39,8 +39,8 @@ from auditor.model import (
 from auditor.providers.base import Provider, RateLimits, ScopeResult
 from auditor.providers.guest import import_guest_evidence
 from auditor.recording import StoppableSink
-from auditor.shard import Shard
-from auditor.spool import (
+from auditor.runs.shard import Shard
+from auditor.runs.spool import (
     SPOOL_DIR,
     EvidenceSpool,
     ResultSpool,
@@ -120,7 +120,7 @@ def run_audit(
 
     `as_of` is the time evidence is judged at (certificate validity, log windows): now for a
     live scan, the recording time for a replay, so a replay gives the same verdicts later.
-    `shard` reads only that shard's scopes (auditor.shard). `processes`: collection worker
+    `shard` reads only that shard's scopes (auditor.runs.shard). `processes`: collection worker
     processes (auditor.workers); None chooses by the number of scopes and cores. `rate_limits`:
     what each scope is paced by (None: the documented limits; ratelimits.limits_with).
 
@@ -214,7 +214,7 @@ def run_audit(
 
 class _ScopeSpool:
     """A scan with a run directory: each scope, as it finishes, is verified and evaluated in
-    a thread of its own, and its results and evidence go to the spool (auditor.spool), so the
+    a thread of its own, and its results and evidence go to the spool (auditor.runs.spool), so the
     scan holds only the scopes in flight. What is spooled is what verifying and evaluating the
     whole fleet at once gives (tests/test_spooled_run.py), in the same order."""
 
@@ -356,7 +356,7 @@ def write_run(run: AuditRun, run_dir: Path) -> Path:
 
 def _write_run(run: AuditRun, run_dir: Path, read_back: bool) -> AuditRun:
     """Write result.json atomically. `read_back`: the run returned reads its VMs and evidence
-    from the file written (auditor.spool), not from where they were before."""
+    from the file written (auditor.runs.spool), not from where they were before."""
     run_dir.mkdir(parents=True, exist_ok=True)
     target = run_dir / RESULT_FILE
     tmp = target.with_suffix(".json.tmp")

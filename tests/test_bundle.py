@@ -19,18 +19,18 @@ from typing import Any
 import pytest
 
 from auditor.api import load_run, scan
-from auditor.bundle import (
+from auditor.model import canonical_json
+from auditor.runs.bundle import (
     MANIFEST_FILE,
     SIGNATURE_FILE,
     BundleError,
     Manifest,
     create_keypair,
     manifest_sha256,
-    reverify,
     verify_bundle,
     write_manifest,
 )
-from auditor.model import canonical_json
+from auditor.runs.reverify import reverify
 from tests.conftest import DEMO_FLEET
 
 MAA_ISSUER = "https://ccaudit-demo-maa.example"

@@ -12,10 +12,10 @@ from typer.testing import CliRunner
 
 from auditor.api import scan
 from auditor.cli import app
-from auditor.drift import STATUS_RANK, diff_runs, is_worse, render
-from auditor.gates import Gates, evaluate, exit_code
 from auditor.model import AuditRun, Finding, Level, Party, Severity, Status
 from auditor.run import write_run
+from auditor.runs.drift import STATUS_RANK, diff_runs, is_worse, render
+from auditor.runs.gates import Gates, evaluate, exit_code
 from tests.conftest import DEMO_FLEET
 
 

@@ -15,7 +15,6 @@ import yaml
 from typer.testing import CliRunner
 
 from auditor.api import recorded_at
-from auditor.bundle import compare_runs
 from auditor.cli import EXIT_INCOMPLETE, app, exit_code
 from auditor.engine import Engine
 from auditor.fakecloud import FakeCloud
@@ -26,6 +25,7 @@ from auditor.providers.base import Provider
 from auditor.providers.gcp import GcpProvider
 from auditor.rules.loader import load_packs
 from auditor.run import run_audit
+from auditor.runs.reverify import compare_runs
 from tests.conftest import DEMO_FLEET
 
 AWS_DENIED = ("aws", "111122223333", "us-east-2")

@@ -20,11 +20,11 @@ import pytest
 import yaml
 from typer.testing import CliRunner
 
-from auditor.bundle import verify_bundle
 from auditor.cli import app
 from auditor.run import INCOMPLETE_MARKER, RunIncompleteError, load_run
-from auditor.spool import SPOOL_DIR
-from auditor.store import RunStore
+from auditor.runs.bundle import verify_bundle
+from auditor.runs.spool import SPOOL_DIR
+from auditor.runs.store import RunStore
 from tests.conftest import DEMO_FLEET
 
 pytestmark = pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals")

@@ -9,9 +9,9 @@ from typing import Any
 import pytest
 
 import auditor
-from auditor.drift import diff_runs, render_markdown
 from auditor.model import AuditRun, Level, Party, Status
 from auditor.reports.view import build_view
+from auditor.runs.drift import diff_runs, render_markdown
 
 
 @pytest.fixture(scope="module")

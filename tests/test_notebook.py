@@ -138,7 +138,7 @@ def test_load_run_by_id_and_latest_and_diff(run: Run) -> None:
 
 
 def test_diff_stays_a_function_after_the_drift_module_loads() -> None:
-    import auditor.drift  # a submodule import must not shadow the function auditor.diff
+    import auditor.runs.drift  # a submodule import must not shadow the function auditor.diff
 
     assert callable(auditor.diff) and auditor.diff.__module__ == "auditor.notebook"
 

@@ -17,7 +17,7 @@ from typing import Any
 from typer.testing import CliRunner
 
 from auditor.cli import DEMO_MAA_ISSUER, app
-from auditor.store import RunStore
+from auditor.runs.store import RunStore
 from tests.conftest import DEMO_FLEET
 
 LOSES_SNP = "eu-payments-api"

@@ -10,12 +10,13 @@ import pytest
 from typer.testing import CliRunner
 
 from auditor.api import ScanError, scan
-from auditor.bundle import compare_runs, verify_bundle, write_manifest
 from auditor.cli import DEMO_MAA_ISSUER, app
-from auditor.merge import MERGE_FILE, MergeError, merge_runs
 from auditor.model import AuditRun
 from auditor.run import load_run
-from auditor.shard import Shard, ShardError, parse_shard, shard_of
+from auditor.runs.bundle import verify_bundle, write_manifest
+from auditor.runs.merge import MERGE_FILE, MergeError, merge_runs
+from auditor.runs.reverify import compare_runs
+from auditor.runs.shard import Shard, ShardError, parse_shard, shard_of
 from tests.conftest import DEMO_FLEET
 
 GUEST = DEMO_FLEET / "guest-evidence"
@@ -254,7 +255,7 @@ def test_github_matrix_runs_every_shard_then_merges() -> None:
 
 def test_store_compares_a_shard_only_with_the_same_shard() -> None:
     from auditor.model import Scope
-    from auditor.store import scope_key
+    from auditor.runs.store import scope_key
 
     one = Scope(providers=["aws"], accounts=["111122223333"], shard="1/4")
     two = one.model_copy(update={"shard": "2/4"})

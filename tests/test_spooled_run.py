@@ -1,5 +1,5 @@
-"""A scan with a run directory spools each finished scope to disk (auditor.spool): what it writes
-and returns must be what verifying and evaluating the whole fleet at once gives.
+"""A scan with a run directory spools each finished scope to disk (auditor.runs.spool): what it
+writes and returns must be what verifying and evaluating the whole fleet at once gives.
 
 The whole-run path (no run directory) is the oracle: the same replay is scanned both ways
 through the real SDKs and fakecloud, and result.json compared byte for byte, except the
@@ -28,7 +28,7 @@ from auditor.model import AuditRun, Evidence, Source, Verification, result_sha25
 from auditor.recording import StoppableSink, keep_evidence, where_key
 from auditor.reports.json_report import render_json
 from auditor.run import RESULT_FILE, load_run, write_run
-from auditor.spool import SPOOL_DIR, EvidenceSpool, StoredEvidence, StoredVMs
+from auditor.runs.spool import SPOOL_DIR, EvidenceSpool, StoredEvidence, StoredVMs
 from auditor.verify.trust_inputs import anchor_facts, run_trust_anchors, trust_anchors_of
 from benchmarks.gen_fleet import generate
 

@@ -18,7 +18,7 @@ from auditor.api import scan
 from auditor.cli import app
 from auditor.model import AuditRun, Level, Status
 from auditor.run import load_run, write_run
-from auditor.store import RunStore, StoreError, default_store_dir, scope_key
+from auditor.runs.store import RunStore, StoreError, default_store_dir, scope_key
 from tests.conftest import DEMO_FLEET, REPO
 
 
@@ -153,7 +153,7 @@ _WRITER = textwrap.dedent(
     from pathlib import Path
     sys.path.insert(0, {repo!r})
     from auditor.run import load_run, write_run
-    from auditor.store import RunStore
+    from auditor.runs.store import RunStore
 
     store = RunStore({store!r})
     seed = load_run({seed!r})

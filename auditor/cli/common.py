@@ -179,7 +179,7 @@ def load_run_or_fail(ref: Path | str, store: Path | None = None) -> AuditRun:
     """A run directory, result.json, run id or `latest`; exit 2 with one line if unusable."""
     from auditor.api import load_run
     from auditor.run import run_problem
-    from auditor.store import StoreError
+    from auditor.runs.store import StoreError
 
     try:
         return load_run(ref, store)

@@ -39,7 +39,7 @@ def demo_cmd(
 ) -> None:
     """Audit the embedded demo fleet: fakecloud + the real cloud SDK code paths, end to end."""
     from auditor.cli import steps
-    from auditor.store import StoreError
+    from auditor.runs.store import StoreError
 
     try:
         fleet = fleet_dir()

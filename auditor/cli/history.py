@@ -47,9 +47,9 @@ def diff_cmd(
     from rich.console import Console
 
     from auditor.cli.steps import Policy, gate_exit, run_store
-    from auditor.drift import diff_runs, print_table, render
-    from auditor.gates import Gates
-    from auditor.store import StoreError
+    from auditor.runs.drift import diff_runs, print_table, render
+    from auditor.runs.gates import Gates
+    from auditor.runs.store import StoreError
 
     s = run_store(store, None)
     try:
@@ -89,7 +89,7 @@ def history_cmd(
     from rich.text import Text
 
     from auditor.cli.steps import run_store
-    from auditor.store import StoreError
+    from auditor.runs.store import StoreError
 
     s = run_store(store, None)
     try:

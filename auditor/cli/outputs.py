@@ -59,7 +59,7 @@ def emit(run: AuditRun, formats: list[str], output: Path | None, run_dir: Path |
 
 def seal(run_dir: Path, run: AuditRun, signing_key: Path | None) -> None:
     """Write the run's manifest (every file hashed, chained to the previous run, signed)."""
-    from auditor.bundle import BundleError, write_manifest
+    from auditor.runs.bundle import BundleError, write_manifest
 
     try:
         write_manifest(run_dir, run, signing_key=signing_key)

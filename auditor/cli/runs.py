@@ -90,8 +90,8 @@ def merge_cmd(
     the merged coverage is incomplete (a gap in any shard, or a shard not given).
     """
     from auditor import reports
-    from auditor.merge import MergeError, merge_runs
     from auditor.run import new_run_id
+    from auditor.runs.merge import MergeError, merge_runs
 
     chosen = formats(fmt)
     run_id = new_run_id()
@@ -129,7 +129,7 @@ def keys_create(
     path: Annotated[Path, typer.Argument(help="Where to write the private key (PEM, mode 0600).")],
 ) -> None:
     """Make an Ed25519 signing key; prints the public key (also written to PATH.pub)."""
-    from auditor.bundle import BundleError, create_keypair
+    from auditor.runs.bundle import BundleError, create_keypair
 
     try:
         public = create_keypair(path)
@@ -148,7 +148,7 @@ def bundle_verify(
     as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
 ) -> None:
     """Re-hash every file, check the signature and the link to the previous run. Exit 1 if not."""
-    from auditor.bundle import verify_bundle
+    from auditor.runs.bundle import verify_bundle
 
     report = verify_bundle(run_dir, public_key=public_key)
     if as_json:
@@ -214,8 +214,9 @@ def reverify_cmd(
     which.
     """
     from auditor.api import ScanError
-    from auditor.bundle import BundleError, reverify
     from auditor.rules.loader import RulePackError
+    from auditor.runs.bundle import BundleError
+    from auditor.runs.reverify import reverify
     from auditor.verify.options import HardwareOptionError, parse_reference
 
     load_run_or_fail(run_dir)  # a corrupt result.json: one line, before anything else

@@ -12,10 +12,10 @@ from pathlib import Path
 from auditor import reports
 from auditor.cli.common import err_console, fail, note
 from auditor.config import Config, ConfigError, load_config
-from auditor.drift import RunDiff, diff_runs, print_table, render
-from auditor.gates import GateResult, Gates, evaluate, exit_code
 from auditor.model import AuditRun, Level
-from auditor.store import LATEST, RunStore, StoreError
+from auditor.runs.drift import RunDiff, diff_runs, print_table, render
+from auditor.runs.gates import GateResult, Gates, evaluate, exit_code
+from auditor.runs.store import LATEST, RunStore, StoreError
 
 DIFF_JSON = "diff.json"
 DIFF_MD = "diff.md"

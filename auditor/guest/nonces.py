@@ -51,7 +51,7 @@ class NonceRecord:
 
 def default_state_dir() -> Path:
     """`$CCAUDIT_HOME`, else `$XDG_DATA_HOME/ccaudit`, else `~/.local/share/ccaudit`: the
-    same directory as the run store (auditor.store), so one audit state holds both."""
+    same directory as the run store (auditor.runs.store), so one audit state holds both."""
     home = os.environ.get("CCAUDIT_HOME")
     if home:
         return Path(home).expanduser()

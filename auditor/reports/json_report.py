@@ -15,7 +15,7 @@ FILE = "result.json"
 
 def render_json(run: AuditRun) -> str:
     """`run.model_dump_json(indent=2)` and a newline, made a VM at a time (model.result_chunks),
-    so a run read from disk (auditor.spool) is not held whole as objects to write it."""
+    so a run read from disk (auditor.runs.spool) is not held whole as objects to write it."""
     return result_bytes(run).decode("utf-8")
 
 

@@ -506,7 +506,7 @@ def build_view(run: AuditRun) -> ReportView:
     evidence_cache: dict[str, EvidenceView] = {}
     gaps = tuple(_gap_view(g) for g in run.coverage.gaps)
 
-    # by place in the run, not by object: a run read from disk (auditor.spool) gives new
+    # by place in the run, not by object: a run read from disk (auditor.runs.spool) gives new
     # objects each time its VMs are read
     grouped: dict[tuple[str, str], list[tuple[int, VMResult]]] = {}
     for n, vm in enumerate(run.vms):

@@ -138,7 +138,8 @@ _VTPM_READ = ("ak_certified", "ak_root_sha256")
 
 def anchor_facts(vm: VM) -> dict[str, Any] | None:
     """What `trust_anchors_of` reads of a VM's document, alone (None: nothing). A run that does
-    not keep its VMs (auditor.spool) keeps this of each to count the VMs each anchor verified."""
+    not keep its VMs (auditor.runs.spool) keeps this of each, to count the VMs each anchor
+    verified."""
     doc = vm.document
     facts: dict[str, Any] = {}
     hw = doc.get("hardware")

@@ -5,7 +5,7 @@ Each gate says in one line whether it passed and why, so a red CI job explains i
 * `fail_below`: any VM below a level; `fail_below_scopes` sets the level per provider or
   per provider/account, the most specific entry winning over the global one;
 * `fail_on_regression`: any level that fell or party status that got worse than in the baseline
-  (the order is in `auditor.drift`);
+  (the order is in `auditor.runs.drift`);
 * `max_undetermined`: more UNDETERMINED party statuses in the run than allowed (evidence that
   went missing must not pass silently).
 
@@ -17,8 +17,8 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
-from auditor.drift import LevelChange, RunDiff
 from auditor.model import AuditRun, Level, Status, VMResult
+from auditor.runs.drift import LevelChange, RunDiff
 
 EXIT_OK = 0
 EXIT_GATE_FAILED = 1

@@ -37,7 +37,7 @@ from auditor.run import (
     new_run_id,
     write_run,
 )
-from auditor.shard import ShardError, parse_shard
+from auditor.runs.shard import ShardError, parse_shard
 
 #: Written beside result.json: which runs were merged, and files they disagreed on.
 MERGE_FILE = "merge.json"
@@ -66,7 +66,7 @@ class _Input:
 
 
 def _load(paths: Sequence[Path]) -> list[_Input]:
-    from auditor.bundle import MANIFEST_FILE, verify_bundle
+    from auditor.runs.bundle import MANIFEST_FILE, verify_bundle
 
     inputs: list[_Input] = []
     for path in paths:
@@ -353,7 +353,7 @@ def merge_runs(
     }
     (out_dir / MERGE_FILE).write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
     write_run(run, out_dir)
-    from auditor.bundle import BundleError, write_manifest
+    from auditor.runs.bundle import BundleError, write_manifest
 
     try:
         write_manifest(out_dir, run, signing_key=Path(signing_key) if signing_key else None)
@@ -375,7 +375,7 @@ def _earliest_recorded(inputs: list[_Input]) -> str | None:
 
 
 def _manifest_sha(run_dir: Path) -> str | None:
-    from auditor.bundle import MANIFEST_FILE, manifest_sha256
+    from auditor.runs.bundle import MANIFEST_FILE, manifest_sha256
 
     if not (run_dir / MANIFEST_FILE).is_file():
         return None
