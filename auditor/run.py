@@ -46,6 +46,7 @@ from auditor.runs.spool import (
     ResultSpool,
     StoredEvidence,
     StoredVMs,
+    read_stored,
     vm_order,
 )
 from auditor.verify.stage import VerifyOptions, verified_items, verify_vms
@@ -394,7 +395,11 @@ def run_problem(path: Path | str, err: BaseException) -> str:
 
 
 def load_run(path: str | Path) -> AuditRun:
-    """Read a stored run: a run directory or its result.json."""
+    """Read a stored run: a run directory or its result.json.
+
+    Its VMs and evidence are read from the file when asked (auditor.runs.spool.read_stored:
+    every entry validated once, one at a time), so comparing with or reporting on a large
+    run does not hold it whole; a file not laid out as cc-auditor writes it is read whole."""
     p = Path(path)
     if p.is_dir():
         if not (p / RESULT_FILE).is_file() and (p / INCOMPLETE_MARKER).is_file():
@@ -403,4 +408,7 @@ def load_run(path: str | Path) -> AuditRun:
                 f"{INCOMPLETE_MARKER} marker present)"
             )
         p = p / RESULT_FILE
+    stored = read_stored(p)
+    if stored is not None:
+        return stored
     return AuditRun.model_validate_json(p.read_bytes())

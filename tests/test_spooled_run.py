@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import copy
 import hashlib
+import json
 import pickle
 import re
 from datetime import UTC, datetime
@@ -22,6 +23,7 @@ from typing import Any
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from pydantic import ValidationError
 
 from auditor.api import scan
 from auditor.model import AuditRun, Evidence, Source, Verification, result_sha256
@@ -233,3 +235,83 @@ def test_spool_keeps_what_the_whole_run_keeps(
     assert {k: where_key(v) for k, v in stored.items()} == {
         k: where_key(v) for k, v in whole.items()
     }
+
+
+# ------------------------------------------------ a stored run read back an entry at a time
+@pytest.fixture(scope="module")
+def stored_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    run_dir = tmp_path_factory.mktemp("stored") / "run"
+    scan(replay=DEMO, run_dir=run_dir, run_id="stored", concurrency=4, processes=1)
+    return run_dir / RESULT_FILE
+
+
+def _whole(path: Path) -> AuditRun:
+    return AuditRun.model_validate_json(path.read_bytes())
+
+
+def test_load_run_reads_entries_when_asked_and_gives_the_whole_file(stored_run: Path) -> None:
+    run = load_run(stored_run.parent)
+    assert isinstance(run.vms, StoredVMs) and isinstance(run.evidence, StoredEvidence)
+    whole = _whole(stored_run)
+    assert run == whole and run.vms == whole.vms and run.evidence == whole.evidence
+    assert list(run.evidence) == list(whole.evidence)
+    assert result_sha256(run) == hashlib.sha256(stored_run.read_bytes()).hexdigest()
+    assert render_json(run).encode() == stored_run.read_bytes()
+
+
+def _rewritten(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "result.json"
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        "indent 4",  # another layout
+        "key order",  # laid out alike, but a VM's keys in another order
+        "evidence key twice",  # the same item key twice: the whole-file reader decides
+        "vms twice",
+    ],
+)
+def test_a_file_not_written_by_us_is_read_whole_as_before(
+    stored_run: Path, tmp_path: Path, change: str
+) -> None:
+    text = stored_run.read_text(encoding="utf-8")
+    if change == "indent 4":
+        text = json.dumps(json.loads(text), indent=4)
+    elif change == "key order":
+        text = text.replace('"provider": "aws",\n      "account"', '"account"', 1).replace(
+            '"account": "111122223333",\n      "region"',
+            '"account": "111122223333",\n      "provider": "aws",\n      "region"',
+            1,
+        )
+        assert json.loads(text) == json.loads(stored_run.read_text(encoding="utf-8"))
+    elif change == "evidence key twice":
+        opening = text.index('\n  "evidence": {\n') + len('\n  "evidence": {\n')
+        first_end = text.index("\n    },\n", opening) + len("\n    },\n")
+        text = text[:opening] + text[opening:first_end] + text[opening:]
+    else:
+        text = text.replace('\n  "evidence": {', '\n  "vms": [],\n  "evidence": {', 1)
+    path = _rewritten(tmp_path, text)
+    run = load_run(path)
+    assert type(run.vms) is list and type(run.evidence) is dict
+    assert run == _whole(path)
+
+
+def test_a_bad_entry_gives_the_whole_file_readers_error(stored_run: Path, tmp_path: Path) -> None:
+    text = stored_run.read_text(encoding="utf-8").replace('"level": "L', '"level": "L9', 1)
+    path = _rewritten(tmp_path, text)
+    with pytest.raises(ValidationError) as err:
+        load_run(path)
+    assert err.value.errors()[0]["loc"][:2] == ("vms", 0)  # names the VM, as before
+
+
+def test_an_empty_run_is_read_as_stored(stored_run: Path, tmp_path: Path) -> None:
+    empty = _whole(stored_run).model_copy(update={"vms": [], "evidence": {}})
+    write_run(empty, tmp_path / "run")
+    text = (tmp_path / "run" / RESULT_FILE).read_text(encoding="utf-8")
+    assert '\n  "vms": [],\n' in text and '\n  "evidence": {},\n' in text
+    loaded = load_run(tmp_path / "run")
+    assert isinstance(loaded.vms, StoredVMs) and list(loaded.vms) == []
+    assert loaded == empty

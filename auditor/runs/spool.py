@@ -16,13 +16,14 @@ scopes finished in.
 
 from __future__ import annotations
 
+import json
 import threading
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO, overload
 
-from auditor.model import Evidence, VMResult, nested_json
+from auditor.model import AuditRun, Evidence, VMResult, nested_json
 
 #: The spool files' folder in the run directory, present only while a scan writes it.
 SPOOL_DIR = ".spool"
@@ -241,3 +242,95 @@ class StoredEvidence(Mapping[str, Evidence]):
 
     def __repr__(self) -> str:
         return f"StoredEvidence({len(self)} items in {self.path})"
+
+
+# ------------------------------------------------------------------ reading a stored run
+_VM_ENTRY = b"    {\n"
+_NESTED_LINE = b"      "  # every line inside an entry is indented deeper than the entry
+_ENTRY_ENDS = (b"    }\n", b"    },\n")
+
+
+def read_stored(path: Path) -> AuditRun | None:
+    """A stored result.json as a run whose VMs and evidence are read when asked, or None when
+    the file is not exactly as `model.result_chunks` writes it (then read it whole).
+
+    One pass over the file, an entry at a time: each VM and evidence item is validated and
+    must serialise back to its very bytes, so what the run gives (its digest, its JSON) is
+    what reading the whole file gives; anything else (another layout, a field that does not
+    validate, a key given twice) returns None, and the whole-file read reports it as before.
+    """
+    from pydantic import ValidationError
+
+    shell = bytearray()
+    vm_spans: list[tuple[int, int]] = []
+    keys: list[str] = []
+    ev_spans: list[tuple[int, int]] = []
+    section = ""  # "", "vms" or "evidence"
+    opened: set[bytes] = set()
+    entry = bytearray()
+    start = -1
+    key = ""
+    at = 0
+    try:
+        with path.open("rb") as f:
+            for line in f:
+                if section == "":
+                    name = line[3:6]
+                    if line.startswith((b'  "vms": ', b'  "evidence": ')):
+                        if name in opened:  # given twice: the whole-file reader keeps the last
+                            return None
+                        opened.add(name)
+                    if line in (b'  "vms": [\n', b'  "evidence": {\n'):
+                        section = "vms" if name == b"vms" else "evidence"
+                    else:
+                        shell += line
+                elif start < 0:  # between entries: one opens, or the section closes
+                    if section == "vms" and line == _VM_ENTRY:
+                        start = at + 4
+                        entry = bytearray(b"{\n")
+                    elif (
+                        section == "evidence"
+                        and line.startswith(b'    "')
+                        and line.endswith(b'": {\n')
+                    ):
+                        key = json.loads(line[4:-4])
+                        if not isinstance(key, str):
+                            return None
+                        start = at + len(line) - 2
+                        entry = bytearray(b"{\n")
+                    elif line in (b"  ]\n", b"  ],\n") and section == "vms":
+                        shell += b'  "vms": []' + line[3:]
+                        section = ""
+                    elif line in (b"  }\n", b"  },\n") and section == "evidence":
+                        shell += b'  "evidence": {}' + line[3:]
+                        section = ""
+                    else:
+                        return None
+                elif line.startswith(_NESTED_LINE):
+                    entry += line
+                elif line in _ENTRY_ENDS:
+                    entry += b"    }"
+                    span = (start, len(entry))
+                    if section == "vms":
+                        if nested_json(VMResult.model_validate_json(entry)) != entry:
+                            return None
+                        vm_spans.append(span)
+                    else:
+                        if nested_json(Evidence.model_validate_json(entry)) != entry:
+                            return None
+                        keys.append(key)
+                        ev_spans.append(span)
+                    start = -1
+                else:
+                    return None
+                at += len(line)
+        if section or len(set(keys)) != len(keys):
+            return None
+        run = AuditRun.model_validate_json(bytes(shell))
+    except (ValidationError, ValueError, UnicodeDecodeError):
+        return None
+    if run.vms or run.evidence:
+        return None
+    return run.model_copy(
+        update={"vms": StoredVMs(path, vm_spans), "evidence": StoredEvidence(path, keys, ev_spans)}
+    )
