@@ -271,17 +271,19 @@ def _party_reason(vm: VMResult, party: Party) -> str:
 
 def diff_runs(a: AuditRun, b: AuditRun) -> RunDiff:
     """What changed from baseline `a` to run `b`."""
-    old = {vm.key: vm for vm in a.vms}
-    new = {vm.key: vm for vm in b.vms}
-    added = tuple(_vm_change(new[k]) for k in sorted(new.keys() - old.keys()))
-    removed = tuple(_vm_change(old[k]) for k in sorted(old.keys() - new.keys()))
+    # each VM's place, not the VM: a stored run (auditor.runs.spool) reads one when asked, so
+    # comparing two large runs holds neither whole
+    old = {vm.key: n for n, vm in enumerate(a.vms)}
+    new = {vm.key: n for n, vm in enumerate(b.vms)}
+    added = tuple(_vm_change(b.vms[new[k]]) for k in sorted(new.keys() - old.keys()))
+    removed = tuple(_vm_change(a.vms[old[k]]) for k in sorted(old.keys() - new.keys()))
     levels: list[LevelChange] = []
     parties: list[PartyChange] = []
     appeared: list[FindingChange] = []
     resolved: list[FindingChange] = []
     unchanged = 0
     for key in sorted(old.keys() & new.keys()):
-        before, after = old[key], new[key]
+        before, after = a.vms[old[key]], b.vms[new[key]]
         touched = False
         if before.level is not after.level:
             levels.append(
