@@ -299,6 +299,26 @@ def test_a_file_not_written_by_us_is_read_whole_as_before(
     assert run == _whole(path)
 
 
+@pytest.mark.parametrize("cut", ["missing comma", "trailing comma"])
+def test_json_that_is_not_json_is_refused_as_before(
+    stored_run: Path, tmp_path: Path, cut: str
+) -> None:
+    # laid out line by line like ours, but not JSON: the entry-at-a-time reader must not accept
+    # what the whole-file reader refuses
+    text = stored_run.read_text(encoding="utf-8")
+    vms = text.index('\n  "vms": [\n')  # the edit is in the VMs, not in the rest of the run
+    head, tail = text[:vms], text[vms:]
+    if cut == "missing comma":
+        tail = tail.replace("\n    },\n    {\n", "\n    }\n    {\n", 1)
+    else:
+        tail = tail.replace("\n    }\n  ],\n", "\n    },\n  ],\n", 1)
+    assert tail != text[vms:]
+    text = head + tail
+    path = _rewritten(tmp_path, text)
+    with pytest.raises(ValidationError, match=r"json_invalid|Invalid JSON"):
+        load_run(path)
+
+
 def test_a_bad_entry_gives_the_whole_file_readers_error(stored_run: Path, tmp_path: Path) -> None:
     text = stored_run.read_text(encoding="utf-8").replace('"level": "L', '"level": "L9', 1)
     path = _rewritten(tmp_path, text)

@@ -33,6 +33,9 @@ def emit(run: AuditRun, formats: list[str], output: Path | None, run_dir: Path |
         else:
             print_table(run, Console())
     for name in files:
+        if name == "json":  # written a VM at a time: a large run is never whole in memory
+            _emit_json(run, output, run_dir, bool(to_stdout), files)
+            continue
         try:
             rendered = reports.render(run, name)
         except reports.ReportError as err:
@@ -55,6 +58,40 @@ def emit(run: AuditRun, formats: list[str], output: Path | None, run_dir: Path |
                 raise fail(f"cannot write {target}: {err.strerror or err}") from err
             if not to_stdout:
                 note(f"wrote {target}")
+
+
+def _emit_json(
+    run: AuditRun, output: Path | None, run_dir: Path | None, to_stdout: bool, files: list[str]
+) -> None:
+    """`emit` for the JSON report, streamed to each place it goes (the rules are emit's)."""
+    from auditor.reports.json_report import FILE, write_json
+
+    if to_stdout:
+        write_json(run, sys.stdout.buffer)
+        sys.stdout.flush()
+    targets: list[Path] = []
+    if output is not None:
+        one = len(files) == 1 and not output.is_dir()
+        targets.append(output if one else output / FILE)
+    stored = getattr(run.vms, "path", None)  # a run read from (or just written to) a file
+    if run_dir is not None and not (stored is not None and _same_file(stored, run_dir / FILE)):
+        targets.append(run_dir / FILE)  # else the file holds these very bytes already
+    for target in targets:
+        try:
+            target.parent.mkdir(parents=True, exist_ok=True)
+            with target.open("wb") as out:
+                write_json(run, out)
+        except OSError as err:
+            raise fail(f"cannot write {target}: {err.strerror or err}") from err
+        if not to_stdout:
+            note(f"wrote {target}")
+
+
+def _same_file(a: Path, b: Path) -> bool:
+    try:
+        return a.resolve() == b.resolve()
+    except OSError:
+        return False
 
 
 def seal(run_dir: Path, run: AuditRun, signing_key: Path | None) -> None:

@@ -8,7 +8,9 @@ Top-level keys: `schema_version`, `tool`, `run_id`, `started_at`, `finished_at`,
 
 from __future__ import annotations
 
-from auditor.model import AuditRun, result_bytes
+from typing import BinaryIO
+
+from auditor.model import AuditRun, result_bytes, write_result
 
 FILE = "result.json"
 
@@ -20,4 +22,10 @@ def render_json(run: AuditRun) -> str:
 
 
 def render(run: AuditRun) -> dict[str, bytes]:
-    return {FILE: render_json(run).encode("utf-8")}
+    return {FILE: result_bytes(run)}
+
+
+def write_json(run: AuditRun, out: BinaryIO) -> None:
+    """The same bytes written a VM at a time, never whole in memory (`ccaudit scan --format
+    json` of a large fleet)."""
+    write_result(run, out)

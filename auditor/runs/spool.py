@@ -267,6 +267,7 @@ def read_stored(path: Path) -> AuditRun | None:
     ev_spans: list[tuple[int, int]] = []
     section = ""  # "", "vms" or "evidence"
     opened: set[bytes] = set()
+    more = True  # after an entry: whether "}," said another follows (a section opens with one)
     entry = bytearray()
     start = -1
     key = ""
@@ -275,6 +276,7 @@ def read_stored(path: Path) -> AuditRun | None:
         with path.open("rb") as f:
             for line in f:
                 if section == "":
+                    more = True
                     name = line[3:6]
                     if line.startswith((b'  "vms": ', b'  "evidence": ')):
                         if name in opened:  # given twice: the whole-file reader keeps the last
@@ -285,6 +287,9 @@ def read_stored(path: Path) -> AuditRun | None:
                     else:
                         shell += line
                 elif start < 0:  # between entries: one opens, or the section closes
+                    closes = line in (b"  ]\n", b"  ],\n", b"  }\n", b"  },\n")
+                    if closes == more:  # "}," must be followed by an entry, "}" must close
+                        return None
                     if section == "vms" and line == _VM_ENTRY:
                         start = at + 4
                         entry = bytearray(b"{\n")
@@ -300,15 +305,16 @@ def read_stored(path: Path) -> AuditRun | None:
                         entry = bytearray(b"{\n")
                     elif line in (b"  ]\n", b"  ],\n") and section == "vms":
                         shell += b'  "vms": []' + line[3:]
-                        section = ""
+                        section, more = "", True
                     elif line in (b"  }\n", b"  },\n") and section == "evidence":
                         shell += b'  "evidence": {}' + line[3:]
-                        section = ""
+                        section, more = "", True
                     else:
                         return None
                 elif line.startswith(_NESTED_LINE):
                     entry += line
                 elif line in _ENTRY_ENDS:
+                    more = line == b"    },\n"
                     entry += b"    }"
                     span = (start, len(entry))
                     if section == "vms":
@@ -329,8 +335,9 @@ def read_stored(path: Path) -> AuditRun | None:
         run = AuditRun.model_validate_json(bytes(shell))
     except (ValidationError, ValueError, UnicodeDecodeError):
         return None
-    if run.vms or run.evidence:
-        return None
+    canonical = run.model_copy(update={"vms": [], "evidence": {}}).model_dump_json(indent=2)
+    if run.vms or run.evidence or (canonical + "\n").encode("utf-8") != shell:
+        return None  # the file is byte for byte what writing this run gives, or it is read whole
     return run.model_copy(
         update={"vms": StoredVMs(path, vm_spans), "evidence": StoredEvidence(path, keys, ev_spans)}
     )
