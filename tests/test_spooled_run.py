@@ -335,3 +335,22 @@ def test_an_empty_run_is_read_as_stored(stored_run: Path, tmp_path: Path) -> Non
     loaded = load_run(tmp_path / "run")
     assert isinstance(loaded.vms, StoredVMs) and list(loaded.vms) == []
     assert loaded == empty
+
+
+def test_sealing_reads_the_run_id_without_reading_the_run(stored_run: Path, tmp_path: Path) -> None:
+    import shutil
+
+    from auditor.runs.bundle import BundleError, _run_id_of, write_manifest
+
+    assert _run_id_of(stored_run) == "stored"
+    copy_dir = tmp_path / "copy"
+    shutil.copytree(stored_run.parent, copy_dir)
+    other = load_run(stored_run.parent).model_copy(update={"run_id": "other"})
+    with pytest.raises(BundleError, match="'stored', not 'other'"):
+        write_manifest(copy_dir, other)
+    # another layout: the id is still found (the whole file is parsed then)
+    result = copy_dir / RESULT_FILE
+    result.write_text(json.dumps(json.loads(result.read_text()), indent=4), encoding="utf-8")
+    assert _run_id_of(result) == "stored"
+    with pytest.raises(BundleError, match="'stored', not 'other'"):
+        write_manifest(copy_dir, other)

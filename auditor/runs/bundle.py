@@ -404,11 +404,25 @@ def _check_result_matches(run_dir: Path, run: AuditRun) -> None:
     if not result.is_file():
         return
     try:
-        stored = json.loads(result.read_bytes()).get("run_id")
+        stored = _run_id_of(result)
     except (OSError, ValueError, AttributeError) as err:
         raise BundleError(f"{result}: unreadable: {err}") from err
     if stored != run.run_id:
         raise BundleError(f"{result} is run {stored!r}, not {run.run_id!r}")
+
+
+def _run_id_of(result: Path) -> Any:
+    """The run id a result.json names, from its top-level line as cc-auditor writes it (the id
+    comes before the VMs), so sealing a large run does not parse all of it; a file laid out
+    otherwise is parsed whole."""
+    field = b'  "run_id": '
+    with result.open("rb") as f:
+        for line in f:
+            if line.startswith(field):
+                return json.loads(line[len(field) :].rstrip(b"\n").removesuffix(b","))
+            if line.startswith(b'  "vms": '):
+                break
+    return json.loads(result.read_bytes()).get("run_id")
 
 
 def _previous_link(run_dir: Path, run: AuditRun, previous: Path | None) -> PreviousLink | None:
