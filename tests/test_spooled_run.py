@@ -272,6 +272,7 @@ def _rewritten(tmp_path: Path, text: str) -> Path:
         "key order",  # laid out alike, but a VM's keys in another order
         "evidence key twice",  # the same item key twice: the whole-file reader decides
         "vms twice",
+        "key escaped",  # the same key written with an escape: same JSON, other bytes
     ],
 )
 def test_a_file_not_written_by_us_is_read_whole_as_before(
@@ -291,8 +292,11 @@ def test_a_file_not_written_by_us_is_read_whole_as_before(
         opening = text.index('\n  "evidence": {\n') + len('\n  "evidence": {\n')
         first_end = text.index("\n    },\n", opening) + len("\n    },\n")
         text = text[:opening] + text[opening:first_end] + text[opening:]
-    else:
+    elif change == "vms twice":
         text = text.replace('\n  "evidence": {', '\n  "vms": [],\n  "evidence": {', 1)
+    else:
+        at = text.index('\n  "evidence": {\n') + len('\n  "evidence": {\n') + 5
+        text = text[:at] + "\\u00" + format(ord(text[at]), "02x") + text[at + 1 :]
     path = _rewritten(tmp_path, text)
     run = load_run(path)
     assert type(run.vms) is list and type(run.evidence) is dict

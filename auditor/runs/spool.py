@@ -23,6 +23,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO, overload
 
+from pydantic_core import to_json
+
 from auditor.model import AuditRun, Evidence, VMResult, nested_json
 
 #: The spool files' folder in the run directory, present only while a scan writes it.
@@ -299,8 +301,8 @@ def read_stored(path: Path) -> AuditRun | None:
                         and line.endswith(b'": {\n')
                     ):
                         key = json.loads(line[4:-4])
-                        if not isinstance(key, str):
-                            return None
+                        if not isinstance(key, str) or to_json(key) != line[4:-4]:
+                            return None  # a key written otherwise (escapes) than ours
                         start = at + len(line) - 2
                         entry = bytearray(b"{\n")
                     elif line in (b"  ]\n", b"  ],\n") and section == "vms":
