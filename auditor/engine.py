@@ -248,7 +248,7 @@ class Engine:
             return None
         try:
             # the technology fits each finding's remediation, so it is part of the key
-            key = (
+            return (
                 provider,
                 proof,
                 vm.document.get("technology"),
@@ -256,7 +256,6 @@ class Engine:
             )
         except TypeError:
             return None
-        return key
 
     def _case(self, vm: Any) -> _Case:
         """What the rules decide on this VM's fields, worked out once per distinct set of them.

@@ -642,7 +642,7 @@ def _result_parts(run: AuditRun) -> Iterator[tuple[str | None, bytes]]:
     yield None, (shell[:vms_at] + _EMPTY_VMS[:-2]).encode("utf-8")
     stored_vms = getattr(run.vms, "chunks", None)
     vms = stored_vms() if stored_vms is not None else (nested_json(vm) for vm in run.vms)
-    yield from _members((("", vm) for vm in vms), b"[", b"]")
+    yield from _members((("", b"", vm) for vm in vms), b"[", b"]")
     yield None, (shell[vms_at + len(_EMPTY_VMS) : evidence_at] + _EMPTY_EVIDENCE[:-2]).encode()
     stored_evidence = getattr(run.evidence, "chunks", None)
     items: Iterator[tuple[str, bytes]] = (
@@ -660,20 +660,15 @@ def nested_json(model: BaseModel) -> bytes:
 
 
 def _members(
-    entries: Iterator[tuple[str, bytes]] | Iterator[tuple[str, bytes, bytes]],
-    opening: bytes,
-    closing: bytes,
+    entries: Iterator[tuple[str, bytes, bytes]], opening: bytes, closing: bytes
 ) -> Iterator[tuple[str | None, bytes]]:
     """A top-level array or object of already indented entries, as pydantic lays it out
-    (an empty one on a single line). An entry is (tag, value) or (tag, key prefix, value);
-    the value is its own piece, tagged."""
+    (an empty one on a single line). An entry is (tag, key prefix or b"", value); the value
+    is its own piece, tagged."""
     first = True
-    for entry in entries:
-        lead = (opening if first else b",") + b"\n    "
-        if len(entry) == 3:
-            lead += entry[1]
-        yield None, lead
-        yield entry[0], entry[-1]
+    for tag, prefix, value in entries:
+        yield None, (opening if first else b",") + b"\n    " + prefix
+        yield tag, value
         first = False
     yield None, opening + closing if first else b"\n  " + closing
 

@@ -192,14 +192,16 @@ class EvidenceSink:
         assert spool is not None
         with self._lock:
             kept = self.evidence.get(sha)
-            earlier = spool.verifier(sha)
             if kept is None and (sha not in spool or verifier is None):
                 return  # nothing new: the spooled copy stands
-            item = kept if kept is not None else spool.load(sha)
+            earlier = spool.verifier(sha)
+            spooled = spool.load(sha) if kept is None or earlier is not None else None
+            item = kept if kept is not None else spooled
+            assert item is not None
             verification = item.verification
             last = None
-            if earlier is not None:
-                last, verification = earlier, spool.load(sha).verification
+            if earlier is not None and spooled is not None:
+                last, verification = earlier, spooled.verification
             if verifier is not None and verified is not None and (last is None or verifier > last):
                 last, verification = verifier, verified.verification
             if verification is not item.verification:

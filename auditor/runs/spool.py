@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import json
 import threading
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO, overload
@@ -61,12 +61,18 @@ class _Chunks:
 
 
 def read_span(path: Path, offset: int, length: int) -> bytes:
+    return next(_read_spans(path, ((offset, length),)))
+
+
+def _read_spans(path: Path, spans: Iterable[tuple[int, int]]) -> Iterator[bytes]:
+    """Each (offset, length) of `path` in turn, from one open file."""
     with path.open("rb") as f:
-        f.seek(offset)
-        data = f.read(length)
-    if len(data) != length:
-        raise OSError(f"{path}: cut short ({len(data)} of {length} bytes at {offset})")
-    return data
+        for offset, length in spans:
+            f.seek(offset)
+            data = f.read(length)
+            if len(data) != length:
+                raise OSError(f"{path}: cut short ({len(data)} of {length} bytes at {offset})")
+            yield data
 
 
 @dataclass(slots=True)
@@ -181,10 +187,7 @@ class StoredVMs(Sequence[VMResult]):
 
     def chunks(self) -> Iterator[bytes]:
         """Each VM as result.json holds it (nested two levels), in order, from one open file."""
-        with self.path.open("rb") as f:
-            for offset, length in self._spans:
-                f.seek(offset)
-                yield f.read(length)
+        return _read_spans(self.path, self._spans)
 
     def spans(self) -> list[tuple[int, int]]:
         return list(self._spans)
@@ -226,11 +229,8 @@ class StoredEvidence(Mapping[str, Evidence]):
 
     def chunks(self) -> Iterator[tuple[str, bytes]]:
         """(key, the item as result.json holds it), in key order, from one open file."""
-        with self.path.open("rb") as f:
-            for key in self._keys:
-                offset, length = self._spans[key]
-                f.seek(offset)
-                yield key, f.read(length)
+        spans = (self._spans[key] for key in self._keys)
+        return zip(self._keys, _read_spans(self.path, spans), strict=True)
 
     def __eq__(self, other: object) -> bool:
         if isinstance(other, Mapping):
