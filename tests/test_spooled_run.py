@@ -358,3 +358,20 @@ def test_sealing_reads_the_run_id_without_reading_the_run(stored_run: Path, tmp_
     assert _run_id_of(result) == "stored"
     with pytest.raises(BundleError, match="'stored', not 'other'"):
         write_manifest(copy_dir, other)
+
+
+@pytest.mark.parametrize("name", ["json", "csv", "markdown", "sarif"])
+def test_report_writers_write_what_render_gives(stored_run: Path, name: str) -> None:
+    import io
+
+    from auditor import reports
+
+    run = load_run(stored_run.parent)
+    written = {}
+    for rel, write_file in reports.writers(run, name).items():
+        out = io.BytesIO()
+        write_file(out)
+        written[rel] = out.getvalue()
+    assert written == reports.render(run, name)
+    if name == "json":
+        assert written["result.json"] == stored_run.read_bytes()

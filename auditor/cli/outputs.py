@@ -33,63 +33,43 @@ def emit(run: AuditRun, formats: list[str], output: Path | None, run_dir: Path |
         else:
             print_table(run, Console())
     for name in files:
-        if name == "json":  # written a VM at a time: a large run is never whole in memory
-            _emit_json(run, output, run_dir, bool(to_stdout), files)
-            continue
         try:
-            rendered = reports.render(run, name)
+            rendered = reports.writers(run, name)
         except reports.ReportError as err:
             raise fail(f"--format {name}: {err}") from err
         if to_stdout:
-            for data in rendered.values():
-                sys.stdout.write(data.decode("utf-8"))
-        pairs: list[tuple[Path, bytes]] = []
+            sys.stdout.flush()
+            for write_file in rendered.values():
+                write_file(sys.stdout.buffer)
+            sys.stdout.buffer.flush()
+        pairs: list[tuple[Path, reports.Writer]] = []
         if output is not None and len(files) == 1 and len(rendered) == 1 and not output.is_dir():
             pairs.append((output, next(iter(rendered.values()))))
         elif output is not None:
-            pairs.extend((output / rel, data) for rel, data in rendered.items())
+            pairs.extend((output / rel, w) for rel, w in rendered.items())
         if run_dir is not None:
-            pairs.extend((run_dir / rel, data) for rel, data in rendered.items())
-        for target, data in pairs:
+            # never over the file the run reads its VMs from: it holds these very bytes
+            pairs.extend(
+                (run_dir / rel, w)
+                for rel, w in rendered.items()
+                if not _read_from(run, run_dir / rel)
+            )
+        for target, write_file in pairs:
             try:
                 target.parent.mkdir(parents=True, exist_ok=True)
-                target.write_bytes(data)
+                with target.open("wb") as out:
+                    write_file(out)
             except OSError as err:
                 raise fail(f"cannot write {target}: {err.strerror or err}") from err
             if not to_stdout:
                 note(f"wrote {target}")
 
 
-def _emit_json(
-    run: AuditRun, output: Path | None, run_dir: Path | None, to_stdout: bool, files: list[str]
-) -> None:
-    """`emit` for the JSON report, streamed to each place it goes (the rules are emit's)."""
-    from auditor.reports.json_report import FILE, write_json
-
-    if to_stdout:
-        write_json(run, sys.stdout.buffer)
-        sys.stdout.flush()
-    targets: list[Path] = []
-    if output is not None:
-        one = len(files) == 1 and not output.is_dir()
-        targets.append(output if one else output / FILE)
-    stored = getattr(run.vms, "path", None)  # a run read from (or just written to) a file
-    if run_dir is not None and not (stored is not None and _same_file(stored, run_dir / FILE)):
-        targets.append(run_dir / FILE)  # else the file holds these very bytes already
-    for target in targets:
-        try:
-            target.parent.mkdir(parents=True, exist_ok=True)
-            with target.open("wb") as out:
-                write_json(run, out)
-        except OSError as err:
-            raise fail(f"cannot write {target}: {err.strerror or err}") from err
-        if not to_stdout:
-            note(f"wrote {target}")
-
-
-def _same_file(a: Path, b: Path) -> bool:
+def _read_from(run: AuditRun, target: Path) -> bool:
+    """Whether `target` is the result.json a stored run reads its VMs from (auditor.runs.spool)."""
+    stored = getattr(run.vms, "path", None)
     try:
-        return a.resolve() == b.resolve()
+        return stored is not None and Path(stored).resolve() == target.resolve()
     except OSError:
         return False
 

@@ -138,14 +138,15 @@ def write_outputs(run: AuditRun, config: Config | None) -> None:
         return
     for name, target in config.output_paths().items():
         try:
-            rendered = reports.render(run, name)
+            rendered = reports.writers(run, name)
         except reports.ReportError as err:
             err_console.print(f"[yellow]warning:[/] {err}", highlight=False, soft_wrap=True)
             continue
-        for rel, data in rendered.items():
+        for rel, write_file in rendered.items():
             path = target if len(rendered) == 1 else target / Path(rel).name
             path.parent.mkdir(parents=True, exist_ok=True)
-            path.write_bytes(data)
+            with path.open("wb") as out:
+                write_file(out)
             note(f"wrote {path}")
 
 

@@ -11,7 +11,9 @@ import importlib
 import json
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
+from typing import BinaryIO
 
 from auditor.model import AuditRun
 
@@ -86,24 +88,57 @@ def unavailable(name: str) -> str | None:
     return check() if check is not None else None
 
 
-def render(run: AuditRun, name: str) -> Rendered:
+def _format(name: str) -> ReportFormat:
     fmt = FORMATS.get(name)
     if fmt is None:
         raise ReportError(f"unknown format {name!r} (known: {', '.join(names())})")
+    return fmt
+
+
+def _missing(name: str, err: ImportError) -> ReportError:
+    return ReportError(f"format {name} needs a package that is not installed: {err}")
+
+
+def render(run: AuditRun, name: str) -> Rendered:
+    fmt = _format(name)
     try:
         return fmt.renderer()(run)
     except ImportError as err:
-        raise ReportError(f"format {name} needs a package that is not installed: {err}") from err
+        raise _missing(name, err) from err
+
+
+#: What writes one file of a report into an open binary file.
+Writer = Callable[[BinaryIO], object]
+
+
+def writers(run: AuditRun, name: str) -> dict[str, Writer]:
+    """Each file of a format (`{relative name: writer}`), for writing where it goes. A format
+    module with a `writers` function writes a piece at a time (JSON: a VM at a time, so a large
+    run is never whole in memory); the others are rendered first."""
+    fmt = _format(name)
+    try:
+        streamed = getattr(importlib.import_module(fmt.module), "writers", None)
+    except ImportError as err:
+        raise _missing(name, err) from err
+    if streamed is not None:
+        found: dict[str, Writer] = streamed(run)
+        return found
+    return {rel: partial(_put, data) for rel, data in render(run, name).items()}
+
+
+def _put(data: bytes, out: BinaryIO) -> None:
+    out.write(data)
 
 
 def write(run: AuditRun, name: str, directory: Path) -> list[Path]:
-    """Render one format into `directory`; returns the files written."""
+    """Write one format into `directory`; returns the files written."""
     written: list[Path] = []
-    for rel, data in render(run, name).items():
+    for rel, write_file in writers(run, name).items():
         target = directory / rel
         target.parent.mkdir(parents=True, exist_ok=True)
         tmp = target.with_name(target.name + ".tmp")
-        tmp.write_bytes(data)
+        with tmp.open("wb") as out:
+            write_file(out)
         tmp.replace(target)
         written.append(target)
     return written

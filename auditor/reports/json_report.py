@@ -8,6 +8,8 @@ Top-level keys: `schema_version`, `tool`, `run_id`, `started_at`, `finished_at`,
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from functools import partial
 from typing import BinaryIO
 
 from auditor.model import AuditRun, result_bytes, write_result
@@ -25,7 +27,7 @@ def render(run: AuditRun) -> dict[str, bytes]:
     return {FILE: result_bytes(run)}
 
 
-def write_json(run: AuditRun, out: BinaryIO) -> None:
+def writers(run: AuditRun) -> dict[str, Callable[[BinaryIO], object]]:
     """The same bytes written a VM at a time, never whole in memory (`ccaudit scan --format
-    json` of a large fleet)."""
-    write_result(run, out)
+    json` of a large fleet; reports.writers)."""
+    return {FILE: partial(write_result, run)}
