@@ -176,9 +176,6 @@ def run_audit(
         collection.coverage.complete = collection.coverage.complete and not problems
     if spool is None:
         verify_vms(collection.vms, sink.evidence, at, verify_options)
-    if run_dir is not None and verify_options is not None:
-        _save_trust_inputs(sink, verify_options)
-    if spool is None:
         results: Sequence[VMResult] = evaluate_all(engine, collection.vms)
         evidence: Mapping[str, Evidence] = dict(sorted(sink.evidence.items()))
         overrides = _overrides_used(engine, _count_overrides(results, Counter()))
@@ -187,6 +184,8 @@ def run_audit(
         results, evidence = spool.stored()
         overrides = _overrides_used(engine, spool.overrides)
         anchors = trust_anchors_of(spool.anchor_facts, verify_options)
+    if run_dir is not None and verify_options is not None:
+        _save_trust_inputs(sink, verify_options)  # the nonces as verification left them
     if not scope.accounts:
         accounts = {s.account for s in collection.coverage.scopes}
         scope = scope.model_copy(update={"accounts": sorted(accounts)})

@@ -85,7 +85,7 @@ def pack_providers(providers: Sequence[Provider]) -> bytes:
 class WorkerRun:
     """What the workers gave back: finished scopes, and whether the scan was interrupted."""
 
-    #: scopes finished (or lost), each given to `on_result` as it came, not kept here
+    #: how many scopes finished (or were lost), each given to `on_result` as it came
     finished: int = 0
     interrupted: bool = False
     #: No worker ever started (each failed before its first scope, `why` says how): nothing
@@ -151,6 +151,7 @@ def collect_in_workers(
     finally:
         for worker in workers:
             _finish(worker)
+    session.run_result.finished = len(session.finished)
     return session.run_result
 
 
@@ -251,7 +252,6 @@ class _Session:
                 self.finished.add(n)
                 for item in evidence:
                     self.on_evidence(item)
-                self.run_result.finished += 1
                 self.on_result(result)
         elif kind == "stopped":  # stopped at a write by _STOP: not finished, not failed
             worker.reading.discard(message[1])
@@ -289,7 +289,6 @@ class _Session:
         self.finished.add(n)
         scope = self.items[n][1]
         result = failed_scope(scope, "WorkerLost", f"{scope.label} was not read: {why}")
-        self.run_result.finished += 1
         self.on_result(result)
 
 
