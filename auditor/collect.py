@@ -210,12 +210,13 @@ def _in_threads(
     share_pool(providers, calls)
     pool = ThreadPoolExecutor(max_workers=max(1, concurrency), thread_name_prefix="scope")
     futures = [pool.submit(collect_scope, calls, p, s, sink) for p, s in work]
-    interrupted = False
+    interrupted = stopping = False
     try:
         for fut in as_completed(futures):
             result = fut.result()
-            if result is None:  # stopped at a write by an interruption
-                continue
+            if result is None:  # stopped at a write: the sink was closed (run_audit's spool)
+                stopping = True
+                break
             arrived(result)
     except KeyboardInterrupt:
         # Stop here: unstarted scopes are cancelled, running ones stop at their next write
@@ -224,9 +225,15 @@ def _in_threads(
         interrupted = True
         calls.close()
         pool.shutdown(wait=True, cancel_futures=True)
+    except BaseException:  # `arrived` failed: stop the same way, then say why
+        _stop(sink)
+        stopping = True
+        raise
     finally:
+        if stopping:
+            calls.close()
         # interrupted again while waiting: do not wait twice (threads stop at their next write)
-        pool.shutdown(wait=not interrupted, cancel_futures=interrupted)
+        pool.shutdown(wait=not interrupted, cancel_futures=interrupted or stopping)
         calls.close()
     return interrupted
 

@@ -23,6 +23,7 @@ from typing import Any
 from auditor._version import __version__
 from auditor.collect import ProgressListener, collect
 from auditor.engine import Engine, evaluate_all
+from auditor.heap import scan_heap
 from auditor.model import (
     AuditRun,
     Evidence,
@@ -38,7 +39,7 @@ from auditor.model import (
 )
 from auditor.providers.base import Provider, RateLimits, ScopeResult
 from auditor.providers.guest import import_guest_evidence
-from auditor.recording import StoppableSink
+from auditor.recording import SinkClosed, StoppableSink
 from auditor.runs.shard import Shard
 from auditor.runs.spool import (
     SPOOL_DIR,
@@ -149,67 +150,68 @@ def run_audit(
             sink.save_collateral(
                 "maa-jwks.json", json.dumps(verify_options.maa_jwks, indent=2).encode()
             )
-    # With a run directory, each scope's results and evidence go to disk as it finishes; guest
-    # evidence files are matched against the whole fleet first, so such a scan holds it whole.
-    spool = None
-    if run_dir is not None and guest_evidence is None:
-        spool = _ScopeSpool(run_dir, sink, engine, at, verify_options)
-    try:
-        collection = collect(
-            providers,
-            sink,
-            concurrency=concurrency,
-            progress=progress,
-            shard=shard,
-            processes=processes,
-            limits=rate_limits,
-            on_scope=spool.submit if spool is not None else None,
-        )
-    finally:
-        if spool is not None:
-            spool.close()  # every scope that finished is verified, evaluated and spooled
-    if guest_evidence is not None and not collection.interrupted:
-        problems = import_guest_evidence(guest_evidence, collection.vms, sink)
-        if shard is not None:
-            problems = [_in_shard_words(g, shard) for g in problems]
-        collection.coverage.gaps.extend(problems)
-        collection.coverage.complete = collection.coverage.complete and not problems
-    if spool is None:
-        verify_vms(collection.vms, sink.evidence, at, verify_options)
-        results: Sequence[VMResult] = evaluate_all(engine, collection.vms)
-        evidence: Mapping[str, Evidence] = dict(sorted(sink.evidence.items()))
-        overrides = _overrides_used(engine, _count_overrides(results, Counter()))
-        anchors = run_trust_anchors(collection.vms, verify_options)
-    else:
-        results, evidence = spool.stored()
-        overrides = _overrides_used(engine, spool.overrides)
-        anchors = trust_anchors_of(spool.anchor_facts, verify_options)
-    if run_dir is not None and verify_options is not None:
-        _save_trust_inputs(sink, verify_options)  # the nonces as verification left them
-    if not scope.accounts:
-        accounts = {s.account for s in collection.coverage.scopes}
-        scope = scope.model_copy(update={"accounts": sorted(accounts)})
-    run = AuditRun(
-        tool=tool_info(),
-        run_id=rid,
-        started_at=started,
-        finished_at=utcnow(),
-        scope=scope,
-        rule_packs=[p.ref for p in engine.packs],
-        coverage=collection.coverage,
-        vms=[],
-        evidence={},
-        owner_overrides=overrides,
-        trust_anchors=anchors,
-        judged_at=at,
-    ).model_copy(update={"vms": results, "evidence": evidence})  # not validated again
-    if run_dir is not None:
-        run = _write_run(run, run_dir, read_back=spool is not None)
-        if spool is not None:
-            spool.remove()
-    if collection.interrupted:
-        raise ScanInterrupted(run, run_dir)
-    return run
+    with scan_heap(providers):  # the SDKs' objects left out of the collector's passes
+        # With a run directory, each scope's results and evidence go to disk as it finishes;
+        # guest evidence files are matched against the whole fleet first: such a scan holds it.
+        spool = None
+        if run_dir is not None and guest_evidence is None:
+            spool = _ScopeSpool(run_dir, sink, engine, at, verify_options)
+        try:
+            collection = collect(
+                providers,
+                sink,
+                concurrency=concurrency,
+                progress=progress,
+                shard=shard,
+                processes=processes,
+                limits=rate_limits,
+                on_scope=spool.submit if spool is not None else None,
+            )
+        finally:
+            if spool is not None:
+                spool.close()  # every scope that finished is verified, evaluated and spooled
+        if guest_evidence is not None and not collection.interrupted:
+            problems = import_guest_evidence(guest_evidence, collection.vms, sink)
+            if shard is not None:
+                problems = [_in_shard_words(g, shard) for g in problems]
+            collection.coverage.gaps.extend(problems)
+            collection.coverage.complete = collection.coverage.complete and not problems
+        if spool is None:
+            verify_vms(collection.vms, sink.evidence, at, verify_options)
+            results: Sequence[VMResult] = evaluate_all(engine, collection.vms)
+            evidence: Mapping[str, Evidence] = dict(sorted(sink.evidence.items()))
+            overrides = _overrides_used(engine, _count_overrides(results, Counter()))
+            anchors = run_trust_anchors(collection.vms, verify_options)
+        else:
+            results, evidence = spool.stored()
+            overrides = _overrides_used(engine, spool.overrides)
+            anchors = trust_anchors_of(spool.anchor_facts, verify_options)
+        if run_dir is not None and verify_options is not None:
+            _save_trust_inputs(sink, verify_options)  # the nonces as verification left them
+        if not scope.accounts:
+            accounts = {s.account for s in collection.coverage.scopes}
+            scope = scope.model_copy(update={"accounts": sorted(accounts)})
+        run = AuditRun(
+            tool=tool_info(),
+            run_id=rid,
+            started_at=started,
+            finished_at=utcnow(),
+            scope=scope,
+            rule_packs=[p.ref for p in engine.packs],
+            coverage=collection.coverage,
+            vms=[],
+            evidence={},
+            owner_overrides=overrides,
+            trust_anchors=anchors,
+            judged_at=at,
+        ).model_copy(update={"vms": results, "evidence": evidence})  # not validated again
+        if run_dir is not None:
+            run = _write_run(run, run_dir, read_back=spool is not None)
+            if spool is not None:
+                spool.remove()
+        if collection.interrupted:
+            raise ScanInterrupted(run, run_dir)
+        return run
 
 
 class _ScopeSpool:
@@ -243,14 +245,18 @@ class _ScopeSpool:
         self._thread.start()
 
     def submit(self, result: ScopeResult) -> None:
+        if self._error is not None:  # the collection stops here; close() says why
+            raise SinkClosed("finishing an earlier scope failed")
         self._queue.put(result)
 
     def close(self) -> None:
-        """Wait for every scope submitted; a failure while finishing one is raised here."""
+        """Wait for every scope submitted; a failure while finishing one is raised here (in
+        place of the SinkClosed that stopped the collection), and the spool is removed."""
         self._queue.put(None)
         self._thread.join()
         if self._error is not None:
-            raise self._error
+            self.remove()
+            raise self._error from None
 
     def _work(self) -> None:
         while (result := self._queue.get()) is not None:
@@ -259,6 +265,9 @@ class _ScopeSpool:
                     self._finish(result)
                 except BaseException as err:  # raised by close(), in the scan's thread
                     self._error = err
+                    # a bug in a rule or verifier: the scopes still being read stop at their
+                    # next write, so the scan does not make the rest of its calls for nothing
+                    self.sink.close()
 
     def _finish(self, result: ScopeResult) -> None:
         vms = sorted(result.vms, key=vm_order)

@@ -37,6 +37,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
+from auditor.heap import scan_heap
 from auditor.model import Evidence
 from auditor.providers.base import (
     CallPool,
@@ -345,27 +346,28 @@ def worker_main(requests: IO[bytes], replies_stream: IO[bytes]) -> int:
         if not stop.is_set():
             replies.put(("ready",))
 
-    for _ in range(share):
-        replies.put(("ready",))
     try:
-        while True:
-            try:
-                message = pickle.load(requests)
-            except Exception:  # EOF: the parent is gone, nobody reads our replies
-                _stop_reading(stop, calls)
-                break
-            if message == _STOP:  # the scopes being read stop at their next write
-                _stop_reading(stop, calls)
-                break
-            if message == _END:
-                break
-            elif isinstance(message, int):
-                replies.put(("start", message))
-                thread = threading.Thread(target=read, args=(message,), daemon=True)
-                threads.append(thread)
-                thread.start()
-        for thread in threads:
-            thread.join()
+        with scan_heap(providers):  # the SDKs imported first, then left out of the GC's passes
+            for _ in range(share):
+                replies.put(("ready",))
+            while True:
+                try:
+                    message = pickle.load(requests)
+                except Exception:  # EOF: the parent is gone, nobody reads our replies
+                    _stop_reading(stop, calls)
+                    break
+                if message == _STOP:  # the scopes being read stop at their next write
+                    _stop_reading(stop, calls)
+                    break
+                if message == _END:
+                    break
+                elif isinstance(message, int):
+                    replies.put(("start", message))
+                    thread = threading.Thread(target=read, args=(message,), daemon=True)
+                    threads.append(thread)
+                    thread.start()
+            for thread in threads:
+                thread.join()
     finally:
         calls.close()
     return 0

@@ -11,7 +11,6 @@ most requests ever in flight at once (the check that the scanner kept to its con
 from __future__ import annotations
 
 import argparse
-import importlib
 import json
 import subprocess
 import sys
@@ -82,21 +81,14 @@ class CountingFakeCloud(FakeCloud):
 
 
 #: SDK modules fakecloud imports on first use to validate replay files; a real cloud is warm.
-SDK_MODULES = (
-    "botocore.session",
-    "google.cloud.compute_v1",
-    "google.cloud.logging_v2.types",
-    "azure.mgmt.compute",
-)
-
-
 def warm_up() -> None:
     """Import the SDKs now, so that their import time is not charged to the first calls."""
-    for name in SDK_MODULES:
-        try:
-            importlib.import_module(name)
-        except ImportError:
-            continue
+    from auditor.heap import import_sdks
+    from auditor.providers.aws import AwsProvider
+    from auditor.providers.azure import AzureProvider
+    from auditor.providers.gcp import GcpProvider
+
+    import_sdks([AwsProvider, GcpProvider, AzureProvider])
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -26,7 +26,10 @@ from hypothesis import strategies as st
 from pydantic import ValidationError
 
 from auditor.api import scan
+from auditor.collect import ProgressListener
+from auditor.fakecloud import FakeCloud
 from auditor.model import AuditRun, Evidence, Source, Verification, result_sha256
+from auditor.providers.base import ScopeResult
 from auditor.recording import StoppableSink, keep_evidence, where_key
 from auditor.reports.json_report import render_json
 from auditor.run import RESULT_FILE, load_run, write_run
@@ -375,3 +378,61 @@ def test_report_writers_write_what_render_gives(stored_run: Path, name: str) -> 
     assert written == reports.render(run, name)
     if name == "json":
         assert written["result.json"] == stored_run.read_bytes()
+
+
+class _Counting(ProgressListener):
+    def __init__(self) -> None:
+        self.planned_scopes = 0
+        self.done = 0
+
+    def planned(self, scopes: int) -> None:
+        self.planned_scopes = scopes
+
+    def scope_done(self, result: ScopeResult) -> None:
+        self.done += 1
+
+
+@pytest.mark.parametrize("processes", [1, 2], ids=["threads", "workers"])
+def test_a_failure_while_finishing_a_scope_stops_the_scan(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, processes: int
+) -> None:
+    # a bug in a rule or verifier is raised once the scope it broke on is finished: the scopes
+    # still being read stop, the rest are never started, and the run stays INCOMPLETE
+    import auditor.engine
+    import auditor.run
+
+    replay = tmp_path / "fleet"
+    generate(replay, 240, per_scope=4, page_size=4)  # 60 scopes
+
+    def broken(*args: Any, **kwargs: Any) -> Any:
+        raise RuntimeError("rule engine broke")
+
+    monkeypatch.setattr(auditor.run, "evaluate_all", broken)
+    answered: list[str] = []  # every call fakecloud answered (workers call this process too)
+    handle = FakeCloud._handle
+
+    def counted(self: FakeCloud, request: Any) -> Any:
+        answered.append(request.path)
+        return handle(self, request)
+
+    monkeypatch.setattr(FakeCloud, "_handle", counted)
+    progress = _Counting()
+    with pytest.raises(RuntimeError, match="rule engine broke") as raised:
+        scan(
+            replay=replay,
+            run_dir=tmp_path / "run",
+            concurrency=2,
+            processes=processes,
+            progress=progress,
+        )
+    assert progress.planned_scopes == 60
+    assert 1 <= progress.done <= 6  # the one that broke, and those already in flight
+    assert raised.value.__suppress_context__  # the bug, not the stop it caused, is shown
+    assert (tmp_path / "run" / "INCOMPLETE").exists()
+    assert not (tmp_path / "run" / SPOOL_DIR).exists()
+    # a whole scan makes 60 scopes' calls (430); scopes never started make none
+    made = len(answered)
+    answered.clear()
+    monkeypatch.setattr(auditor.run, "evaluate_all", auditor.engine.evaluate_all)
+    scan(replay=replay, concurrency=2, processes=processes)
+    assert made < len(answered) / 8  # 22 here; 78 if unstarted scopes made their first call

@@ -13,7 +13,7 @@ import hashlib
 import threading
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ClassVar
 
 from auditor._version import __version__
 from auditor.model import VM, Disk, Gap, Technology
@@ -152,6 +152,8 @@ class AwsProvider(WorkerState):
     """
 
     name = PROVIDER
+    #: what it imports on first use: imported before a scan starts (auditor.heap)
+    sdk_modules: ClassVar[tuple[str, ...]] = ("boto3", "botocore.session", "botocore.config")
     #: Set by collect(): bounds calls in flight and runs the per-instance calls in parallel.
     pool: CallPool | None = None
     _RUNTIME = ("_sessions", "_lock")

@@ -15,7 +15,7 @@ import threading
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from functools import partial
-from typing import Any, cast
+from typing import Any, ClassVar, cast
 
 from auditor.model import SOME_VMS, VM, Disk, Gap, Technology
 from auditor.providers import kubernetes
@@ -129,6 +129,8 @@ class AzureProvider(WorkerState):
     """
 
     name = PROVIDER
+    #: what it imports on first use: imported before a scan starts (auditor.heap)
+    sdk_modules: ClassVar[tuple[str, ...]] = ("azure.mgmt.compute", "azure.core.pipeline.transport")
     #: Set by collect(): bounds calls in flight and runs the per-VM calls in parallel.
     pool: CallPool | None = None
     _RUNTIME = ("_credential", "_shared_transport", "_lock")

@@ -14,7 +14,7 @@ import threading
 from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from functools import partial
-from typing import Any
+from typing import Any, ClassVar
 
 from auditor.model import SOME_VMS, VM, Disk, Gap, Source, Technology
 from auditor.providers import kubernetes
@@ -116,6 +116,12 @@ class GcpProvider(WorkerState):
     """
 
     name = PROVIDER
+    #: what it imports on first use: imported before a scan starts (auditor.heap)
+    sdk_modules: ClassVar[tuple[str, ...]] = (
+        "google.cloud.compute_v1",
+        "google.cloud.logging",
+        "google.api_core.retry",
+    )
     #: Set by collect(): bounds calls in flight and runs the per-instance calls in parallel.
     pool: CallPool | None = None
     _RUNTIME = ("_lock", "_credentials", "_instances", "_templates", "_retry")

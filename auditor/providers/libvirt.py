@@ -28,7 +28,7 @@ import urllib.parse
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 from auditor.model import VM, Evidence, Gap, Source
 from auditor.providers.base import (
@@ -113,6 +113,8 @@ class LibvirtProvider(WorkerState):
     """Reads KVM hosts through libvirt, or a recorded `libvirt/` replay folder."""
 
     name = PROVIDER
+    #: what it imports on first use: imported before a scan starts (auditor.heap)
+    sdk_modules: ClassVar[tuple[str, ...]] = ("libvirt",)
     pool: Any = None
 
     def __init__(

@@ -1,0 +1,101 @@
+"""The collector's settings during a scan (auditor.heap): applied for the scan, restored after."""
+
+from __future__ import annotations
+
+import gc
+import sys
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from auditor.api import scan
+from auditor.collect import ProgressListener
+from auditor.heap import SCAN_THRESHOLDS, import_sdks, scan_heap
+from auditor.providers.aws import AwsProvider
+
+DEMO = Path(__file__).resolve().parent.parent / "examples" / "demo-fleet"
+
+
+@pytest.fixture(autouse=True)
+def _default_collector() -> Iterator[None]:
+    before = gc.get_threshold()
+    gc.set_threshold(700, 10, 10)
+    gc.unfreeze()
+    yield
+    gc.unfreeze()
+    gc.set_threshold(*before)
+
+
+def test_the_scan_setting_is_applied_inside_and_restored_after() -> None:
+    gc.set_threshold(1234, 5, 6)
+    with scan_heap():
+        assert gc.get_threshold() == SCAN_THRESHOLDS
+        assert gc.get_freeze_count() > 0  # what existed is out of the collector's passes
+    assert gc.get_threshold() == (1234, 5, 6)
+    assert gc.get_freeze_count() == 0  # moved back: nothing is kept from collection
+
+
+def test_restored_after_a_failure_too() -> None:
+    with pytest.raises(ZeroDivisionError), scan_heap():
+        _ = 1 / 0
+    assert gc.get_threshold() == (700, 10, 10)
+    assert gc.get_freeze_count() == 0
+
+
+def test_overlapping_scans_restore_when_the_last_ends() -> None:
+    first_in, second_out = threading.Event(), threading.Event()
+    seen: list[tuple[int, int, int]] = []
+
+    def first() -> None:
+        with scan_heap():
+            first_in.set()
+            second_out.wait(10)
+            seen.append(gc.get_threshold())  # the other scan ended: still the scan's setting
+
+    thread = threading.Thread(target=first)
+    thread.start()
+    assert first_in.wait(10)
+    with scan_heap():
+        assert gc.get_threshold() == SCAN_THRESHOLDS
+    second_out.set()
+    thread.join(10)
+    assert seen == [SCAN_THRESHOLDS]
+    assert gc.get_threshold() == (700, 10, 10)
+    assert gc.get_freeze_count() == 0
+
+
+def test_a_process_that_froze_its_own_objects_keeps_them_frozen() -> None:
+    gc.freeze()
+    frozen = gc.get_freeze_count()
+    with scan_heap():
+        assert gc.get_threshold() == SCAN_THRESHOLDS
+    assert gc.get_freeze_count() >= frozen > 0  # not unfrozen behind the caller's back
+
+
+def test_the_providers_sdks_are_imported_and_a_missing_one_is_skipped(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    class Fake:
+        sdk_modules = ("json.tool", "no_such_sdk_module_here")
+
+    monkeypatch.delitem(sys.modules, "json.tool", raising=False)
+    import_sdks([Fake(), object()])  # an object naming none is fine too
+    assert "json.tool" in sys.modules
+    assert "no_such_sdk_module_here" not in sys.modules
+    assert "botocore.session" in AwsProvider.sdk_modules
+
+
+def test_a_scan_runs_under_the_setting_and_gives_it_back(tmp_path: Path) -> None:
+    during: list[tuple[int, int, int]] = []
+
+    class Watch(ProgressListener):
+        def planned(self, scopes: int) -> None:
+            during.append(gc.get_threshold())
+
+    run = scan(replay=DEMO, run_dir=tmp_path / "run", progress=Watch(), processes=1)
+    assert len(run.vms) > 0
+    assert during == [SCAN_THRESHOLDS]
+    assert gc.get_threshold() == (700, 10, 10)
+    assert gc.get_freeze_count() == 0
