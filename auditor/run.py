@@ -382,7 +382,7 @@ def _write_run(run: AuditRun, run_dir: Path, read_back: bool) -> AuditRun:
     keys = list(evidence)
     run = run.model_copy(
         update={
-            "vms": StoredVMs(target, vms),
+            "vms": StoredVMs(target, vms, getattr(run.vms, "in_run_order", False)),
             "evidence": StoredEvidence(target, keys, [evidence[k] for k in keys]),
         }
     )

@@ -12,7 +12,9 @@ which verification the item keeps depends on the order of the VMs, not of the sc
 from __future__ import annotations
 
 import copy
+import csv
 import hashlib
+import io
 import json
 import pickle
 import re
@@ -32,6 +34,7 @@ from auditor.model import AuditRun, Evidence, Source, Verification, result_sha25
 from auditor.providers.base import ScopeResult
 from auditor.recording import StoppableSink, keep_evidence, where_key
 from auditor.reports.json_report import render_json
+from auditor.reports.tables import COLUMNS, _cell, rows
 from auditor.run import RESULT_FILE, load_run, write_run
 from auditor.runs.spool import SPOOL_DIR, EvidenceSpool, StoredEvidence, StoredVMs
 from auditor.verify.trust_inputs import anchor_facts, run_trust_anchors, trust_anchors_of
@@ -363,21 +366,84 @@ def test_sealing_reads_the_run_id_without_reading_the_run(stored_run: Path, tmp_
         write_manifest(copy_dir, other)
 
 
-@pytest.mark.parametrize("name", ["json", "csv", "markdown", "sarif"])
-def test_report_writers_write_what_render_gives(stored_run: Path, name: str) -> None:
-    import io
-
+@pytest.mark.parametrize("name", ["json", "csv", "markdown", "sarif", "ocsf", "asff"])
+def test_report_writers_write_what_the_whole_run_renders(stored_run: Path, name: str) -> None:
     from auditor import reports
 
     run = load_run(stored_run.parent)
+    assert isinstance(run.vms, StoredVMs) and run.vms.in_run_order  # read a VM at a time
+    written = _written(run, name)
+    assert written == reports.render(_whole(stored_run), name)  # the run held as lists
+    assert written and all(written.values())
+    if name == "json":
+        assert written["result.json"] == stored_run.read_bytes()
+    if name == "csv":  # the format itself, written here with the csv module
+        tables = rows(_whole(stored_run))
+        for table, columns in COLUMNS.items():
+            buf = io.StringIO(newline="")
+            out = csv.writer(buf, lineterminator="\r\n")
+            out.writerow([c.name for c in columns])
+            out.writerows(
+                [_cell(c, v) for c, v in zip(columns, r, strict=True)] for r in tables[table]
+            )
+            assert written[f"csv/{table}.csv"] == buf.getvalue().encode("utf-8")
+            assert len(tables[table]) > 0
+
+
+def _written(run: AuditRun, name: str) -> dict[str, bytes]:
+    from auditor import reports
+
     written = {}
     for rel, write_file in reports.writers(run, name).items():
         out = io.BytesIO()
         write_file(out)
         written[rel] = out.getvalue()
-    assert written == reports.render(run, name)
-    if name == "json":
-        assert written["result.json"] == stored_run.read_bytes()
+    return written
+
+
+def test_a_stored_run_out_of_order_is_reported_in_order(stored_run: Path, tmp_path: Path) -> None:
+    # a tampered result.json whose entries are each valid but listed out of the run's order:
+    # read a VM at a time, but sorted before a report lists them
+    text = stored_run.read_text(encoding="utf-8")
+    head, _, rest = text.partition('  "vms": [\n')
+    body, _, tail = rest.partition("\n  ],\n")
+    entries = body.split("\n    },\n")
+    assert len(entries) >= 3
+    entries[0], entries[-1] = entries[-1].removesuffix("\n    }"), entries[0] + "\n    }"
+    swapped = head + '  "vms": [\n' + "\n    },\n".join(entries) + "\n  ],\n" + tail
+    (tmp_path / "run").mkdir()
+    (tmp_path / "run" / RESULT_FILE).write_text(swapped, encoding="utf-8")
+    run = load_run(tmp_path / "run")
+    assert isinstance(run.vms, StoredVMs) and not run.vms.in_run_order
+    assert run.vms[0] == _whole(stored_run).vms[-1]  # the file's order, as it is
+    for name in ("csv", "ocsf", "sarif"):
+        assert _written(run, name) == _written(load_run(stored_run.parent), name)
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    items=st.lists(
+        st.recursive(
+            st.none() | st.booleans() | st.integers() | st.text(),
+            lambda inner: (
+                st.lists(inner, max_size=3)
+                | st.dictionaries(st.text(max_size=5), inner, max_size=3)
+            ),
+            max_leaves=8,
+        ),
+        max_size=4,
+    ),
+    vms=st.sampled_from([0, 1, 200, 201]),
+)
+def test_json_arrays_written_an_item_at_a_time_are_dump_json(items: list[Any], vms: int) -> None:
+    from types import SimpleNamespace
+
+    from auditor.reports import dump_json, write_json_array
+
+    run: Any = SimpleNamespace(vms=[None] * vms)  # indented up to LARGE_RUN VMs, compact beyond
+    out = io.BytesIO()
+    write_json_array(iter(items), run, out)
+    assert out.getvalue() == dump_json(items, run).encode("utf-8")
 
 
 class _Counting(ProgressListener):

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import importlib
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
@@ -29,6 +29,25 @@ def dump_json(document: object, run: AuditRun) -> str:
     if len(run.vms) <= LARGE_RUN:
         return json.dumps(document, indent=2, ensure_ascii=False) + "\n"
     return json.dumps(document, ensure_ascii=False, separators=(",", ":")) + "\n"
+
+
+def write_json_array(items: Iterable[object], run: AuditRun, out: BinaryIO) -> None:
+    """`dump_json(list(items), run)`, byte for byte, written an item at a time (the findings
+    exports of a large run: never the whole array in memory). An indented item's own lines
+    are its only line breaks (`json` escapes those inside strings), so indenting them by two
+    places it in the array as `json.dumps` of the whole list does."""
+    indent = len(run.vms) <= LARGE_RUN
+    first = True
+    for item in items:
+        if indent:
+            body = json.dumps(item, indent=2, ensure_ascii=False).replace("\n", "\n  ")
+            piece = ("[\n  " if first else ",\n  ") + body
+        else:
+            body = json.dumps(item, ensure_ascii=False, separators=(",", ":"))
+            piece = ("[" if first else ",") + body
+        out.write(piece.encode("utf-8"))
+        first = False
+    out.write(b"[]\n" if first else b"\n]\n" if indent else b"]\n")
 
 
 @dataclass(frozen=True)

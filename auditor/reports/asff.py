@@ -15,10 +15,12 @@ are checked in the tests against botocore's model of `BatchImportFindings`.
 from __future__ import annotations
 
 import json
-from typing import Any
+from collections.abc import Callable
+from functools import partial
+from typing import Any, BinaryIO
 
 from auditor.model import AuditRun, Finding, Severity, Status, VMResult
-from auditor.reports import dump_json
+from auditor.reports import dump_json, write_json_array
 from auditor.reports.tables import failing_findings
 
 FILE = "asff-findings.json"
@@ -115,6 +117,16 @@ def findings(run: AuditRun) -> list[dict[str, Any]]:
 
 def render(run: AuditRun) -> dict[str, bytes]:
     return {FILE: dump_json(findings(run), run).encode("utf-8")}
+
+
+def writers(run: AuditRun) -> dict[str, Callable[[BinaryIO], object]]:
+    """The same file written a finding at a time (reports.writers)."""
+    return {FILE: partial(_write, run)}
+
+
+def _write(run: AuditRun, out: BinaryIO) -> None:
+    aws = (finding(run, vm, f) for vm, f in failing_findings(run) if vm.provider == "aws")
+    write_json_array(aws, run, out)
 
 
 def load(data: bytes) -> list[dict[str, Any]]:

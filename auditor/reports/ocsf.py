@@ -13,11 +13,13 @@ OCSF schema (tests/data/ocsf).
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Callable
+from functools import partial
+from typing import Any, BinaryIO
 
 from auditor._version import __version__
 from auditor.model import AuditRun, Finding, Severity, Status, VMResult
-from auditor.reports import dump_json
+from auditor.reports import dump_json, write_json_array
 from auditor.reports.tables import failing_findings
 
 FILE = "ocsf-findings.json"
@@ -139,3 +141,12 @@ def events(run: AuditRun) -> list[dict[str, Any]]:
 
 def render(run: AuditRun) -> dict[str, bytes]:
     return {FILE: dump_json(events(run), run).encode("utf-8")}
+
+
+def writers(run: AuditRun) -> dict[str, Callable[[BinaryIO], object]]:
+    """The same file written a finding at a time (reports.writers)."""
+    return {FILE: partial(_write, run)}
+
+
+def _write(run: AuditRun, out: BinaryIO) -> None:
+    write_json_array((event(run, vm, f) for vm, f in failing_findings(run)), run, out)

@@ -27,10 +27,11 @@ from __future__ import annotations
 
 import csv
 import io
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
-from typing import TYPE_CHECKING, Any, Literal
+from functools import partial
+from typing import TYPE_CHECKING, Any, BinaryIO, Literal
 
 from auditor.model import (
     Answer,
@@ -119,8 +120,12 @@ COLUMNS: dict[str, tuple[Column, ...]] = {
 _PARTY_ORDER = {p: i for i, p in enumerate(Party)}
 
 
-def sorted_vms(run: AuditRun) -> list[VMResult]:
-    """The run's VMs in report order: by provider, account, region, id."""
+def sorted_vms(run: AuditRun) -> Sequence[VMResult]:
+    """The run's VMs in report order: by provider, account, region, id. A stored run whose VMs
+    are already in that order (`runs.spool.StoredVMs.in_run_order`: as a scan writes them) is
+    given as it is, so a report reads its VMs one at a time instead of holding them all."""
+    if getattr(run.vms, "in_run_order", False):
+        return run.vms
     return sorted(run.vms, key=lambda vm: (vm.provider, vm.account, vm.region, vm.id))
 
 
@@ -160,33 +165,40 @@ def _key(vm: VMResult) -> list[Any]:
 
 def rows(run: AuditRun) -> dict[str, list[list[Any]]]:
     """The three tables as plain Python rows (enum values as strings), columns as `COLUMNS`."""
-    vms: list[list[Any]] = []
-    parties: list[list[Any]] = []
-    findings: list[list[Any]] = []
+    return {name: list(table_rows(run, name)) for name in TABLES}
+
+
+def table_rows(run: AuditRun, name: str) -> Iterator[list[Any]]:
+    """One table's rows, a VM at a time (CSV is written so: a large run is never held)."""
     for vm in sorted_vms(run):
-        blocking = sorted(set(vm.gdpr.blocking_parties), key=_PARTY_ORDER.__getitem__)
-        vms.append(
-            [
-                vm.provider,
-                vm.account,
-                vm.region,
-                vm.zone,
-                vm.id,
-                vm.name,
-                vm.instance_type,
-                vm.cluster,
-                vm.node_pool,
-                vm.technology.value,
-                vm.level.value,
-                vm.gdpr.provider_can_access.value,
-                [p.value for p in blocking],
-                len(vm.gaps),
-                run.run_id,
-            ]
-        )
-        parties.extend(vm_party_rows(vm))
-        findings.extend(vm_finding_rows(vm))
-    return {"vms": vms, "parties": parties, "findings": findings}
+        if name == "vms":
+            yield vm_row(run, vm)
+        elif name == "parties":
+            yield from vm_party_rows(vm)
+        else:
+            yield from vm_finding_rows(vm)
+
+
+def vm_row(run: AuditRun, vm: VMResult) -> list[Any]:
+    """One VM's row of the `vms` table."""
+    blocking = sorted(set(vm.gdpr.blocking_parties), key=_PARTY_ORDER.__getitem__)
+    return [
+        vm.provider,
+        vm.account,
+        vm.region,
+        vm.zone,
+        vm.id,
+        vm.name,
+        vm.instance_type,
+        vm.cluster,
+        vm.node_pool,
+        vm.technology.value,
+        vm.level.value,
+        vm.gdpr.provider_can_access.value,
+        [p.value for p in blocking],
+        len(vm.gaps),
+        run.run_id,
+    ]
 
 
 def vm_party_rows(vm: VMResult) -> list[list[Any]]:
@@ -261,15 +273,35 @@ def _cell(col: Column, value: Any) -> str:
 
 def to_csv(name: str, table: Iterable[Sequence[Any]]) -> bytes:
     """One table as RFC 4180 CSV bytes (UTF-8, header row, CRLF)."""
+    out = io.BytesIO()
+    write_csv(name, table, out)
+    return out.getvalue()
+
+
+def write_csv(name: str, table: Iterable[Sequence[Any]], out: BinaryIO) -> None:
+    """One table as RFC 4180 CSV (UTF-8, header row, CRLF) into `out`, a row at a time."""
     columns = COLUMNS[name]
-    buf = io.StringIO(newline="")
-    writer = csv.writer(buf, dialect="excel", lineterminator="\r\n", quoting=csv.QUOTE_MINIMAL)
-    writer.writerow([c.name for c in columns])
-    for row in table:
-        writer.writerow([_cell(col, value) for col, value in zip(columns, row, strict=True)])
-    return buf.getvalue().encode("utf-8")
+    text = io.TextIOWrapper(out, encoding="utf-8", newline="", write_through=False)
+    try:
+        writer = csv.writer(text, dialect="excel", lineterminator="\r\n", quoting=csv.QUOTE_MINIMAL)
+        writer.writerow([c.name for c in columns])
+        for row in table:
+            writer.writerow([_cell(col, value) for col, value in zip(columns, row, strict=True)])
+        text.flush()
+    finally:
+        text.detach()  # `out` stays open: it is the caller's
 
 
 def render(run: AuditRun) -> dict[str, bytes]:
     """`csv/vms.csv`, `csv/parties.csv`, `csv/findings.csv`."""
-    return {f"{CSV_DIR}/{name}.csv": to_csv(name, table) for name, table in rows(run).items()}
+    return {f"{CSV_DIR}/{name}.csv": to_csv(name, table_rows(run, name)) for name in TABLES}
+
+
+def writers(run: AuditRun) -> dict[str, Callable[[BinaryIO], object]]:
+    """The same files written a row at a time (reports.writers): a stored run's VMs are read
+    one at a time, once per table, and no table is held whole."""
+    return {f"{CSV_DIR}/{name}.csv": partial(_write_table, run, name) for name in TABLES}
+
+
+def _write_table(run: AuditRun, name: str, out: BinaryIO) -> None:
+    write_csv(name, table_rows(run, name), out)

@@ -148,7 +148,7 @@ class ResultSpool:
         self._file.finish()
         index, self._index = self._index, []
         index.sort(key=lambda e: (e[0], e[1], e[2]))
-        return StoredVMs(self._file.path, [(e[3], e[4]) for e in index])
+        return StoredVMs(self._file.path, [(e[3], e[4]) for e in index], in_run_order=True)
 
 
 def vm_order(vm: Any) -> VmOrder:
@@ -159,12 +159,17 @@ def vm_order(vm: Any) -> VmOrder:
 class StoredVMs(Sequence[VMResult]):
     """A run's VMs, each read from the file that holds it when asked (a new object each time).
 
-    Equal to a list of the same VMs; pickled or deep-copied as that list.
+    Equal to a list of the same VMs; pickled or deep-copied as that list. `in_run_order`: the
+    VMs are known to be sorted by `vm_order` (as a scan writes them), so a report that lists
+    them in that order reads them as they come instead of sorting them all in memory.
     """
 
-    def __init__(self, path: Path, spans: list[tuple[int, int]]) -> None:
+    def __init__(
+        self, path: Path, spans: list[tuple[int, int]], in_run_order: bool = False
+    ) -> None:
         self.path = path
         self._spans = spans
+        self.in_run_order = in_run_order
 
     def __len__(self) -> int:
         return len(self._spans)
@@ -265,6 +270,8 @@ def read_stored(path: Path) -> AuditRun | None:
 
     shell = bytearray()
     vm_spans: list[tuple[int, int]] = []
+    in_order = True  # whether the VMs come in the run's order (vm_order)
+    last_key: VmOrder | None = None
     keys: list[str] = []
     ev_spans: list[tuple[int, int]] = []
     section = ""  # "", "vms" or "evidence"
@@ -320,9 +327,12 @@ def read_stored(path: Path) -> AuditRun | None:
                     entry += b"    }"
                     span = (start, len(entry))
                     if section == "vms":
-                        if nested_json(VMResult.model_validate_json(entry)) != entry:
+                        vm = VMResult.model_validate_json(entry)
+                        if nested_json(vm) != entry:
                             return None
                         vm_spans.append(span)
+                        in_order = in_order and (last_key is None or last_key <= vm_order(vm))
+                        last_key = vm_order(vm)
                     else:
                         if nested_json(Evidence.model_validate_json(entry)) != entry:
                             return None
@@ -341,5 +351,8 @@ def read_stored(path: Path) -> AuditRun | None:
     if run.vms or run.evidence or (canonical + "\n").encode("utf-8") != shell:
         return None  # the file is byte for byte what writing this run gives, or it is read whole
     return run.model_copy(
-        update={"vms": StoredVMs(path, vm_spans), "evidence": StoredEvidence(path, keys, ev_spans)}
+        update={
+            "vms": StoredVMs(path, vm_spans, in_run_order=in_order),
+            "evidence": StoredEvidence(path, keys, ev_spans),
+        }
     )
