@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import hashlib
 import re
+from collections.abc import Sequence
 from typing import Any
 from urllib.parse import quote
 
@@ -128,15 +129,6 @@ def _tags(finding: Finding) -> list[str]:
     return tags[:MAX_TAGS]
 
 
-def _remediations(findings: list[tuple[VMResult, Finding]]) -> dict[str, str]:
-    """Remediation text per provider (rules may word it per cloud)."""
-    out: dict[str, str] = {}
-    for vm, f in findings:
-        if f.remediation and vm.provider not in out:
-            out[vm.provider] = f.remediation
-    return dict(sorted(out.items()))
-
-
 def _help(finding: Finding, remediations: dict[str, str]) -> dict[str, str]:
     texts = sorted(set(remediations.values()))
     if not texts:
@@ -160,7 +152,7 @@ def _help(finding: Finding, remediations: dict[str, str]) -> dict[str, str]:
     return {"text": text, "markdown": markdown}
 
 
-def _rule(finding: Finding, findings: list[tuple[VMResult, Finding]]) -> dict[str, Any]:
+def _rule(finding: Finding, remediations: dict[str, str]) -> dict[str, Any]:
     refs = "; ".join(finding.references) if finding.references else "no reference recorded"
     why = f" {_sentence(finding.rationale)}" if finding.rationale else ""
     full = (
@@ -172,7 +164,7 @@ def _rule(finding: Finding, findings: list[tuple[VMResult, Finding]]) -> dict[st
         "name": _rule_name(finding.rule_id),
         "shortDescription": {"text": finding.title},
         "fullDescription": {"text": full},
-        "help": _help(finding, _remediations(findings)),
+        "help": _help(finding, remediations),
         "defaultConfiguration": {"level": LEVEL[finding.severity]},
         "properties": {
             "tags": _tags(finding),
@@ -241,17 +233,16 @@ def _gap_text(gap: Gap) -> str:
     return f"{gap.call} failed in {where}: {gap.code}: {gap.message}"
 
 
-def _most_severe(candidates: list[tuple[VMResult, Finding]], limit: int) -> list[int]:
-    """Indexes of the `limit` most severe candidates, in their original order."""
-    if len(candidates) <= limit:
-        return list(range(len(candidates)))
+def _most_severe(ranks: Sequence[tuple[int, float]], limit: int) -> list[int]:
+    """Indexes of the `limit` most severe candidates (by level, then security severity, as
+    `_rank` gives them), in their original order."""
+    if len(ranks) <= limit:
+        return list(range(len(ranks)))
+    return sorted(sorted(range(len(ranks)), key=lambda i: (*ranks[i], i))[:limit])
 
-    def rank(i: int) -> tuple[int, float, int]:
-        finding = candidates[i][1]
-        severity = float(SECURITY_SEVERITY[finding.severity])
-        return (_LEVEL_RANK[result_level(finding)], -severity, i)
 
-    return sorted(sorted(range(len(candidates)), key=rank)[:limit])
+def _rank(finding: Finding) -> tuple[int, float]:
+    return (_LEVEL_RANK[result_level(finding)], -float(SECURITY_SEVERITY[finding.severity]))
 
 
 def _left_out_text(left_out: int, total: int, limit: int) -> str:
@@ -297,25 +288,31 @@ def _invocation(run: AuditRun, left_out: int = 0, total: int = 0) -> dict[str, A
 
 def document(run: AuditRun, max_results: int = MAX_RESULTS) -> dict[str, Any]:
     """The SARIF log as a JSON-ready dict (at most `max_results` results, see above)."""
+    # One pass over the VMs keeps per rule its first finding and remediations, and per
+    # candidate result only the VM's place, its rule and its rank: a stored run
+    # (auditor.runs.spool) is then never held whole; the VMs of the results kept are read again.
     vms = sorted_vms(run)
-    by_rule: dict[str, list[tuple[VMResult, Finding]]] = {}
-    for vm in vms:
+    first: dict[str, Finding] = {}
+    remediations: dict[str, dict[str, str]] = {}
+    candidates: list[tuple[int, str]] = []  # (the VM's place, the rule)
+    ranks: list[tuple[int, float]] = []
+    for n, vm in enumerate(vms):
         for f in vm.findings:
-            by_rule.setdefault(f.rule_id, []).append((vm, f))
-    rule_ids = sorted(by_rule)
-    index = {rid: i for i, rid in enumerate(rule_ids)}
-    rules = [_rule(by_rule[rid][0][1], by_rule[rid]) for rid in rule_ids]
-
-    candidates: list[tuple[VMResult, Finding]] = []
-    for vm in vms:
+            first.setdefault(f.rule_id, f)
+            if f.remediation:
+                remediations.setdefault(f.rule_id, {}).setdefault(vm.provider, f.remediation)
         seen: set[str] = set()
         for f in sorted(vm.findings, key=lambda f: f.rule_id):
             if f.status not in FAILING or f.rule_id in seen:
                 continue
             seen.add(f.rule_id)
-            candidates.append((vm, f))
-    kept = _most_severe(candidates, max_results)
-    results = [_result(*candidates[i], index[candidates[i][1].rule_id]) for i in kept]
+            candidates.append((n, f.rule_id))
+            ranks.append(_rank(f))
+    rule_ids = sorted(first)
+    index = {rid: i for i, rid in enumerate(rule_ids)}
+    rules = [_rule(first[rid], dict(sorted(remediations.get(rid, {}).items()))) for rid in rule_ids]
+    kept = _most_severe(ranks, max_results)
+    results = [_kept_result(vms, *candidates[i], index) for i in kept]
     left_out = len(candidates) - len(kept)
     properties: dict[str, Any] = {
         "runId": run.run_id,
@@ -343,6 +340,15 @@ def document(run: AuditRun, max_results: int = MAX_RESULTS) -> dict[str, Any]:
             }
         ],
     }
+
+
+def _kept_result(
+    vms: Sequence[VMResult], n: int, rule: str, index: dict[str, int]
+) -> dict[str, Any]:
+    """A result kept: its VM read again, and its first failing finding of that rule."""
+    vm = vms[n]
+    finding = next(f for f in vm.findings if f.rule_id == rule and f.status in FAILING)
+    return _result(vm, finding, index[rule])
 
 
 def render_sarif(run: AuditRun) -> str:
