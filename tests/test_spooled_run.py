@@ -416,8 +416,15 @@ def test_a_stored_run_out_of_order_is_reported_in_order(stored_run: Path, tmp_pa
     run = load_run(tmp_path / "run")
     assert isinstance(run.vms, StoredVMs) and not run.vms.in_run_order
     assert run.vms[0] == _whole(stored_run).vms[-1]  # the file's order, as it is
-    for name in ("csv", "ocsf", "sarif"):
-        assert _written(run, name) == _written(load_run(stored_run.parent), name)
+    digests = [
+        hashlib.sha256(p.read_bytes()).hexdigest().encode()
+        for p in (tmp_path / "run" / RESULT_FILE, stored_run)
+    ]
+    for name in ("csv", "ocsf", "sarif", "markdown"):
+        # the summary also names the file it was made from by its digest (the HTML report lists
+        # VMs in the file's order within each account, as before: not compared here)
+        tampered = {k: v.replace(*digests) for k, v in _written(run, name).items()}
+        assert tampered == _written(load_run(stored_run.parent), name)
 
 
 @settings(max_examples=60, deadline=None)

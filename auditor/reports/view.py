@@ -507,10 +507,12 @@ def build_view(run: AuditRun) -> ReportView:
     gaps = tuple(_gap_view(g) for g in run.coverage.gaps)
 
     # by place in the run, not by object: a run read from disk (auditor.runs.spool) gives new
-    # objects each time its VMs are read
-    grouped: dict[tuple[str, str], list[tuple[int, VMResult]]] = {}
+    # objects each time its VMs are read; and an account's VMs at a time: a stored run's VMs
+    # are read again per account instead of all held while the views are made (a 10k-VM
+    # run's report peaked at 0.7 GiB for a view of 80 MiB)
+    grouped: dict[tuple[str, str], list[int]] = {}
     for n, vm in enumerate(run.vms):
-        grouped.setdefault((vm.provider, vm.account), []).append((n, vm))
+        grouped.setdefault((vm.provider, vm.account), []).append(n)
     for sc in run.coverage.scopes:
         grouped.setdefault((sc.provider, sc.account), [])
     for gap in run.coverage.gaps:
@@ -524,15 +526,16 @@ def build_view(run: AuditRun) -> ReportView:
     for provider, account in sorted(grouped):
         scope_anchor = slugs.make(f"scope/{provider}/{account}")
         places = grouped[(provider, account)]
-        vms = [vm for _, vm in places]
+        vms = _at(run.vms, places)
         changes = _changes(vms, next_change)
         next_change += len(changes)
         by_text = {c.source: c for c in changes}
         views = tuple(
             _vm_view(run, vm, slugs, scope_anchor, by_text, evidence_cache, reasons) for vm in vms
         )
-        for (n, _), view in zip(places, views, strict=True):
+        for n, view in zip(places, views, strict=True):
             vm_views[n] = view
+        del vms
         scope_gaps = tuple(g for g in gaps if g.provider == provider and g.account in (account, ""))
         scopes.append(
             _scope_view(
@@ -587,6 +590,13 @@ def build_view(run: AuditRun) -> ReportView:
 
 
 # --------------------------------------------------------------------------------- helpers
+
+
+def _at(vms: Sequence[VMResult], places: list[int]) -> list[VMResult]:
+    """The VMs at these places (a slice when they follow each other: one read of a file)."""
+    if places and places[-1] - places[0] == len(places) - 1:
+        return list(vms[places[0] : places[-1] + 1])
+    return [vms[n] for n in places]
 
 
 class _Slugger:

@@ -181,8 +181,9 @@ class StoredVMs(Sequence[VMResult]):
     def __getitem__(self, index: slice) -> list[VMResult]: ...
 
     def __getitem__(self, index: int | slice) -> VMResult | list[VMResult]:
-        if isinstance(index, slice):
-            return [self[i] for i in range(*index.indices(len(self)))]
+        if isinstance(index, slice):  # from one open file
+            spans = self._spans[index]
+            return [VMResult.model_validate_json(c) for c in _read_spans(self.path, spans)]
         offset, length = self._spans[index]
         return VMResult.model_validate_json(read_span(self.path, offset, length))
 
