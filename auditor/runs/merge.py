@@ -13,9 +13,10 @@ from __future__ import annotations
 import json
 import re
 import shutil
-from collections.abc import Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any, overload
 
 from auditor.model import (
     PROVIDER_NAMES,
@@ -27,8 +28,10 @@ from auditor.model import (
     Scope,
     ScopeCoverage,
     TrustAnchor,
+    VMResult,
+    nested_json,
 )
-from auditor.recording import keep_evidence
+from auditor.recording import where_key
 from auditor.run import (
     NO_MATCHING_VM,
     RAW_DIR,
@@ -38,6 +41,7 @@ from auditor.run import (
     write_run,
 )
 from auditor.runs.shard import ShardError, parse_shard
+from auditor.runs.spool import VmOrder, vm_order
 
 #: Written beside result.json: which runs were merged, and files they disagreed on.
 MERGE_FILE = "merge.json"
@@ -91,7 +95,7 @@ def _scope_key(c: ScopeCoverage) -> tuple[str, str, str]:
     return (c.provider, c.account, c.region or "")
 
 
-def _check_compatible(inputs: list[_Input]) -> None:
+def _check_compatible(inputs: list[_Input]) -> list[tuple[int, int]]:
     """Refuse what cannot be one run: the message names the runs and what differs."""
     first = inputs[0]
     ids: dict[str, Path] = {}
@@ -126,8 +130,9 @@ def _check_compatible(inputs: list[_Input]) -> None:
                 )
 
     owner: dict[tuple[str, str, str], Path] = {}
-    vm_owner: dict[tuple[str, str, str, str], Path] = {}
-    for item in inputs:
+    vm_owner: dict[VmOrder, Path] = {}
+    places: list[tuple[VmOrder, int, int]] = []
+    for k, item in enumerate(inputs):
         for cov in item.run.coverage.scopes:
             key = _scope_key(cov)
             if key in owner:
@@ -136,14 +141,16 @@ def _check_compatible(inputs: list[_Input]) -> None:
                     f"overlapping scopes: {where} was read by both {owner[key]} and {item.path}"
                 )
             owner[key] = item.path
-        for vm in item.run.vms:
-            vkey = (vm.provider, vm.account, vm.region, vm.id)
+        for n, vm in enumerate(item.run.vms):
+            vkey = vm_order(vm)
             if vkey in vm_owner:
                 raise MergeError(
                     f"overlapping scopes: VM {'/'.join(vkey)} is in both {vm_owner[vkey]} and "
                     f"{item.path}"
                 )
             vm_owner[vkey] = item.path
+            places.append((vkey, k, n))
+    return [(k, n) for _, k, n in sorted(places)]
 
 
 def _shard_gaps(inputs: list[_Input]) -> list[Gap]:
@@ -285,7 +292,7 @@ def merge_runs(
     if not run_dirs:
         raise MergeError("no run directories to merge")
     inputs = _load([Path(p) for p in run_dirs])
-    _check_compatible(inputs)
+    places = _check_compatible(inputs)  # where each VM is, in the merged run's order
     out_dir = Path(output)
     if out_dir.exists() and (not out_dir.is_dir() or any(out_dir.iterdir())):
         raise MergeError(f"{out_dir} exists and is not empty; choose a new --output directory")
@@ -296,10 +303,6 @@ def merge_runs(
         (c for i in inputs for c in i.run.coverage.scopes),
         key=lambda c: (c.provider, c.account, c.region or ""),
     )
-    evidence: dict[str, Evidence] = {}
-    for i in inputs:
-        for ev in i.run.evidence.values():
-            keep_evidence(evidence, ev)  # the same choice one unsharded run makes
     first = inputs[0].run
     run = AuditRun(
         tool=first.tool,
@@ -314,14 +317,16 @@ def merge_runs(
             gaps=gaps,
             interrupted=any(i.run.coverage.interrupted for i in inputs),
         ),
-        vms=sorted(
-            (vm for i in inputs for vm in i.run.vms),
-            key=lambda vm: (vm.provider, vm.account, vm.region, vm.id),
-        ),
-        evidence=dict(sorted(evidence.items())),
+        vms=[],
+        evidence={},
         owner_overrides=_merged_overrides(inputs),
         trust_anchors=_merged_anchors(inputs),
         judged_at=first.judged_at,
+    ).model_copy(  # each shard's VMs and evidence read from its result.json as it is written
+        update={
+            "vms": _MergedVMs([i.run.vms for i in inputs], places),
+            "evidence": _MergedEvidence([i.run.evidence for i in inputs]),
+        }
     )
 
     conflicts: list[str] = []
@@ -353,6 +358,7 @@ def merge_runs(
     }
     (out_dir / MERGE_FILE).write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
     write_run(run, out_dir)
+    run = load_run(out_dir)  # the merged run as written, read from it when asked
     from auditor.runs.bundle import BundleError, write_manifest
 
     try:
@@ -360,6 +366,76 @@ def merge_runs(
     except (BundleError, OSError, ValueError) as err:
         raise MergeError(f"cannot seal {out_dir}: {err}") from err
     return MergeResult(run=run, run_dir=out_dir, conflicts=listed)
+
+
+class _MergedVMs(Sequence[VMResult]):
+    """The shards' VMs in the merged run's order, each read from its shard when asked; as
+    `result.json` entries (`chunks`), the very bytes the shard holds when it is stored."""
+
+    def __init__(self, parts: list[Sequence[VMResult]], places: list[tuple[int, int]]) -> None:
+        self._parts = parts
+        self._places = places
+
+    def __len__(self) -> int:
+        return len(self._places)
+
+    @overload
+    def __getitem__(self, index: int) -> VMResult: ...
+
+    @overload
+    def __getitem__(self, index: slice) -> list[VMResult]: ...
+
+    def __getitem__(self, index: int | slice) -> VMResult | list[VMResult]:
+        if isinstance(index, slice):
+            return [self[i] for i in range(*index.indices(len(self)))]
+        k, n = self._places[index]
+        return self._parts[k][n]
+
+    def chunks(self) -> Iterator[bytes]:
+        for k, n in self._places:
+            yield _entry(self._parts[k], n)
+
+
+class _MergedEvidence(Mapping[str, Evidence]):
+    """Every shard's evidence by SHA-256, in key order, each item read when asked. Of copies
+    in several shards the first by where it was read is kept: the choice one unsharded run
+    makes (recording.keep_evidence)."""
+
+    def __init__(self, parts: list[Mapping[str, Evidence]]) -> None:
+        self._parts = parts
+        chosen: dict[str, int] = {}
+        wheres: dict[str, str] = {}  # of the copy kept, once a second copy was seen
+        for k, part in enumerate(parts):
+            for key in part:
+                kept = chosen.get(key)
+                if kept is None:
+                    chosen[key] = k
+                    continue
+                if key not in wheres:
+                    wheres[key] = where_key(parts[kept][key])
+                where = where_key(part[key])
+                if where < wheres[key]:
+                    chosen[key], wheres[key] = k, where
+        self._chosen = dict(sorted(chosen.items()))
+
+    def __len__(self) -> int:
+        return len(self._chosen)
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._chosen)
+
+    def __getitem__(self, key: str) -> Evidence:
+        return self._parts[self._chosen[key]][key]
+
+    def chunks(self) -> Iterator[tuple[str, bytes]]:
+        for key, k in self._chosen.items():
+            yield key, _entry(self._parts[k], key)
+
+
+def _entry(part: Any, at: Any) -> bytes:
+    """An entry of a shard's VMs or evidence as result.json holds it (read, when stored)."""
+    chunk = getattr(part, "chunk", None)
+    return chunk(at) if chunk is not None else nested_json(part[at])
 
 
 def _earliest_recorded(inputs: list[_Input]) -> str | None:

@@ -195,6 +195,10 @@ class StoredVMs(Sequence[VMResult]):
         """Each VM as result.json holds it (nested two levels), in order, from one open file."""
         return _read_spans(self.path, self._spans)
 
+    def chunk(self, index: int) -> bytes:
+        """One VM as result.json holds it."""
+        return read_span(self.path, *self._spans[index])
+
     def spans(self) -> list[tuple[int, int]]:
         return list(self._spans)
 
@@ -232,6 +236,10 @@ class StoredEvidence(Mapping[str, Evidence]):
     def __getitem__(self, key: str) -> Evidence:
         offset, length = self._spans[key]
         return Evidence.model_validate_json(read_span(self.path, offset, length))
+
+    def chunk(self, key: str) -> bytes:
+        """One item as result.json holds it."""
+        return read_span(self.path, *self._spans[key])
 
     def chunks(self) -> Iterator[tuple[str, bytes]]:
         """(key, the item as result.json holds it), in key order, from one open file."""
