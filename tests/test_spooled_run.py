@@ -19,6 +19,7 @@ import json
 import pickle
 import re
 from datetime import UTC, datetime
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -366,7 +367,7 @@ def test_sealing_reads_the_run_id_without_reading_the_run(stored_run: Path, tmp_
         write_manifest(copy_dir, other)
 
 
-@pytest.mark.parametrize("name", ["json", "csv", "markdown", "sarif", "ocsf", "asff"])
+@pytest.mark.parametrize("name", ["json", "csv", "markdown", "sarif", "ocsf", "asff", "junit"])
 def test_report_writers_write_what_the_whole_run_renders(stored_run: Path, name: str) -> None:
     from auditor import reports
 
@@ -420,7 +421,7 @@ def test_a_stored_run_out_of_order_is_reported_in_order(stored_run: Path, tmp_pa
         hashlib.sha256(p.read_bytes()).hexdigest().encode()
         for p in (tmp_path / "run" / RESULT_FILE, stored_run)
     ]
-    for name in ("csv", "ocsf", "sarif", "markdown"):
+    for name in ("csv", "ocsf", "sarif", "markdown", "junit"):
         # the summary also names the file it was made from by its digest (the HTML report lists
         # VMs in the file's order within each account, as before: not compared here)
         tampered = {k: v.replace(*digests) for k, v in _written(run, name).items()}
@@ -509,3 +510,30 @@ def test_a_failure_while_finishing_a_scope_stops_the_scan(
     monkeypatch.setattr(auditor.run, "evaluate_all", auditor.engine.evaluate_all)
     scan(replay=replay, concurrency=2, processes=processes)
     assert made < len(answered) / 8  # 22 here; 78 if unstarted scopes made their first call
+
+
+def test_a_report_for_stdout_and_a_directory_is_made_once(
+    stored_run: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsysbinary: Any
+) -> None:
+    # `ccaudit report RUN --format junit`: printed and written into the run directory; a
+    # streamed format is made as it is written, so it is made once and its file copied
+    from auditor import reports
+    from auditor.cli.outputs import emit
+
+    made: list[str] = []
+    writers = reports.writers
+
+    def counting(run: AuditRun, name: str) -> dict[str, reports.Writer]:
+        def once(write: reports.Writer, out: Any) -> object:
+            made.append(name)
+            return write(out)
+
+        return {rel: partial(once, w) for rel, w in writers(run, name).items()}
+
+    monkeypatch.setattr(reports, "writers", counting)
+    run = load_run(stored_run.parent)
+    emit(run, ["junit"], None, tmp_path / "out")
+    printed = capsysbinary.readouterr().out
+    assert made == ["junit"]
+    assert printed == (tmp_path / "out" / "junit.xml").read_bytes()
+    assert printed == reports.render(_whole(stored_run), "junit")["junit.xml"]

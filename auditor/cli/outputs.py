@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -37,11 +38,6 @@ def emit(run: AuditRun, formats: list[str], output: Path | None, run_dir: Path |
             rendered = reports.writers(run, name)
         except reports.ReportError as err:
             raise fail(f"--format {name}: {err}") from err
-        if to_stdout:
-            sys.stdout.flush()
-            for write_file in rendered.values():
-                write_file(sys.stdout.buffer)
-            sys.stdout.buffer.flush()
         pairs: list[tuple[Path, reports.Writer]] = []
         if output is not None and len(files) == 1 and len(rendered) == 1 and not output.is_dir():
             pairs.append((output, next(iter(rendered.values()))))
@@ -54,15 +50,31 @@ def emit(run: AuditRun, formats: list[str], output: Path | None, run_dir: Path |
                 for rel, w in rendered.items()
                 if not _read_from(run, run_dir / rel)
             )
-        for target, write_file in pairs:
+        written: dict[int, Path] = {}  # a file made once (streamed formats are made as
+        for target, write_file in pairs:  # they are written), then copied to its other places
             try:
                 target.parent.mkdir(parents=True, exist_ok=True)
-                with target.open("wb") as out:
-                    write_file(out)
+                made = written.get(id(write_file))
+                if made is None:
+                    with target.open("wb") as out:
+                        write_file(out)
+                    written[id(write_file)] = target
+                elif made.resolve() != target.resolve():  # --output may be the run directory
+                    shutil.copyfile(made, target)
             except OSError as err:
                 raise fail(f"cannot write {target}: {err.strerror or err}") from err
             if not to_stdout:
                 note(f"wrote {target}")
+        if to_stdout:
+            sys.stdout.flush()
+            for write_file in rendered.values():
+                made = written.get(id(write_file))
+                if made is not None:  # already made for the run directory: its bytes
+                    with made.open("rb") as src:
+                        shutil.copyfileobj(src, sys.stdout.buffer)
+                else:
+                    write_file(sys.stdout.buffer)
+            sys.stdout.buffer.flush()
 
 
 def _read_from(run: AuditRun, target: Path) -> bool:

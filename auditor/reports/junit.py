@@ -35,8 +35,12 @@ from __future__ import annotations
 
 import io
 import re
-from collections.abc import Iterable
+import shutil
+import tempfile
+from collections.abc import Callable, Iterable
 from datetime import UTC
+from functools import partial
+from typing import BinaryIO
 from xml.etree import ElementTree
 
 from junitparser import (
@@ -51,7 +55,7 @@ from junitparser import (
 )
 
 from auditor.model import PROVIDER_PARTIES, AuditRun, PartyStatus, ScopeCoverage, Status, VMResult
-from auditor.reports.tables import party_rows, sorted_vms
+from auditor.reports.tables import party_rows, sorted_vms, vms_at
 
 FILE = "junit.xml"
 COVERAGE_CASE = "coverage"
@@ -138,37 +142,100 @@ def coverage_case(scope: ScopeCoverage) -> TestCase:
 def document(run: AuditRun) -> JUnitXml:
     """The JUnit tree (suites sorted by provider and account)."""
     suites: dict[tuple[str, str], list[TestCase]] = {}
-    for scope in sorted(run.coverage.scopes, key=lambda s: (s.provider, s.account, s.region or "")):
+    for scope in _scopes(run):
         suites.setdefault((scope.provider, scope.account), []).append(coverage_case(scope))
     for vm in sorted_vms(run):
         cases = suites.setdefault((vm.provider, vm.account), [])
         cases.extend(party_case(vm, ps) for ps in party_rows(vm))
 
     xml = JUnitXml(_x(f"cc-auditor {run.run_id}"))
-    # Surefire/Ant timestamps are ISO 8601 without a zone; the run times are UTC.
-    timestamp = run.started_at.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S")
     for (provider, account), cases in sorted(suites.items()):
-        suite = TestSuite(_x(f"{provider}/{account}"))
-        suite.timestamp = timestamp
-        suite.add_property("run_id", _x(run.run_id))
-        suite.add_property("provider", _x(provider))
-        suite.add_property("account", _x(account))
-        suite.add_testcases(cases)
-        xml.add_testsuite(suite)
+        xml.add_testsuite(_suite(run, provider, account, cases))
     xml.update_statistics()  # type: ignore[no-untyped-call,unused-ignore]
     return xml
+
+
+def _scopes(run: AuditRun) -> list[ScopeCoverage]:
+    return sorted(run.coverage.scopes, key=lambda s: (s.provider, s.account, s.region or ""))
+
+
+def _suite(run: AuditRun, provider: str, account: str, cases: list[TestCase]) -> TestSuite:
+    suite = TestSuite(_x(f"{provider}/{account}"))
+    # Surefire/Ant timestamps are ISO 8601 without a zone; the run times are UTC.
+    suite.timestamp = run.started_at.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S")
+    suite.add_property("run_id", _x(run.run_id))
+    suite.add_property("provider", _x(provider))
+    suite.add_property("account", _x(account))
+    suite.add_testcases(cases)
+    return suite
 
 
 def render_junit(run: AuditRun) -> bytes:
     """The file, indented. junitparser's `pretty=True` re-parses with minidom, which takes
     most of the time at fleet scale (40 s for 10k VMs); ElementTree's indent is C-fast."""
+    return _indented(document(run), xml_declaration=True) + b"\n"
+
+
+def _indented(xml: JUnitXml, level: int = 0, xml_declaration: bool = False) -> bytes:
     buf = io.BytesIO()
-    document(run).write(buf)
+    xml.write(buf)
     root = ElementTree.fromstring(buf.getvalue())  # nosec: our own output
-    ElementTree.indent(root, space="\t")
-    text: bytes = ElementTree.tostring(root, encoding="utf-8", xml_declaration=True)
-    return text + b"\n"
+    if level:  # the one suite `xml` holds, indented as it sits in the whole file
+        root = root[0]
+    ElementTree.indent(root, space="\t", level=level)
+    text: bytes = ElementTree.tostring(
+        root, encoding="utf-8", xml_declaration=xml_declaration, short_empty_elements=True
+    )
+    return text
 
 
 def render(run: AuditRun) -> dict[str, bytes]:
     return {FILE: render_junit(run)}
+
+
+def writers(run: AuditRun) -> dict[str, Callable[[BinaryIO], object]]:
+    """The same file written a suite at a time (reports.writers): each suite is made from its
+    account's VMs alone, so a large run is never held whole as objects or as XML."""
+    return {FILE: partial(write_junit, run)}
+
+
+def write_junit(run: AuditRun, out: BinaryIO) -> None:
+    """`render_junit`'s bytes: the suites are written to a temporary file as they are made
+    (the totals the root element opens with are known only at the end), then copied after it."""
+    places: dict[tuple[str, str], list[int]] = {}
+    vms = sorted_vms(run)
+    for n, vm in enumerate(vms):
+        places.setdefault((vm.provider, vm.account), []).append(n)
+    coverage: dict[tuple[str, str], list[TestCase]] = {}
+    for scope in _scopes(run):
+        coverage.setdefault((scope.provider, scope.account), []).append(coverage_case(scope))
+    keys = sorted(set(places) | set(coverage))
+    if not keys:  # an empty run: nothing to hold
+        out.write(render_junit(run))
+        return
+    totals = JUnitXml(_x(f"cc-auditor {run.run_id}"))
+    tests = failures = errors = skipped = 0
+    time = 0.0
+    with tempfile.TemporaryFile() as body:
+        for provider, account in keys:
+            cases = coverage.get((provider, account), [])
+            for vm in vms_at(vms, places.get((provider, account), [])):
+                cases.extend(party_case(vm, ps) for ps in party_rows(vm))
+            one = JUnitXml(totals.name)
+            one.add_testsuite(_suite(run, provider, account, cases))
+            suite = next(iter(one))
+            suite.update_statistics()  # type: ignore[no-untyped-call,unused-ignore]
+            tests, failures = tests + suite.tests, failures + suite.failures
+            errors, skipped = errors + suite.errors, skipped + suite.skipped
+            time += suite.time
+            body.write(b"\n\t" + _indented(one, level=1))
+        # the root's statistics set as JUnitXml.update_statistics sets them, in its order
+        totals.tests, totals.failures, totals.errors = tests, failures, errors
+        totals.skipped, totals.time = skipped, round(time, 3)
+        head = _indented(totals, xml_declaration=True)  # <testsuites .../>: opened instead
+        if not head.endswith(b" />"):
+            raise AssertionError("an empty <testsuites> serialises as a short tag")
+        out.write(head[: -len(b" />")] + b">")
+        body.seek(0)
+        shutil.copyfileobj(body, out)
+    out.write(b"\n</testsuites>\n")

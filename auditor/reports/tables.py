@@ -129,6 +129,14 @@ def sorted_vms(run: AuditRun) -> Sequence[VMResult]:
     return sorted(run.vms, key=lambda vm: (vm.provider, vm.account, vm.region, vm.id))
 
 
+def vms_at(vms: Sequence[VMResult], places: list[int]) -> list[VMResult]:
+    """The VMs at these places, read again (a report that needs one account's VMs together
+    holds only those); a slice when they follow each other: one read of a stored run's file."""
+    if places and places[-1] - places[0] == len(places) - 1:
+        return list(vms[places[0] : places[-1] + 1])
+    return [vms[n] for n in places]
+
+
 def sorted_findings(vm: VMResult) -> list[Finding]:
     """A VM's findings in report order: by party (in `Party` order), then rule id."""
     return sorted(vm.findings, key=lambda f: (_PARTY_ORDER[f.party], f.rule_id))

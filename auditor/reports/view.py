@@ -38,6 +38,7 @@ from auditor.model import (
     VMResult,
     result_sha256,
 )
+from auditor.reports.tables import vms_at
 from auditor.verify.anchors import AnchorError, fingerprint, gcp_vtpm_store
 
 _K = TypeVar("_K")
@@ -526,7 +527,7 @@ def build_view(run: AuditRun) -> ReportView:
     for provider, account in sorted(grouped):
         scope_anchor = slugs.make(f"scope/{provider}/{account}")
         places = grouped[(provider, account)]
-        vms = _at(run.vms, places)
+        vms = vms_at(run.vms, places)
         changes = _changes(vms, next_change)
         next_change += len(changes)
         by_text = {c.source: c for c in changes}
@@ -590,13 +591,6 @@ def build_view(run: AuditRun) -> ReportView:
 
 
 # --------------------------------------------------------------------------------- helpers
-
-
-def _at(vms: Sequence[VMResult], places: list[int]) -> list[VMResult]:
-    """The VMs at these places (a slice when they follow each other: one read of a file)."""
-    if places and places[-1] - places[0] == len(places) - 1:
-        return list(vms[places[0] : places[-1] + 1])
-    return [vms[n] for n in places]
 
 
 class _Slugger:
