@@ -537,3 +537,16 @@ def test_a_report_for_stdout_and_a_directory_is_made_once(
     assert made == ["junit"]
     assert printed == (tmp_path / "out" / "junit.xml").read_bytes()
     assert printed == reports.render(_whole(stored_run), "junit")["junit.xml"]
+
+
+@pytest.mark.parametrize("name", ["csv", "ocsf", "asff", "sarif", "junit"])
+def test_report_writers_of_an_empty_run_write_what_render_gives(
+    stored_run: Path, name: str
+) -> None:
+    from auditor import reports
+    from auditor.model import Coverage
+
+    empty = _whole(stored_run).model_copy(
+        update={"vms": [], "evidence": {}, "coverage": Coverage(complete=True)}
+    )
+    assert _written(empty, name) == reports.render(empty, name)
