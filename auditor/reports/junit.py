@@ -218,7 +218,7 @@ def write_junit(run: AuditRun, out: BinaryIO) -> None:
     time = 0.0
     with tempfile.TemporaryFile() as body:
         for provider, account in keys:
-            cases = coverage.get((provider, account), [])
+            cases = coverage.pop((provider, account), [])  # not kept once written
             for vm in vms_at(vms, places.get((provider, account), [])):
                 cases.extend(party_case(vm, ps) for ps in party_rows(vm))
             one = JUnitXml(totals.name)
