@@ -59,7 +59,10 @@ def render(run: AuditRun) -> dict[str, bytes]:
         "cc-auditor.tool_version": run.tool.version,
         "cc-auditor.schema_version": run.schema_version,
     }
+    # a table at a time: its rows, its frame and its file, then the next (not all three held)
     return {
-        f"{PARQUET_DIR}/{name}.parquet": to_parquet(name, frame, metadata)
-        for name, frame in tables.frames(run).items()
+        f"{PARQUET_DIR}/{name}.parquet": to_parquet(
+            name, tables.frame(name, list(tables.table_rows(run, name))), metadata
+        )
+        for name in tables.TABLES
     }
