@@ -36,12 +36,13 @@ _froze = False
 
 def import_sdks(providers: Iterable[object]) -> None:
     """Import every SDK module the providers name in `sdk_modules` (the ones they import on
-    first use); a missing one is left for the provider to report when it needs it."""
+    first use); one that is missing or fails to import is left for the provider to report
+    (as the gap it reports today) when it needs it."""
     for provider in providers:
         for name in getattr(provider, "sdk_modules", ()):
             try:
                 importlib.import_module(name)
-            except ImportError:
+            except Exception:  # a broken SDK is the provider's to report
                 continue
 
 

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import gc
+import importlib.abc
 import sys
 import threading
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -74,15 +76,23 @@ def test_a_process_that_froze_its_own_objects_keeps_them_frozen() -> None:
     assert gc.get_freeze_count() >= frozen > 0  # not unfrozen behind the caller's back
 
 
-def test_the_providers_sdks_are_imported_and_a_missing_one_is_skipped(
+def test_the_providers_sdks_are_imported_and_a_missing_or_broken_one_is_skipped(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     class Fake:
-        sdk_modules = ("json.tool", "no_such_sdk_module_here")
+        sdk_modules = ("json.tool", "no_such_sdk_module_here", "broken_sdk_module_here", "uuid")
+
+    class Broken(importlib.abc.MetaPathFinder):  # an SDK that fails while it is imported
+        def find_spec(self, name: str, *args: Any) -> Any:
+            if name == "broken_sdk_module_here":
+                raise AttributeError("a broken install")
+            return None
 
     monkeypatch.delitem(sys.modules, "json.tool", raising=False)
+    monkeypatch.delitem(sys.modules, "uuid", raising=False)
+    monkeypatch.setattr(sys, "meta_path", [Broken(), *sys.meta_path])
     import_sdks([Fake(), object()])  # an object naming none is fine too
-    assert "json.tool" in sys.modules
+    assert "json.tool" in sys.modules and "uuid" in sys.modules  # the rest still imported
     assert "no_such_sdk_module_here" not in sys.modules
     assert "botocore.session" in AwsProvider.sdk_modules
 
