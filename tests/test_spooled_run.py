@@ -550,3 +550,26 @@ def test_report_writers_of_an_empty_run_write_what_render_gives(
         update={"vms": [], "evidence": {}, "coverage": Coverage(complete=True)}
     )
     assert _written(empty, name) == reports.render(empty, name)
+
+
+@pytest.fixture(scope="module")
+def large_stored_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    # above reports.LARGE_RUN VMs: JSON reports are compact, and OSCAL is written streamed
+    root = tmp_path_factory.mktemp("large")
+    generate(root / "fleet", 240, per_scope=24, page_size=8)
+    scan(replay=root / "fleet", run_dir=root / "run", run_id="large", concurrency=4, processes=1)
+    return root / "run" / RESULT_FILE
+
+
+@pytest.mark.parametrize("name", ["csv", "ocsf", "asff", "sarif", "junit", "oscal", "markdown"])
+def test_report_writers_of_a_large_run_write_what_the_whole_run_renders(
+    large_stored_run: Path, name: str
+) -> None:
+    from auditor import reports
+    from auditor.reports import LARGE_RUN
+
+    run = load_run(large_stored_run.parent)
+    assert len(run.vms) > LARGE_RUN and isinstance(run.vms, StoredVMs)
+    written = _written(run, name)
+    assert written == reports.render(_whole(large_stored_run), name)
+    assert all(len(data) > 100 for data in written.values())

@@ -58,9 +58,11 @@ import posixpath
 import re
 import unicodedata
 import uuid
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from datetime import UTC, datetime
-from typing import Any
+from functools import partial
+from itertools import chain
+from typing import Any, BinaryIO
 from urllib.parse import quote
 
 from auditor.model import (
@@ -75,7 +77,7 @@ from auditor.model import (
     Status,
     VMResult,
 )
-from auditor.reports import dump_json
+from auditor.reports import LARGE_RUN, dump_json
 
 FILE = "oscal-assessment-results.json"
 OSCAL_VERSION = "1.1.3"
@@ -111,7 +113,106 @@ def render_json(run: AuditRun) -> str:
 
 def build(run: AuditRun) -> JSON:
     """The document as a dict: `{"assessment-results": {...}}`."""
-    return _Builder(run).document()
+    built: JSON = _whole(_Builder(run).document())
+    return built
+
+
+def writers(run: AuditRun) -> dict[str, Callable[[BinaryIO], object]]:
+    """The same file; a large run's (written compact) a VM's entries at a time: its arrays of
+    inventory items, observations, findings and evidence resources are made as they are
+    written (`_Streamed`), so the document (365 MB for 10k VMs) is never whole in memory."""
+    return {FILE: partial(_write, run)}
+
+
+def _write(run: AuditRun, out: BinaryIO) -> None:
+    if len(run.vms) <= LARGE_RUN:  # indented for people: small, made whole as `render` does
+        out.write(render_json(run).encode("utf-8"))
+        return
+    buffer: list[str] = []
+    size = 0
+
+    def write(text: str) -> None:
+        nonlocal size
+        buffer.append(text)
+        size += len(text)
+        if size >= 1 << 20:
+            out.write("".join(buffer).encode("utf-8"))
+            buffer.clear()
+            size = 0
+
+    _encode(_Builder(run).document(), write)
+    write("\n")
+    out.write("".join(buffer).encode("utf-8"))
+
+
+class _Streamed:
+    """An array of the document whose members are made only as it is written (never empty:
+    OSCAL arrays have at least one member, see `_with_streamed`)."""
+
+    def __init__(self, items: Iterable[Any]) -> None:
+        self.items = items
+
+
+def _with_streamed(obj: JSON, key: str, items: Iterable[Any]) -> JSON:
+    """`_with` for members made one at a time: the first is made now to know there is one."""
+    it = iter(items)
+    first = next(it, _NOTHING)
+    if first is not _NOTHING:
+        obj[key] = _Streamed(chain([first], it))
+    return obj
+
+
+_NOTHING = object()
+
+
+def _whole(obj: Any) -> Any:
+    """The document with every streamed array made (in document order, as writing makes them)."""
+    if isinstance(obj, _Streamed):
+        return [_whole(x) for x in obj.items]
+    if isinstance(obj, dict):
+        return {k: _whole(v) for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [_whole(x) for x in obj]
+    return obj
+
+
+def _encode(obj: Any, write: Callable[[str], None]) -> None:
+    """`json.dumps(obj, ensure_ascii=False, separators=(",", ":"))`, written a piece at a time:
+    the parts that hold a streamed array are walked here, everything else is `json.dumps`."""
+    if isinstance(obj, _Streamed):
+        write("[")
+        for n, item in enumerate(obj.items):
+            write(("," if n else "") + _compact(item))
+        write("]")
+    elif isinstance(obj, dict) and _holds_stream(obj):
+        write("{")
+        for n, (key, item) in enumerate(obj.items()):
+            write(("," if n else "") + _compact(key) + ":")
+            _encode(item, write)
+        write("}")
+    elif isinstance(obj, list) and _holds_stream(obj):
+        write("[")
+        for n, item in enumerate(obj):
+            if n:
+                write(",")
+            _encode(item, write)
+        write("]")
+    else:
+        write(_compact(obj))
+
+
+def _compact(obj: Any) -> str:
+    return json.dumps(obj, ensure_ascii=False, separators=(",", ":"))
+
+
+def _holds_stream(obj: Any) -> bool:
+    if isinstance(obj, _Streamed):
+        return True
+    if isinstance(obj, dict):
+        return any(_holds_stream(v) for v in obj.values())
+    if isinstance(obj, list):
+        return any(_holds_stream(v) for v in obj)
+    return False
 
 
 # --- text ------------------------------------------------------------------------------------
@@ -293,24 +394,32 @@ class _Builder:
 
     # top level
     def document(self) -> JSON:
+        """The document, its arrays with a member per VM made as they are read (`_Streamed`):
+        in document order, so evidence resources are listed as observations first cite them."""
         run = self.run
         plan_uuid = self.uid("assessment-plan")
         gaps = self._gaps()
-        observations: list[JSON] = []
-        vm_obs: dict[str, dict[str, str]] = {}
-        for vm in run.vms:
-            obs, by_sha = self._evidence_observations(vm)
-            observations.extend(obs)
-            vm_obs[vm.key] = by_sha
-        observations.extend(
-            self._gap_observation(key, gap, vms) for key, (gap, vms) in gaps.items()
-        )
+        for key in gaps:  # findings cite them, whichever is made first
+            self.gap_obs.setdefault(key, self.uid("gap-observation", key))
+            self.gap_risk.setdefault(key, self.uid("gap-risk", key))
+        gap_vms = {key: set(vms) for key, (_, vms) in gaps.items()}
+
+        def observations() -> Iterator[JSON]:
+            for vm in run.vms:
+                yield from self._evidence_observations(vm)[0]
+            for key, (gap, vms) in gaps.items():
+                yield self._gap_observation(key, gap, vms)
+
+        def findings() -> Iterator[JSON]:
+            for vm in run.vms:
+                by_sha = {
+                    sha: self.uid("observation", vm.key, sha) for sha in self._vm_evidence(vm)
+                }
+                vm_gaps = [k for k in gaps if vm.key in gap_vms[k]]
+                yield from (self._party_finding(vm, p, by_sha, vm_gaps) for p in Party)
+                yield self._gdpr_finding(vm, by_sha, vm_gaps)
+
         risks = [self._gap_risk(key, gap) for key, (gap, _) in gaps.items()]
-        findings: list[JSON] = []
-        for vm in run.vms:
-            vm_gaps = [k for k, (_, vms) in gaps.items() if vm.key in vms]
-            findings.extend(self._party_finding(vm, p, vm_obs[vm.key], vm_gaps) for p in Party)
-            findings.append(self._gdpr_finding(vm, vm_obs[vm.key], vm_gaps))
 
         result: JSON = {
             "uuid": self.uid("result"),
@@ -329,10 +438,10 @@ class _Builder:
             "local-definitions": self._local_definitions(),
             "reviewed-controls": self._reviewed_controls(),
         }
-        _with(result, "observations", observations)
+        _with_streamed(result, "observations", observations())
         _with(result, "risks", risks)
-        _with(result, "findings", findings)
-        resources = [self._plan_resource(plan_uuid), *self._evidence_resources()]
+        _with_streamed(result, "findings", findings())
+        resources = _Streamed(chain([self._plan_resource(plan_uuid)], self._evidence_resources()))
         return {
             "assessment-results": {
                 "uuid": self.uid("assessment-results"),
@@ -405,7 +514,8 @@ class _Builder:
             "status": {"state": "operational"},
         }
         defs: JSON = {"components": [tool]}
-        return _with(defs, "inventory-items", [self._inventory_item(vm) for vm in run.vms])
+        items = (self._inventory_item(vm) for vm in run.vms)
+        return _with_streamed(defs, "inventory-items", items)
 
     def _inventory_item(self, vm: VMResult) -> JSON:
         label = f" ({md(vm.name)})" if vm.name else ""
@@ -533,8 +643,8 @@ class _Builder:
             ),
         }
 
-    def _evidence_resources(self) -> list[JSON]:
-        out: list[JSON] = []
+    def _evidence_resources(self) -> Iterator[JSON]:
+        """Made when written: after the observations, which decide the items and their order."""
         for sha, res_uuid in self.ev_resource.items():
             ev = self.run.evidence[sha]
             resource: JSON = {
@@ -570,8 +680,7 @@ class _Builder:
                 else:
                     rlink["media-type"] = "application/json"
                 resource["rlinks"] = [rlink]
-            out.append(resource)
-        return out
+            yield resource
 
     def _plan_resource(self, plan_uuid: str) -> JSON:
         run = self.run
@@ -615,7 +724,6 @@ class _Builder:
 
     def _gap_observation(self, key: str, gap: Gap, vm_keys: list[str]) -> JSON:
         obs_uuid = self.gap_obs.setdefault(key, self.uid("gap-observation", key))
-        by_key = {vm.key: vm for vm in self.run.vms}
         where = " / ".join(md(p) for p in (gap.provider, gap.account, gap.region) if p)
         obs: JSON = {
             "uuid": obs_uuid,
@@ -636,7 +744,10 @@ class _Builder:
         _with(
             obs,
             "subjects",
-            [{"subject-uuid": self.vm_uuid(by_key[k]), "type": "inventory-item"} for k in vm_keys],
+            [
+                {"subject-uuid": self._stable("inventory-item", k), "type": "inventory-item"}
+                for k in vm_keys
+            ],
         )
         obs["collected"] = _ts(self.run.finished_at)
         return obs
