@@ -230,11 +230,9 @@ def _in_threads(
         stopping = True
         raise
     finally:
-        if stopping:
-            calls.close()
+        calls.close()  # calls waiting for a rate limit stop waiting (none wait once all finished)
         # interrupted again while waiting: do not wait twice (threads stop at their next write)
         pool.shutdown(wait=not interrupted, cancel_futures=interrupted or stopping)
-        calls.close()
     return interrupted
 
 

@@ -55,7 +55,7 @@ from junitparser import (
 )
 
 from auditor.model import PROVIDER_PARTIES, AuditRun, PartyStatus, ScopeCoverage, Status, VMResult
-from auditor.reports.tables import party_rows, sorted_vms, vms_at
+from auditor.reports.tables import party_rows, places_by_account, sorted_vms, vms_at
 
 FILE = "junit.xml"
 COVERAGE_CASE = "coverage"
@@ -202,10 +202,8 @@ def writers(run: AuditRun) -> dict[str, Callable[[BinaryIO], object]]:
 def write_junit(run: AuditRun, out: BinaryIO) -> None:
     """`render_junit`'s bytes: the suites are written to a temporary file as they are made
     (the totals the root element opens with are known only at the end), then copied after it."""
-    places: dict[tuple[str, str], list[int]] = {}
     vms = sorted_vms(run)
-    for n, vm in enumerate(vms):
-        places.setdefault((vm.provider, vm.account), []).append(n)
+    places = places_by_account(vms)
     coverage: dict[tuple[str, str], list[TestCase]] = {}
     for scope in _scopes(run):
         coverage.setdefault((scope.provider, scope.account), []).append(coverage_case(scope))

@@ -129,6 +129,15 @@ def sorted_vms(run: AuditRun) -> Sequence[VMResult]:
     return sorted(run.vms, key=lambda vm: (vm.provider, vm.account, vm.region, vm.id))
 
 
+def places_by_account(vms: Iterable[VMResult]) -> dict[tuple[str, str], list[int]]:
+    """Where each (provider, account)'s VMs are in `vms`: one pass, keeping only places, so a
+    report can then read one account's VMs at a time (`vms_at`)."""
+    places: dict[tuple[str, str], list[int]] = {}
+    for n, vm in enumerate(vms):
+        places.setdefault((vm.provider, vm.account), []).append(n)
+    return places
+
+
 def vms_at(vms: Sequence[VMResult], places: list[int]) -> list[VMResult]:
     """The VMs at these places, read again (a report that needs one account's VMs together
     holds only those); a slice when they follow each other: one read of a stored run's file."""

@@ -38,7 +38,7 @@ from auditor.model import (
     VMResult,
     result_sha256,
 )
-from auditor.reports.tables import vms_at
+from auditor.reports.tables import places_by_account, vms_at
 from auditor.verify.anchors import AnchorError, fingerprint, gcp_vtpm_store
 
 _K = TypeVar("_K")
@@ -511,9 +511,7 @@ def build_view(run: AuditRun) -> ReportView:
     # objects each time its VMs are read; and an account's VMs at a time: a stored run's VMs
     # are read again per account instead of all held while the views are made (a 10k-VM
     # run's report peaked at 0.7 GiB for a view of 80 MiB)
-    grouped: dict[tuple[str, str], list[int]] = {}
-    for n, vm in enumerate(run.vms):
-        grouped.setdefault((vm.provider, vm.account), []).append(n)
+    grouped = places_by_account(run.vms)
     for sc in run.coverage.scopes:
         grouped.setdefault((sc.provider, sc.account), [])
     for gap in run.coverage.gaps:
