@@ -12,10 +12,10 @@ from __future__ import annotations
 
 import re
 import threading
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from functools import partial
-from typing import Any, ClassVar, cast
+from typing import Any, ClassVar
 
 from auditor.model import SOME_VMS, VM, Disk, Gap, Technology
 from auditor.providers import kubernetes
@@ -102,6 +102,89 @@ def _status(err: Exception) -> int:
 def _code_message(err: Exception, subscription: str) -> tuple[str, str]:
     gap = _gap(err, "", subscription)
     return gap.code, gap.message
+
+
+class MalformedBody(ValueError):
+    """An ARM answer that parsed as JSON but is not what the call returns (`value` not a list
+    of objects, a body that is not an object): the call's gap, never an empty list."""
+
+
+#: What the generated operations raise for these statuses (azure-mgmt-compute's error_map):
+#: the raw calls raise the same, so a gap names the same error either way.
+def _arm_errors() -> dict[int, Any]:
+    from azure.core.exceptions import (
+        ClientAuthenticationError,
+        ResourceExistsError,
+        ResourceNotFoundError,
+        ResourceNotModifiedError,
+    )
+
+    return {
+        401: ClientAuthenticationError,
+        404: ResourceNotFoundError,
+        409: ResourceExistsError,
+        304: ResourceNotModifiedError,
+    }
+
+
+def arm_requests() -> Any:
+    """azure-mgmt-compute's request builders: each call's path, query and api-version exactly
+    as the SDK's own operation sends them."""
+    from azure.mgmt.compute.operations import _operations
+
+    return _operations
+
+
+def arm_json(client: Any, request: Any) -> dict[str, Any]:
+    """One ARM call through the client's whole pipeline (authentication, azure-core's retries,
+    the pacer, the shared transport), its JSON body as the cloud sent it.
+
+    The SDK's operations turn every body into model objects, and the providers turned those
+    back into the same dicts (`as_dict()`): about half of a listing's CPU on Azure
+    (benchmarks/RESULTS.md). A status other than 200 raises what the generated operation
+    raises (`map_error`, then HttpResponseError with ARM's error code).
+    """
+    from azure.core.exceptions import HttpResponseError, map_error
+    from azure.mgmt.core.exceptions import ARMErrorFormat
+
+    response = client.send_request(request)
+    if response.status_code != 200:
+        map_error(status_code=response.status_code, response=response, error_map=_arm_errors())
+        raise HttpResponseError(response=response, error_format=ARMErrorFormat)
+    body = response.json()
+    if not isinstance(body, dict):
+        raise MalformedBody(f"the answer is a JSON {type(body).__name__}, not an object")
+    return body
+
+
+def arm_values(body: dict[str, Any]) -> list[dict[str, Any]]:
+    """A list answer's `value`: a list of objects, or MalformedBody."""
+    values = body.get("value")
+    if values is None:
+        return []
+    if not isinstance(values, list) or not all(isinstance(v, dict) for v in values):
+        raise MalformedBody("'value' is not a list of objects")
+    return values
+
+
+def _same(page: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return page
+
+
+def arm_pages(client: Any, first: Any) -> Iterator[list[dict[str, Any]]]:
+    """Every page of a list call, following `nextLink` as the SDK's pager does."""
+    from azure.core.rest import HttpRequest
+
+    request = first
+    while True:
+        body = arm_json(client, request)
+        yield arm_values(body)
+        link = body.get("nextLink")
+        if not link:
+            return
+        if not isinstance(link, str):
+            raise MalformedBody("'nextLink' is not a string")
+        request = HttpRequest("GET", link)
 
 
 def resource_group_of(resource_id: str) -> str:
@@ -293,12 +376,14 @@ class AzureProvider(WorkerState):
         # each page's extension calls start while the next page is listed: the
         # subscription's read limit is spent from the first page on
         vm_exts = start_calls(self.pool, extensions, call.pace)
+        arm = arm_requests()
         try:
             vms = call.listing(
                 "virtualMachines",
                 "virtualMachines.listAll",
                 (),
-                client.virtual_machines.list_all,
+                client,
+                arm.build_virtual_machines_list_all_request(sub),
                 on_page=vm_exts.add,
             )
         except CallFailed as failed:
@@ -315,13 +400,18 @@ class AzureProvider(WorkerState):
 
         def listings() -> tuple[_Items | None, _Items | None, Any]:
             disks = (
-                call.optional("disks", "disks.list", ("disks",), client.disks.list) if vms else None
+                call.optional(
+                    "disks", "disks.list", ("disks",), client, arm.build_disks_list_request(sub)
+                )
+                if vms
+                else None
             )
             des = call.optional(
                 "diskEncryptionSets",
                 "diskEncryptionSets.list",
                 ("disks",),
-                client.disk_encryption_sets.list,
+                client,
+                arm.build_disk_encryption_sets_list_request(sub),
             )
             return disks, des, call.skus(client, sorted(locations))
 
@@ -349,7 +439,8 @@ class AzureProvider(WorkerState):
                 "virtualMachineScaleSets",
                 "virtualMachineScaleSets.listAll",
                 (),
-                client.virtual_machine_scale_sets.list_all,
+                client,
+                arm_requests().build_virtual_machine_scale_sets_list_all_request(call.sub),
             )
         except CallFailed as failed:
             _not_seen(failed, "virtual machine scale set instances (listing failed)")
@@ -862,37 +953,30 @@ class _Caller:
         name: str,
         call: str,
         sections: Sequence[str],
-        fetch: Callable[[], Iterable[Any]],
+        client: Any,
+        first: Any,
         on_page: Callable[[list[dict[str, Any]]], None] | None = None,
     ) -> list[dict[str, Any]]:
-        """Every item of a list call (all its pages) as one replay file; each page's items go
-        to `on_page` as they arrive, if given."""
+        """Every item of a list call (all its pages, `first` the request for the first) as one
+        replay file; each page's items go to `on_page` as they arrive, if given."""
         rel = self._rel(name)
         self.result.calls += 1
-        if on_page is None:
-            try:
-                values = [item.as_dict() for item in fetch()]
-            except Exception as err:
-                raise self._fail(err, rel, call, sections) from err
-        else:
-            values = []
-            try:
-                for arrived in read_pages(
-                    lambda: cast(Any, fetch()).by_page(),  # azure-core's ItemPaged
-                    lambda page: [item.as_dict() for item in page],
-                ):
-                    values.extend(arrived)
+        values: list[dict[str, Any]] = []
+        try:
+            for arrived in read_pages(lambda: arm_pages(client, first), _same):
+                values.extend(arrived)
+                if on_page is not None:
                     on_page(arrived)
-            except ListingFailed as failed:
-                raise self._fail(failed.error, rel, call, sections) from failed.error
+        except ListingFailed as failed:
+            raise self._fail(failed.error, rel, call, sections) from failed.error
         self.sink.save_raw(rel, {"value": values})
         return values
 
     def optional(
-        self, name: str, call: str, sections: Sequence[str], fetch: Callable[[], Iterable[Any]]
+        self, name: str, call: str, sections: Sequence[str], client: Any, first: Any
     ) -> _Items | None:
         try:
-            values = self.listing(name, call, sections, fetch)
+            values = self.listing(name, call, sections, client, first)
         except CallFailed as failed:
             self.scope_gaps.append(failed.gap)
             self.result.errors.append(failed.gap)
@@ -909,11 +993,12 @@ class _Caller:
         """VM sizes per location (`$filter=location eq '<loc>'`), saved as one replay file."""
         rel = self._rel("resourceSkus")
         merged: dict[str, dict[str, Any]] = {}
+        build = arm_requests().build_resource_skus_list_request
         try:
             for loc in locations:
                 self.result.calls += 1
-                for sku in client.resource_skus.list(filter=f"location eq '{loc}'"):
-                    data = sku.as_dict()
+                first = build(self.sub, filter=f"location eq '{loc}'")
+                for data in (sku for page in arm_pages(client, first) for sku in page):
                     if data.get("resourceType") == "virtualMachines":
                         key = str(data.get("name"))
                         prev = merged.get(key)
@@ -936,10 +1021,11 @@ class _Caller:
 
     def extensions(self, client: Any, rg: str, vm_name: str, region: str) -> _Items:
         rel = self._rel("virtualMachines", vm_name, "extensions")
+        request = arm_requests().build_virtual_machine_extensions_list_request(
+            rg, vm_name, self.sub
+        )
         try:
-            values = [
-                e.as_dict() for e in client.virtual_machine_extensions.list(rg, vm_name).value or []
-            ]
+            values = arm_values(arm_json(client, request))
         except Exception as err:
             failed = self._fail(err, rel, "virtualMachineExtensions.list", ("agents",), vm_name)
             raise failed from err
@@ -991,7 +1077,10 @@ class _Caller:
         rel = self._rel(*parts)
         try:
             self.result.calls += 1
-            values = [v.as_dict() for v in client.virtual_machine_scale_set_vms.list(rg, name)]
+            first = arm_requests().build_virtual_machine_scale_set_vms_list_request(
+                rg, name, self.sub
+            )
+            values = [v for page in arm_pages(client, first) for v in page]
         except Exception as err:
             raise self._fail(err, rel, "virtualMachineScaleSetVMs.list", (), name) from err
         self.sink.save_raw(rel, {"value": values})
@@ -1020,11 +1109,11 @@ class _Caller:
         )
         rel = self._rel(*parts)
         call = "virtualMachineScaleSetVMExtensions.list"
+        request = arm_requests().build_virtual_machine_scale_set_vm_extensions_list_request(
+            inst.resource_group, inst.set_name, inst.instance_id, self.sub
+        )
         try:
-            listed = client.virtual_machine_scale_set_vm_extensions.list(
-                inst.resource_group, inst.set_name, inst.instance_id
-            )
-            values = [e.as_dict() for e in listed.value or []]
+            values = arm_values(arm_json(client, request))
         except Exception as err:
             raise self._fail(err, rel, call, ("agents",), inst.name) from err
         self.sink.save_raw(rel, {"value": values})
