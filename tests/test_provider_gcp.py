@@ -463,3 +463,26 @@ def test_a_template_that_cannot_be_read_leaves_the_pool_undeclared(tmp_path: Pat
     odd = _by_name(run)["gke-claims-cc-pool-3c4d"]
     assert "declared_technology" not in odd.document["kubernetes"]
     assert "hypervisor.node-differs-from-its-pool" not in {f.rule_id for f in odd.findings}
+
+
+def test_messages_convert_to_the_json_the_sdk_prints() -> None:
+    """`_to_dict` skips the JSON text of `to_json` (it was most of the conversion's CPU): every
+    instance and shielded identity of the fixtures and the demo converts to the same dict."""
+    from google.cloud import compute_v1
+
+    from auditor.providers.gcp import _to_dict
+
+    demo = Path(__file__).resolve().parents[1] / "examples" / "demo-fleet" / "gcp"
+    instances = [_fixture(n) for n in ("gcp_instance_sev_snp.json", "gcp_instance_tdx.json")]
+    for listing in demo.glob("*/aggregatedList.json"):
+        for scoped in json.loads(listing.read_text()).get("items", {}).values():
+            instances += scoped.get("instances", [])
+    identities = [json.loads(p.read_text()) for p in demo.glob("*/shieldedInstanceIdentity/*/*")]
+    cases = [(compute_v1.Instance, i) for i in instances]
+    cases += [(compute_v1.ShieldedInstanceIdentity, i) for i in identities]
+    assert len(instances) > 5 and identities
+    for kind, data in cases:
+        message = kind.from_json(json.dumps(data), ignore_unknown_fields=True)
+        printed = json.loads(kind.to_json(message, always_print_fields_with_no_presence=False))
+        assert _to_dict(message) == printed
+        assert "kind" not in data or _to_dict(message)["kind"] == data["kind"]

@@ -787,11 +787,13 @@ def _node_template(inst: Mapping[str, Any]) -> str | None:
 
 
 def _to_dict(message: Any) -> dict[str, Any]:
-    """A compute_v1 message back to its wire JSON (camelCase, unset fields left out)."""
-    import json
+    """A compute_v1 message back to its wire JSON (camelCase, unset fields left out): what
+    `to_json` then `json.loads` gave, without the JSON text in between (less than half the
+    CPU of an instance's conversion)."""
+    from google.protobuf import json_format
 
-    data: dict[str, Any] = json.loads(
-        type(message).to_json(message, always_print_fields_with_no_presence=False)
+    data: dict[str, Any] = json_format.MessageToDict(
+        type(message).pb(message), preserving_proto_field_name=False
     )
     return data
 
