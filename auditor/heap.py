@@ -34,16 +34,25 @@ _saved: tuple[int, int, int] | None = None
 _froze = False
 
 
+def sdk_modules(providers: Iterable[object]) -> list[str]:
+    """The SDK modules the providers name in `sdk_modules` (the ones they import on first
+    use), each once, in order."""
+    return list(dict.fromkeys(n for p in providers for n in getattr(p, "sdk_modules", ())))
+
+
+def import_modules(names: Iterable[str]) -> None:
+    """Import each module; one that is missing or fails to import is left for the provider to
+    report (as the gap it reports today) when it needs it."""
+    for name in names:
+        try:
+            importlib.import_module(name)
+        except Exception:  # a broken SDK is the provider's to report
+            continue
+
+
 def import_sdks(providers: Iterable[object]) -> None:
-    """Import every SDK module the providers name in `sdk_modules` (the ones they import on
-    first use); one that is missing or fails to import is left for the provider to report
-    (as the gap it reports today) when it needs it."""
-    for provider in providers:
-        for name in getattr(provider, "sdk_modules", ()):
-            try:
-                importlib.import_module(name)
-            except Exception:  # a broken SDK is the provider's to report
-                continue
+    """Import every SDK module the providers name (`sdk_modules`)."""
+    import_modules(sdk_modules(providers))
 
 
 @contextmanager

@@ -4,9 +4,11 @@ One Python process parses API responses at the speed of one core (the SDKs hold 
 they turn XML and JSON into objects), so a scan of many scopes is CPU-bound long before it is
 latency-bound (benchmarks/RESULTS.md). `collect()` then hands its scopes to worker processes:
 
-* each worker is `python -m auditor.workers`, started afresh (no fork of a process that has
-  threads, and no re-import of the caller's script, so a script or notebook that calls
-  `auditor.scan()` needs no `__main__` guard);
+* each worker is forked from a fork server (`auditor.forkserver`: started afresh, it imports
+  the SDKs once for every worker), or, where there is none, is `python -m auditor.workers`,
+  started afresh; either way no process that has threads is forked, and the caller's script
+  is not imported again, so a script or notebook that calls `auditor.scan()` needs no
+  `__main__` guard;
 * it gets the providers by their settings and what planning resolved
   (`auditor.providers.base.WorkerState`), never their clients; it makes its own, and an equal
   share of `--concurrency`, so the bound on calls in flight holds for the whole scan;
@@ -25,6 +27,7 @@ parent is gone (its stdin closes) stops.
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import pickle
 import queue
@@ -35,9 +38,11 @@ import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, Protocol
 
-from auditor.heap import scan_heap
+from auditor import forkserver
+from auditor.forkserver import ForkServer, ForkServerError
+from auditor.heap import scan_heap, sdk_modules
 from auditor.model import Evidence
 from auditor.providers.base import (
     CallPool,
@@ -58,6 +63,7 @@ SCOPES_PER_WORKER = 8
 MAX_AUTO_WORKERS = 4
 #: How long the parent waits for a reply at a time (a worker's death arrives as a reply too).
 _POLL_S = 0.2
+log = logging.getLogger(__name__)
 #: Parent -> worker: a scope's index, or one of these.
 _END, _STOP = "end", "stop"
 
@@ -95,10 +101,21 @@ class WorkerRun:
     why: list[str] = field(default_factory=list)
 
 
+class _Process(Protocol):
+    """A started worker (`subprocess.Popen`) or a forked one (`forkserver.ForkedWorker`)."""
+
+    stdin: IO[bytes] | None
+    stdout: IO[bytes] | None
+
+    def poll(self) -> int | None: ...
+    def wait(self, timeout: float | None = None) -> int: ...
+    def kill(self) -> None: ...
+
+
 @dataclass
 class _Worker:
     k: int
-    proc: subprocess.Popen[bytes]
+    proc: _Process
     reading: set[int] = field(default_factory=set)
     ended: bool = False  # sent _END (or _STOP)
     gone: bool = False  # its stdout closed
@@ -135,7 +152,16 @@ def collect_in_workers(
     count = max(1, min(processes, len(items)))
     shares = [concurrency // count + (1 if k < concurrency % count else 0) for k in range(count)]
     inbox: queue.Queue[tuple[int, Any]] = queue.Queue()
-    workers = [_start(k, inbox) for k in range(count)]
+    server = _fork_server(providers) if count > 1 else None
+    workers: list[_Worker] = []
+    try:
+        workers += [_start(k, inbox, server) for k in range(count)]
+    except BaseException:
+        for worker in workers:
+            _finish(worker)
+        if server is not None:
+            server.close()
+        raise
     session = _Session(items, workers, inbox, on_evidence, on_result)
     try:
         for worker in workers:
@@ -152,20 +178,41 @@ def collect_in_workers(
     finally:
         for worker in workers:
             _finish(worker)
+        if server is not None:
+            server.close()
     session.run_result.finished = len(session.finished)
     return session.run_result
 
 
-def _start(k: int, inbox: queue.Queue[tuple[int, Any]]) -> _Worker:
-    env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join(p for p in sys.path if p)  # import what we import
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "auditor.workers"],
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        env=env,
-        start_new_session=True,  # a terminal's Ctrl-C reaches the parent only: it decides
-    )
+def _fork_server(providers: Sequence[Provider]) -> ForkServer | None:
+    """A fork server that imported the providers' SDKs, or None (workers are then started
+    one by one, each importing them itself)."""
+    if not forkserver.available():
+        return None
+    try:
+        return ForkServer(sdk_modules(providers))
+    except ForkServerError as err:
+        log.info("starting collection workers one by one: %s", err)
+        return None
+
+
+def _start(k: int, inbox: queue.Queue[tuple[int, Any]], server: ForkServer | None) -> _Worker:
+    proc: _Process | None = None
+    if server is not None:
+        try:
+            proc = server.fork()
+        except ForkServerError as err:
+            log.info("starting collection worker %d by itself: %s", k, err)
+    if proc is None:
+        env = dict(os.environ)
+        env["PYTHONPATH"] = os.pathsep.join(p for p in sys.path if p)  # import what we import
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "auditor.workers"],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            env=env,
+            start_new_session=True,  # a terminal's Ctrl-C reaches the parent only: it decides
+        )
     assert proc.stdout is not None
     reader = threading.Thread(
         target=_read_replies, args=(k, proc.stdout, inbox), name=f"worker-{k}", daemon=True
