@@ -5,13 +5,18 @@ from __future__ import annotations
 import copy
 import hashlib
 import json
+from datetime import datetime
 from pathlib import Path
 from typing import Any
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from auditor.engine import Engine
 from auditor.fakecloud import FakeCloud, FaultConfig
 from auditor.model import AuditRun, Level, Party, Scope, Source, Status, Technology, canonical_json
-from auditor.providers.aws import AwsProvider, AwsTarget
+from auditor.providers.aws import AwsProvider, AwsTarget, parse_timestamp
 from auditor.rules.loader import load_packs
 from auditor.run import load_run, run_audit
 from tests.fakecloud.helpers import ACCOUNT, INSTANCE, REGION, fixture, standard_replay, write_json
@@ -300,3 +305,45 @@ def test_an_ami_missing_from_the_region_loses_only_its_own_facts(tmp_path: Path)
     raw = tmp_path / "run" / "raw" / BASE
     assert (raw / "DescribeImages.json").is_file()
     assert not (raw / "DescribeImages.error.json").exists()  # the replay reads as the retry did
+
+
+# ---------------------------------------------------------------------------- timestamps
+_OFFSETS = st.sampled_from(["Z", "+00:00", "+02:00", "-05:30", "+14:00"])
+
+
+@given(
+    when=st.datetimes(min_value=datetime(1971, 1, 1), max_value=datetime(2200, 1, 1)),
+    digits=st.integers(min_value=0, max_value=7),
+    offset=_OFFSETS,
+)
+def test_iso_timestamps_parse_as_botocore_parses_them(
+    when: datetime, digits: int, offset: str
+) -> None:
+    """The standard library reads EC2's ISO 8601 timestamps to the same instant, offset and
+    `isoformat()` (what a recorded response holds) as botocore's dateutil path."""
+    from botocore.utils import parse_timestamp as botocore_parse
+
+    text = when.strftime("%Y-%m-%dT%H:%M:%S")
+    if digits:
+        text += "." + f"{when.microsecond:06d}{when.microsecond % 10}"[:digits]
+    text += offset
+    ours, theirs = parse_timestamp(text), botocore_parse(text)
+    assert ours == theirs and ours.isoformat() == theirs.isoformat()
+    assert ours.utcoffset() == theirs.utcoffset()
+
+
+def test_other_timestamps_are_left_to_botocore() -> None:
+    from botocore.utils import parse_timestamp as botocore_parse
+
+    for value in ("1700000000", 1700000000, "Sun, 06 Nov 1994 08:49:37 GMT", "2026-11-12T05:47:29"):
+        assert parse_timestamp(value).isoformat() == botocore_parse(value).isoformat()
+    with pytest.raises(ValueError, match="Invalid timestamp"):
+        parse_timestamp("2026-13-45Tnot a time")
+
+
+def test_sessions_parse_timestamps_with_it(tmp_path: Path) -> None:
+    session = AwsProvider([AwsTarget(access_key_id="a", secret_access_key="b")])._session(
+        AwsTarget(access_key_id="a", secret_access_key="b")
+    )
+    factory = session._session.get_component("response_parser_factory")
+    assert factory.create_parser("ec2")._timestamp_parser is parse_timestamp
