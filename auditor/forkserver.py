@@ -15,7 +15,7 @@ then one message per worker carrying the worker's two pipe ends (SCM_RIGHTS); th
 answers with each worker's pid and, once it has reaped it, its exit code. A worker whose
 server is gone goes on (its pipes are the scan's); its exit code is then unknown.
 
-Where fork is not available (Windows), or the server cannot start, workers are started as
+Elsewhere than on Linux, or when the server cannot start, workers are started one by one as
 before (`auditor.workers`).
 """
 
@@ -67,7 +67,9 @@ class ForkServerError(Exception):
 
 
 def available() -> bool:
-    return hasattr(os, "fork") and hasattr(socket, "send_fds") and sys.platform != "win32"
+    """Linux only: macOS frameworks a worker may touch after the fork (the proxy settings
+    `requests` reads) are not safe there, which is why Python's own default is spawn."""
+    return sys.platform.startswith("linux") and hasattr(socket, "send_fds")
 
 
 # ============================================================================ messages

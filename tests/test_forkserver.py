@@ -4,6 +4,7 @@ with every scope read."""
 
 from __future__ import annotations
 
+import logging
 import os
 import signal
 import time
@@ -104,3 +105,19 @@ def test_a_worker_that_ended_after_its_server_has_an_unknown_exit_code() -> None
     worker.stdin.close()  # the worker reads EOF: it ends, with no server to reap it
     assert worker.wait(timeout=10) == forkserver.UNKNOWN_EXIT
     server.close()
+
+
+def test_a_fork_server_that_dies_on_start_leaves_workers_started_one_by_one(
+    probe: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    monkeypatch.setenv("CCAUDIT_PROBE_BREAK", "1")
+    seen = tmp_path / "seen"
+    with caplog.at_level(logging.INFO, logger="auditor.workers"):
+        out = collect([ProbeProvider(12, seen, os.getpid())], EvidenceSink(), 4, processes=2)
+    assert out.coverage.complete and len(out.coverage.scopes) == 12
+    assert "starting collection workers one by one" in caplog.text
+    assert "could not start" in caplog.text
+    workers = {pid for pid, _ in _lines(seen)}
+    assert len(workers) == 2 and {ppid for _, ppid in _lines(seen)} == {os.getpid()}
+    # the server imported the probe and died; each started worker imported it again
+    assert len(_lines(probe)) == 3 and workers <= {p for (p,) in _lines(probe)}
