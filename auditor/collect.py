@@ -12,6 +12,7 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, field, replace
 
+from auditor.heap import reading_here
 from auditor.model import VM, Coverage, Gap, ScopeCoverage
 from auditor.providers.base import (
     CallPool,
@@ -204,6 +205,7 @@ def _in_threads(
     limits: RateLimits = None,
 ) -> bool:
     """Every scope in a thread of this process; True if interrupted (finished ones kept)."""
+    reading_here(list({id(p): p for p, _ in work}.values()))  # their SDKs, out of the GC's way
     # `concurrency` bounds calls in flight: scopes list in a slot each, and their per-VM calls
     # fan out over the same slots (providers with a `pool` attribute get the CallPool).
     calls = CallPool(concurrency, limits=limits)

@@ -55,6 +55,20 @@ def import_sdks(providers: Iterable[object]) -> None:
     import_modules(sdk_modules(providers))
 
 
+def reading_here(providers: Iterable[object]) -> None:
+    """Within a scan that reads scopes in this process after all (threads, not workers):
+    import the providers' SDKs now and take them out of the collector's passes too.
+
+    `run_audit` imports none up front: with collection workers the scan's own process never
+    calls the SDKs' clients (planning imports what it uses), and Google Cloud's alone is
+    about a CPU-second and 120 MiB there.
+    """
+    import_sdks(providers)
+    with _lock:
+        if _scans and _froze:
+            gc.freeze()  # again: what planning and these imports added
+
+
 @contextmanager
 def scan_heap(providers: Iterable[object] = ()) -> Iterator[None]:
     """Within: the providers' SDKs imported, what exists frozen, collections less often."""

@@ -150,7 +150,8 @@ def run_audit(
             sink.save_collateral(
                 "maa-jwks.json", json.dumps(verify_options.maa_jwks, indent=2).encode()
             )
-    with scan_heap(providers):  # the SDKs' objects left out of the collector's passes
+    # what exists left out of the collector's passes; the SDKs too, if scopes are read here
+    with scan_heap():
         # With a run directory, each scope's results and evidence go to disk as it finishes;
         # guest evidence files are matched against the whole fleet first: such a scan holds it.
         spool = None

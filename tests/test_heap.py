@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import gc
 import importlib.abc
+import json
+import subprocess
 import sys
 import threading
 from collections.abc import Iterator
@@ -14,6 +16,7 @@ import pytest
 
 from auditor.api import scan
 from auditor.collect import ProgressListener
+from auditor.fakecloud import FakeCloud
 from auditor.heap import SCAN_THRESHOLDS, import_sdks, scan_heap
 from auditor.providers.aws import AwsProvider
 
@@ -109,3 +112,67 @@ def test_a_scan_runs_under_the_setting_and_gives_it_back(tmp_path: Path) -> None
     assert during == [SCAN_THRESHOLDS]
     assert gc.get_threshold() == (700, 10, 10)
     assert gc.get_freeze_count() == 0
+
+
+_WHICH_PROCESS_IMPORTS = """
+import gc, json, sys
+from pathlib import Path
+from auditor.collect import ProgressListener
+from auditor.engine import Engine
+from auditor.model import Scope
+from auditor.rules.loader import load_packs
+from auditor.run import run_audit
+from benchmarks.run import replay_providers
+
+seen = {}
+
+class Watch(ProgressListener):
+    def planned(self, scopes):
+        seen["planned"] = (gc.get_freeze_count(), "google.cloud.compute_v1" in sys.modules)
+
+    def scope_done(self, result):
+        seen.setdefault("read", (gc.get_freeze_count(), "google.cloud.compute_v1" in sys.modules))
+
+providers = replay_providers(Path(sys.argv[1]), sys.argv[2], 4)
+run = run_audit(
+    providers, Engine(load_packs([])), Scope(providers=[p.name for p in providers]),
+    processes=int(sys.argv[3]), progress=Watch(),
+)
+assert run.vms
+seen["after"] = (gc.get_freeze_count(), "google.cloud.compute_v1" in sys.modules)
+print(json.dumps(seen))
+"""
+
+
+@pytest.mark.parametrize("processes", [1, 2])
+def test_the_scans_own_process_imports_the_sdks_only_to_read_scopes_itself(
+    processes: int,
+) -> None:
+    """With collection workers the scan's process never calls Compute Engine, so it does not
+    import that SDK (a CPU-second, 120 MiB); reading scopes itself, it imports it and takes it
+    out of the collector's passes before the first scope. A fresh interpreter scans the demo
+    served by fakecloud from this process (fakecloud itself checks files with the SDKs)."""
+    with FakeCloud(DEMO) as cloud:
+        out = subprocess.run(
+            [
+                sys.executable,
+                "-c",
+                _WHICH_PROCESS_IMPORTS,
+                str(DEMO),
+                cloud.endpoint,
+                str(processes),
+            ],
+            capture_output=True,
+            text=True,
+            timeout=300,
+            check=True,
+            cwd=Path(__file__).resolve().parents[1],
+        )
+    seen = json.loads(out.stdout.strip().splitlines()[-1])
+    planned_frozen, planned_gcp = seen["planned"]
+    read_frozen, read_gcp = seen["read"]
+    assert not planned_gcp  # planning the demo's projects needs no Compute Engine client
+    if processes == 1:
+        assert read_gcp and read_frozen > planned_frozen
+    else:
+        assert not read_gcp and not seen["after"][1]
