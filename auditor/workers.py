@@ -189,8 +189,10 @@ def _fork_server(providers: Sequence[Provider]) -> ForkServer | None:
     one by one, each importing them itself)."""
     if not forkserver.available():
         return None
+    # the providers' own modules too, which each worker would import to unpickle them
+    own = [type(p).__module__ for p in providers if type(p).__module__ != "__main__"]
     try:
-        return ForkServer(sdk_modules(providers))
+        return ForkServer(list(dict.fromkeys([*sdk_modules(providers), *own])))
     except ForkServerError as err:
         log.info("starting collection workers one by one: %s", err)
         return None
