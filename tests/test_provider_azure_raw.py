@@ -159,6 +159,24 @@ def test_next_link_is_followed_and_an_absent_value_is_an_empty_page(
     assert pages == [[{"name": "a"}], []]
 
 
+def test_a_next_link_that_leads_back_is_an_error_not_an_endless_listing(
+    arm_server: Callable[[Route], str],
+) -> None:
+    calls: list[str] = []
+    endpoint = ""
+
+    def route(path: str) -> tuple[int, Any]:
+        calls.append(path)
+        page = "b" if "page=a" in path else "a"  # first -> a -> b -> a -> ...
+        return 200, {"value": [{"name": page}], "nextLink": f"{endpoint}/next?page={page}"}
+
+    endpoint = arm_server(route)
+    client = _client(endpoint)
+    with pytest.raises(MalformedBody, match="leads back to a page already read"):
+        list(arm_pages(client, arm_requests().build_disks_list_request(SUB)))
+    assert len(calls) == 4  # the first page, a, b, and a again: then it stops
+
+
 def test_an_arm_error_names_its_code_as_the_sdk_did(arm_server: Callable[[Route], str]) -> None:
     from azure.core.exceptions import HttpResponseError, ResourceNotFoundError
 

@@ -172,10 +172,12 @@ def _same(page: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 
 def arm_pages(client: Any, first: Any) -> Iterator[list[dict[str, Any]]]:
-    """Every page of a list call, following `nextLink` as the SDK's pager does."""
+    """Every page of a list call, following `nextLink` as the SDK's pager does; a link back
+    to a page already read is an error, not a listing that never ends."""
     from azure.core.rest import HttpRequest
 
     request = first
+    followed: set[str] = set()
     while True:
         body = arm_json(client, request)
         yield arm_values(body)
@@ -184,6 +186,9 @@ def arm_pages(client: Any, first: Any) -> Iterator[list[dict[str, Any]]]:
             return
         if not isinstance(link, str):
             raise MalformedBody("'nextLink' is not a string")
+        if link in followed:
+            raise MalformedBody(f"'nextLink' leads back to a page already read: {link[:200]}")
+        followed.add(link)
         request = HttpRequest("GET", link)
 
 
@@ -1021,10 +1026,10 @@ class _Caller:
 
     def extensions(self, client: Any, rg: str, vm_name: str, region: str) -> _Items:
         rel = self._rel("virtualMachines", vm_name, "extensions")
-        request = arm_requests().build_virtual_machine_extensions_list_request(
-            rg, vm_name, self.sub
-        )
         try:
+            request = arm_requests().build_virtual_machine_extensions_list_request(
+                rg, vm_name, self.sub
+            )
             values = arm_values(arm_json(client, request))
         except Exception as err:
             failed = self._fail(err, rel, "virtualMachineExtensions.list", ("agents",), vm_name)
@@ -1109,10 +1114,10 @@ class _Caller:
         )
         rel = self._rel(*parts)
         call = "virtualMachineScaleSetVMExtensions.list"
-        request = arm_requests().build_virtual_machine_scale_set_vm_extensions_list_request(
-            inst.resource_group, inst.set_name, inst.instance_id, self.sub
-        )
         try:
+            request = arm_requests().build_virtual_machine_scale_set_vm_extensions_list_request(
+                inst.resource_group, inst.set_name, inst.instance_id, self.sub
+            )
             values = arm_values(arm_json(client, request))
         except Exception as err:
             raise self._fail(err, rel, call, ("agents",), inst.name) from err
