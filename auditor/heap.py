@@ -7,9 +7,10 @@ collector's default settings (a collection every 700 allocations, a full one whe
 survive) a 10k-VM scan spent about a sixth of its CPU walking objects that were never garbage
 (benchmarks/RESULTS.md, issue 19). So for the length of a scan:
 
-* what exists when it starts is moved out of the collector's reach (`gc.freeze`), after the
-  providers' SDKs are imported, and moved back when it ends (`gc.unfreeze`): nothing is leaked,
-  and objects freed by reference counting (almost all) are freed as before;
+* what exists when it starts is moved out of the collector's reach (`gc.freeze`), and the
+  SDKs too once they are imported (`reading_here`, when this process reads scopes itself; a
+  collection worker imports them first), and moved back when it ends (`gc.unfreeze`):
+  nothing is leaked, and objects freed by reference counting (almost all) are freed as before;
 * collections run every 50,000 allocations instead of 700, which delays only cyclic garbage
   (the peak RSS of a 10k-VM scan did not grow: RESULTS.md).
 
