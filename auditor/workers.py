@@ -21,7 +21,8 @@ stray print cannot break them). Interruption stays the parent's: workers ignore 
 SIGTERM, the parent tells them to stop, their scopes stop at their next write (as threads do
 in one process), and what finished is kept. A worker that dies loses only the scopes it was
 reading: they become gaps that name it, and the other workers take the rest. A worker whose
-parent is gone (its stdin closes) stops.
+parent is gone (its stdin closes: killed, out of memory) ends at once, without waiting for its
+calls in flight or their retries: nobody would read what they found.
 """
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ import signal
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -64,6 +66,12 @@ MAX_AUTO_WORKERS = 4
 #: How long the parent waits for a reply at a time (a worker's death arrives as a reply too).
 _POLL_S = 0.2
 log = logging.getLogger(__name__)
+#: A worker's exit code when its parent went away: it ends at once, its calls in flight (and
+#: their SDK retries, up to minutes against an unreachable cloud) abandoned, since nobody
+#: would read what they found.
+ORPHANED = 4
+#: How long a worker whose stdin closed after its last scope waits for its threads' last words.
+_LAST_WORDS_S = 2.0
 #: Parent -> worker: a scope's index, or one of these.
 _END, _STOP = "end", "stop"
 
@@ -395,31 +403,48 @@ def worker_main(requests: IO[bytes], replies_stream: IO[bytes]) -> int:
         if not stop.is_set():
             replies.put(("ready",))
 
+    orphaned = False
     try:
         with scan_heap(providers):  # the SDKs imported first, then left out of the GC's passes
             for _ in range(share):
                 replies.put(("ready",))
+            ended = False  # _END: no more scopes; still read, for _STOP or the parent's end
             while True:
                 try:
                     message = pickle.load(requests)
-                except Exception:  # EOF: the parent is gone, nobody reads our replies
-                    _stop_reading(stop, calls)
+                except Exception:  # EOF: the parent is done with us, or gone
+                    # done: it closes our stdin only once every scope we read was reported
+                    # (what is left of our threads is a last "ready"); gone: nobody will read
+                    # what the scopes in flight find
+                    if not (ended and _all_end(threads, _LAST_WORDS_S)):
+                        _stop_reading(stop, calls)
+                        orphaned = True
                     break
                 if message == _STOP:  # the scopes being read stop at their next write
                     _stop_reading(stop, calls)
                     break
                 if message == _END:
-                    break
+                    ended = True
                 elif isinstance(message, int):
                     replies.put(("start", message))
                     thread = threading.Thread(target=read, args=(message,), daemon=True)
                     threads.append(thread)
                     thread.start()
+            if orphaned:  # do not wait for calls in flight and their retries: end now
+                return ORPHANED
             for thread in threads:
                 thread.join()
     finally:
-        calls.close()
+        if not orphaned:
+            calls.close()
     return 0
+
+
+def _all_end(threads: Sequence[threading.Thread], within_s: float) -> bool:
+    deadline = time.monotonic() + within_s
+    for thread in threads:
+        thread.join(max(0.0, deadline - time.monotonic()))
+    return not any(thread.is_alive() for thread in threads)
 
 
 def main() -> int:
@@ -427,10 +452,14 @@ def main() -> int:
     protocol = os.fdopen(os.dup(sys.stdout.fileno()), "wb")
     os.dup2(sys.stderr.fileno(), sys.stdout.fileno())
     try:
-        return worker_main(sys.stdin.buffer, protocol)
+        code = worker_main(sys.stdin.buffer, protocol)
     finally:
         with contextlib.suppress(OSError):
             protocol.close()
+    if code == ORPHANED:  # not the interpreter's exit, which waits for the call threads
+        sys.stderr.flush()
+        os._exit(code)
+    return code
 
 
 if __name__ == "__main__":

@@ -7,6 +7,8 @@ from __future__ import annotations
 import logging
 import os
 import signal
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -47,7 +49,8 @@ class ProbeProvider:
 
 
 def _lines(path: Path) -> list[list[int]]:
-    return [[int(x) for x in ln.split()] for ln in path.read_text().splitlines()]
+    """The complete lines written so far (one being written is left for the next read)."""
+    return [[int(x) for x in ln.split()] for ln in path.read_text().split("\n")[:-1]]
 
 
 @pytest.fixture
@@ -121,3 +124,53 @@ def test_a_fork_server_that_dies_on_start_leaves_workers_started_one_by_one(
     assert len(workers) == 2 and {ppid for _, ppid in _lines(seen)} == {os.getpid()}
     # the server imported the probe and died; each started worker imported it again
     assert len(_lines(probe)) == 3 and workers <= {p for (p,) in _lines(probe)}
+
+
+class StuckProvider(ProbeProvider):
+    """Each scope says which process reads it, then waits as a call stuck in its SDK's
+    retries against an unreachable cloud does (up to minutes)."""
+
+    def collect(self, scope: ScopeKey, sink: EvidenceSink) -> ScopeResult:
+        with open(self.seen, "a", encoding="utf-8") as out:
+            out.write(f"{os.getpid()} {os.getppid()}\n")
+        time.sleep(600)
+        return ScopeResult(scope=scope, calls=1)
+
+
+_KILLED_SCAN = """
+import os, sys
+from auditor import forkserver
+if sys.argv[2] == "spawn":
+    forkserver.available = lambda: False
+from auditor.collect import collect
+from auditor.recording import EvidenceSink
+from tests.test_forkserver import StuckProvider
+collect([StuckProvider(4, sys.argv[1], os.getpid())], EvidenceSink(), 4, processes=2)
+"""
+
+
+@pytest.mark.parametrize("start", ["fork", "spawn"])
+def test_workers_of_a_killed_scan_end_at_once(tmp_path: Path, start: str) -> None:
+    """A scan killed outright (SIGKILL, the OOM killer): its workers see their requests end and
+    stop at once instead of finishing calls nobody will read (and their retries)."""
+    seen = tmp_path / "seen"
+    seen.write_text("")
+    scan = subprocess.Popen(
+        [sys.executable, "-c", _KILLED_SCAN, str(seen), start],
+        cwd=Path(__file__).resolve().parents[1],
+    )
+    try:
+        deadline = time.monotonic() + 60
+        while len(_lines(seen)) < 2 and time.monotonic() < deadline:
+            time.sleep(0.1)
+        readers = _lines(seen)
+        assert len(readers) >= 2, "the workers never started their scopes"
+    finally:
+        scan.kill()
+        scan.wait(timeout=10)
+    # the workers, and their fork server (spawned workers' parent is the scan itself)
+    processes = {pid for pid, _ in readers} | ({ppid for _, ppid in readers} - {scan.pid})
+    deadline = time.monotonic() + 15
+    while any(forkserver._alive(p) for p in processes) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not [p for p in processes if forkserver._alive(p)]
