@@ -205,7 +205,7 @@ def _in_threads(
     limits: RateLimits = None,
 ) -> bool:
     """Every scope in a thread of this process; True if interrupted (finished ones kept)."""
-    reading_here(list({id(p): p for p, _ in work}.values()))  # their SDKs, out of the GC's way
+    reading_here(p for p, _ in work)  # their SDKs, out of the GC's way
     # `concurrency` bounds calls in flight: scopes list in a slot each, and their per-VM calls
     # fan out over the same slots (providers with a `pool` attribute get the CallPool).
     calls = CallPool(concurrency, limits=limits)

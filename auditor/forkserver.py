@@ -66,6 +66,14 @@ class ForkServerError(Exception):
     """The fork server could not start or fork: the caller starts workers itself."""
 
 
+def child_env() -> dict[str, str]:
+    """The environment of a process the scan starts to read for it (the fork server, or a
+    worker started by itself): this one's, with its import path, so it imports what we do."""
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(p for p in sys.path if p)
+    return env
+
+
 def available() -> bool:
     """Linux only: macOS frameworks a worker may touch after the fork (the proxy settings
     `requests` reads) are not safe there, which is why Python's own default is spawn."""
@@ -147,14 +155,12 @@ class ForkServer:
         if not available():
             raise ForkServerError("fork is not available on this platform")
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
-        env = dict(os.environ)
-        env["PYTHONPATH"] = os.pathsep.join(p for p in sys.path if p)  # import what we import
         try:
             self.proc = subprocess.Popen(
                 [sys.executable, "-m", "auditor.forkserver", str(theirs.fileno())],
                 stdin=subprocess.DEVNULL,
                 pass_fds=(theirs.fileno(),),
-                env=env,
+                env=child_env(),
                 start_new_session=True,  # a terminal's Ctrl-C reaches the scan only
             )
         except OSError as err:

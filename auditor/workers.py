@@ -214,13 +214,11 @@ def _start(k: int, inbox: queue.Queue[tuple[int, Any]], server: ForkServer | Non
         except ForkServerError as err:
             log.info("starting collection worker %d by itself: %s", k, err)
     if proc is None:
-        env = dict(os.environ)
-        env["PYTHONPATH"] = os.pathsep.join(p for p in sys.path if p)  # import what we import
         proc = subprocess.Popen(
             [sys.executable, "-m", "auditor.workers"],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
-            env=env,
+            env=forkserver.child_env(),
             start_new_session=True,  # a terminal's Ctrl-C reaches the parent only: it decides
         )
     assert proc.stdout is not None

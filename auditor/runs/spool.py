@@ -340,8 +340,9 @@ def read_stored(path: Path) -> AuditRun | None:
                         if nested_json(vm) != entry:
                             return None
                         vm_spans.append(span)
-                        in_order = in_order and (last_key is None or last_key <= vm_order(vm))
-                        last_key = vm_order(vm)
+                        order = vm_order(vm)
+                        in_order = in_order and (last_key is None or last_key <= order)
+                        last_key = order
                     else:
                         if nested_json(Evidence.model_validate_json(entry)) != entry:
                             return None
